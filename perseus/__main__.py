@@ -1,0 +1,5 @@
+import sys
+
+from perseus.cli.main import main
+
+sys.exit(main())

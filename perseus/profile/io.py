@@ -1,0 +1,165 @@
+"""Reading and writing instruction profiles (CSV ``stage,instruction,frequency,time,energy``).
+
+Every problem in a file is reported as an :class:`~perseus.errors.InputError` naming the
+file, the line and what is wrong, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from perseus.errors import InputError
+from perseus.profile.model import INSTRUCTION_KINDS, InstructionProfile, Measurement, PipelineProfile
+
+COLUMNS: tuple[str, ...] = ("stage", "instruction", "frequency", "time", "energy")
+META_FILENAME = "meta.json"
+
+
+def parse_profile(
+    text: str,
+    *,
+    source: str,
+    blocking_power: float,
+    num_stages: int | None = None,
+) -> PipelineProfile:
+    """Parse profile CSV text. ``source`` names the file in error messages.
+
+    ``num_stages``, when given, must equal the number of stages in the file.
+    """
+    if not (math.isfinite(blocking_power) and blocking_power >= 0):
+        raise InputError(source, f"blocking power must be a non-negative number of watts, got {blocking_power}")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        raise InputError(source, "file is empty; expected a header " + ",".join(COLUMNS), line=1)
+    header = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise InputError(source, f"missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}", line=1)
+    index = {c: header.index(c) for c in COLUMNS}
+
+    rows: dict[tuple[int, str], dict[int, Measurement]] = {}
+    for line_no, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise InputError(source, f"expected {len(header)} fields, found {len(row)}", line=line_no)
+        stage = _parse_int(row[index["stage"]], "stage", source, line_no, minimum=0)
+        kind = row[index["instruction"]].strip()
+        if kind not in INSTRUCTION_KINDS:
+            raise InputError(
+                source, f"instruction must be one of {', '.join(INSTRUCTION_KINDS)}, got {kind!r}", line=line_no
+            )
+        frequency = _parse_int(row[index["frequency"]], "frequency", source, line_no, minimum=1)
+        time = _parse_positive(row[index["time"]], "time", source, line_no)
+        energy = _parse_positive(row[index["energy"]], "energy", source, line_no)
+        per_freq = rows.setdefault((stage, kind), {})
+        if frequency in per_freq:
+            raise InputError(
+                source, f"duplicate measurement for stage {stage} {kind} at {frequency} MHz", line=line_no
+            )
+        per_freq[frequency] = Measurement(frequency, time, energy)
+
+    if not rows:
+        raise InputError(source, "no measurements found")
+    stages_found = sorted({stage for stage, _ in rows})
+    expected_stages = num_stages if num_stages is not None else stages_found[-1] + 1
+    if num_stages is not None and stages_found[-1] + 1 > num_stages:
+        raise InputError(source, f"profile has {stages_found[-1] + 1} stages but {num_stages} were asked for")
+    for stage in range(expected_stages):
+        for kind in INSTRUCTION_KINDS:
+            if (stage, kind) not in rows:
+                if stage not in stages_found:
+                    raise InputError(
+                        source,
+                        f"stage {stage} is missing: profile has {len(stages_found)} stage(s) "
+                        f"but {expected_stages} were asked for",
+                    )
+                raise InputError(source, f"stage {stage} has no {kind} measurements")
+    profiles = {
+        key: InstructionProfile(key[0], key[1], tuple(per_freq.values())) for key, per_freq in rows.items()
+    }
+    return PipelineProfile(profiles, blocking_power=blocking_power, source=source)
+
+
+def load_profile(
+    path: str | Path,
+    *,
+    blocking_power: float | None = None,
+    num_stages: int | None = None,
+) -> PipelineProfile:
+    """Load a profile CSV. Without ``blocking_power``, read it from ``meta.json`` beside the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(str(path), "no such file") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
+    if blocking_power is None:
+        blocking_power = read_blocking_power(path)
+    return parse_profile(text, source=str(path), blocking_power=blocking_power, num_stages=num_stages)
+
+
+def read_blocking_power(profile_path: Path) -> float:
+    """The ``blocking_power`` (watts) recorded in ``meta.json`` next to a profile."""
+    meta_path = profile_path.parent / META_FILENAME
+    if not meta_path.exists():
+        raise InputError(
+            str(profile_path),
+            f"no blocking power given and no {META_FILENAME} beside the profile; pass --blocking-power WATTS",
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+        value = float(meta["blocking_power"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InputError(str(meta_path), "expected a JSON object with a numeric 'blocking_power' (watts)") from None
+    return value
+
+
+def format_profile(measurements: Iterable[tuple[int, str, Measurement]]) -> str:
+    """CSV text for ``(stage, instruction, measurement)`` triples, in the order given."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for stage, kind, m in measurements:
+        writer.writerow([stage, kind, m.frequency, repr(m.time), repr(m.energy)])
+    return out.getvalue()
+
+
+def save_profile(profile: PipelineProfile, directory: str | Path, **meta: object) -> Path:
+    """Write ``profile.csv`` and ``meta.json`` (blocking power plus ``meta``) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = ((p.stage, p.instruction, m) for p in profile for m in p.measurements)
+    csv_path = directory / "profile.csv"
+    csv_path.write_text(format_profile(rows))
+    (directory / META_FILENAME).write_text(
+        json.dumps({"blocking_power": profile.blocking_power, **meta}, indent=2) + "\n"
+    )
+    return csv_path
+
+
+def _parse_int(cell: str, name: str, source: str, line: int, *, minimum: int) -> int:
+    try:
+        value = int(cell.strip())
+    except ValueError:
+        raise InputError(source, f"{name} must be an integer, got {cell.strip()!r}", line=line) from None
+    if value < minimum:
+        raise InputError(source, f"{name} must be >= {minimum}, got {value}", line=line)
+    return value
+
+
+def _parse_positive(cell: str, name: str, source: str, line: int) -> float:
+    try:
+        value = float(cell.strip())
+    except ValueError:
+        raise InputError(source, f"{name} must be a number, got {cell.strip()!r}", line=line) from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(source, f"{name} must be a positive number, got {cell.strip()!r}", line=line)
+    return value

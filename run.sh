@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Perseus launcher. The first call bootstraps a local .venv from requirements.lock; later calls reuse it.
+#
+#   bash run.sh demo                         the whole story on simulated GPUs driven by a real profile
+#   bash run.sh test                         lint, type check and the test suite
+#   bash run.sh MODEL MB NMB [options]       pipeline training (see: bash run.sh --help)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+bootstrap() {
+  local stamp="$VENV/.perseus-lock" want
+  want="$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+  if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  echo "run.sh: preparing $VENV (first run only)" >&2
+  [[ -x "$PY" ]] || python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.lock
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+}
+
+usage() {
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+  ""|-h|--help|help)
+    usage
+    ;;
+  test)
+    shift
+    bootstrap
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy" perseus merak_integration
+    exec "$PY" -m pytest -q "$@"
+    ;;
+  demo)
+    shift
+    bootstrap
+    exec "$PY" -m perseus.demo "$@"
+    ;;
+  *)
+    bootstrap
+    exec "$PY" -m merak_integration.launch "$@"
+    ;;
+esac
