@@ -19,6 +19,12 @@ from perseus.errors import PerseusError
 COMMAND_MODULES: tuple[str, ...] = (
     "perseus.cli.optimize",
     "perseus.cli.plot",
+    "perseus.cli.devices",
+    "perseus.cli.serve",
+    "perseus.cli.jobs",
+    "perseus.cli.frontier",
+    "perseus.cli.target",
+    "perseus.cli.bso",
 )
 
 

@@ -1,0 +1,179 @@
+"""Hook objects that drive one GPU: instruction timing on simulated GPUs, and a local Perseus client.
+
+- :class:`GPUInstructionHooks` tells the GPU object where instructions begin and end. A simulated
+  GPU makes the instruction take its profiled time at the current clock there; on a real GPU it
+  only synchronises so measurements cover the queued kernels.
+- :class:`LocalPerseus` does what the Perseus client does, without a server: before every
+  instruction it asks the frequency controller for that instruction's frequency (from a plan's
+  :class:`~perseus.plan.PowerStateSchedule`, or one fixed frequency while profiling) and it
+  measures every instruction's and every iteration's time and energy.
+
+Chain them as ``HookChain([LocalPerseus(...), GPUInstructionHooks(...)])`` so the frequency is
+requested before the instruction starts and measured after the GPU finished it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from merak_integration.hooks import parse_instruction_name
+from perseus.plan import PowerStateSchedule
+
+
+class GPULike(Protocol):
+    """The part of :class:`perseus.device.GPU` the hooks use."""
+
+    def energy(self) -> float: ...
+
+    def current_frequency(self) -> int | None: ...
+
+    def on_instruction_begin(self, stage: int, kind: str) -> None: ...
+
+    def on_instruction_end(self) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+
+class ControllerLike(Protocol):
+    def set_frequency(self, mhz: int) -> None: ...
+
+
+class GPUInstructionHooks:
+    """Marks instruction boundaries on the GPU object (simulated GPUs model the time there)."""
+
+    def __init__(self, gpu: GPULike, stage: int) -> None:
+        self.gpu = gpu
+        self.stage = stage
+
+    def on_step_begin(self) -> None:
+        pass
+
+    def on_step_end(self) -> None:
+        pass
+
+    def on_instruction_begin(self, name: str) -> None:
+        self.gpu.on_instruction_begin(self.stage, parse_instruction_name(name)[0])
+
+    def on_instruction_end(self, name: str) -> None:
+        self.gpu.synchronize()
+        self.gpu.on_instruction_end()
+
+
+@dataclass
+class InstructionMeasurement:
+    name: str
+    frequency: int | None
+    """Requested frequency (MHz); ``None`` when nothing was requested."""
+    applied: int | None
+    """Clock the GPU ran at when the instruction finished."""
+    time: float
+    energy: float
+
+
+@dataclass
+class IterationMeasurement:
+    time: float
+    energy: float
+    instructions: list[InstructionMeasurement] = field(default_factory=list)
+
+    @property
+    def busy_time(self) -> float:
+        return sum(i.time for i in self.instructions)
+
+    @property
+    def busy_energy(self) -> float:
+        return sum(i.energy for i in self.instructions)
+
+
+class LocalPerseus:
+    """Applies a per-instruction frequency schedule and measures time and energy, without a server.
+
+    ``schedule`` gives the frequency of every instruction in execution order (matched by name);
+    ``fixed_frequency`` locks one clock for the whole iteration (profiling sweeps). With neither,
+    clocks are left alone (the all-max-frequency baseline on an unlocked GPU).
+    """
+
+    def __init__(
+        self,
+        gpu: GPULike,
+        controller: ControllerLike | None,
+        *,
+        schedule: PowerStateSchedule | None = None,
+        fixed_frequency: int | None = None,
+    ) -> None:
+        self.gpu = gpu
+        self.controller = controller
+        self.fixed_frequency = fixed_frequency
+        self.frequencies: dict[str, int] = {}
+        self.set_schedule(schedule)
+        self.iterations: list[IterationMeasurement] = []
+        self._step: tuple[float, float] | None = None
+        self._open: dict[str, tuple[float, float, int | None]] = {}
+        self._current: list[InstructionMeasurement] = []
+
+    def set_schedule(self, schedule: PowerStateSchedule | None) -> None:
+        """Apply ``schedule`` from the next instruction on (``None``: leave clocks alone)."""
+        self.frequencies = {p.name: p.frequency for p in schedule.instructions} if schedule is not None else {}
+
+    def _now(self) -> tuple[float, float]:
+        self.gpu.synchronize()
+        return time.perf_counter(), self.gpu.energy()
+
+    def on_step_begin(self) -> None:
+        if self.fixed_frequency is not None and self.controller is not None:
+            self.controller.set_frequency(self.fixed_frequency)
+        self._current = []
+        self._step = self._now()
+
+    def on_step_end(self) -> None:
+        assert self._step is not None, "on_step_end without on_step_begin"
+        t, e = self._now()
+        self.iterations.append(IterationMeasurement(t - self._step[0], e - self._step[1], self._current))
+        self._step = None
+
+    def on_instruction_begin(self, name: str) -> None:
+        freq = self.frequencies.get(name, self.fixed_frequency)
+        if freq is not None and self.controller is not None and name in self.frequencies:
+            self.controller.set_frequency(freq)
+        t, e = self._now()
+        self._open[name] = (t, e, freq)
+
+    def on_instruction_end(self, name: str) -> None:
+        t0, e0, freq = self._open.pop(name)
+        applied = self.gpu.current_frequency()
+        t, e = self._now()
+        self._current.append(InstructionMeasurement(name, freq, applied, t - t0, e - e0))
+
+    # --- summaries ------------------------------------------------------------------------
+    def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
+        """Mean ``(time, energy)`` of forward and of backward instructions, skipping warm-up iterations."""
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        for it in self.iterations[skip:]:
+            for m in it.instructions:
+                s = sums[parse_instruction_name(m.name)[0]]
+                s[0] += m.time
+                s[1] += m.energy
+                s[2] += 1
+        return {k: (v[0] / v[2], v[1] / v[2]) for k, v in sums.items() if v[2]}
+
+    def idle_power(self, skip: int = 0) -> float | None:
+        """Average power outside instructions (P2P waits, mostly): the blocking power."""
+        its = self.iterations[skip:]
+        idle_t = sum(it.time - it.busy_time for it in its)
+        idle_e = sum(it.energy - it.busy_energy for it in its)
+        return idle_e / idle_t if idle_t > 0 else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "iterations": [
+                {
+                    "time": it.time,
+                    "energy": it.energy,
+                    "instructions": [[m.name, m.frequency, m.applied, m.time, m.energy] for m in it.instructions],
+                }
+                for it in self.iterations
+            ]
+        }

@@ -1,0 +1,269 @@
+"""One rank's share of a pipeline on ``torch.distributed.pipelining``, with per-instruction hooks.
+
+:class:`StagePipeline` builds this rank's stage module(s) from the model zoo and the partition,
+wraps them in torch ``PipelineStage`` objects and a torch schedule (1F1B, GPipe or interleaved
+1F1B), and wraps every stage's ``forward_one_chunk`` / ``backward_one_chunk`` so that the hook API
+is called around the forward and the backward of every microbatch.
+
+At construction it checks that the order in which torch's schedule will run this rank's
+instructions equals :func:`perseus.pipeline.schedules.stage_orders` (the order plans are written
+in); at run time :class:`~merak_integration.hooks.OrderCheck` re-checks every instruction.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+from torch.distributed.pipelining.schedules import PipelineScheduleSingle
+
+from merak_integration.hooks import InstructionHooks, NullHooks, instruction_name
+from merak_integration.models import (
+    ModelConfig,
+    build_layers,
+    get_config,
+    layer_kinds,
+    loss_fn,
+    parameter_counts,
+)
+from merak_integration.partition import Partition, partition
+from perseus.errors import InputError
+from perseus.pipeline.schedules import stage_orders
+
+#: ``--train_schedule`` spellings and the schedule names Perseus plans use.
+SCHEDULES: dict[str, str] = {
+    "1f1b": "1f1b",
+    "gpipe": "gpipe",
+    "interleaved": "interleaved-1f1b",
+    "interleaved-1f1b": "interleaved-1f1b",
+}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What every rank must agree on to run the same pipeline."""
+
+    model: str
+    microbatch_size: int
+    num_microbatches: int
+    num_stages: int
+    schedule: str = "1f1b"
+    """Perseus schedule name: ``1f1b``, ``gpipe`` or ``interleaved-1f1b``."""
+    num_chunks: int = 1
+    """Model chunks per rank; 2 or more for interleaved 1F1B, else 1."""
+    partition_method: str = "uniform"
+    seed: int = 0
+
+    @property
+    def num_virtual_stages(self) -> int:
+        return self.num_stages * self.num_chunks
+
+    def instruction_names(self, stage: int) -> list[str]:
+        """This stage's instructions in the order plans list them."""
+        order = stage_orders(self.schedule, self.num_stages, self.num_microbatches, self.num_chunks)[stage]
+        return [instruction_name(i.kind, i.microbatch, i.chunk) for i in order]
+
+
+def normalize_schedule(name: str, num_chunks: int) -> tuple[str, int]:
+    """``(perseus schedule name, chunks per rank)`` for a ``--train_schedule`` value."""
+    if name not in SCHEDULES:
+        raise InputError("--train_schedule", f"must be one of 1f1b, gpipe, interleaved; got {name!r}")
+    schedule = SCHEDULES[name]
+    if schedule == "interleaved-1f1b":
+        return schedule, max(num_chunks, 2)
+    return schedule, 1
+
+
+def model_partition(spec: PipelineSpec) -> tuple[ModelConfig, Partition, list[str]]:
+    """The model config, its partition into virtual stages and every layer's kind (cheap: meta device)."""
+    cfg = get_config(spec.model)
+    meta = build_layers(cfg, device="meta")
+    kinds = layer_kinds(meta)
+    part = partition(spec.partition_method, parameter_counts(meta), kinds, spec.num_virtual_stages)
+    return cfg, part, kinds
+
+
+def build_stage_module(cfg: ModelConfig, part: Partition, virtual_stage: int, seed: int) -> nn.Sequential:
+    return nn.Sequential(*build_layers(cfg, seed=seed, only=part.layers(virtual_stage)))
+
+
+@dataclass
+class StagePipeline:
+    """This rank's stage(s), the torch schedule that runs them, and the hooks it calls."""
+
+    spec: PipelineSpec
+    rank: int
+    """Pipeline rank (stage index of this GPU)."""
+    group: dist.ProcessGroup | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    hooks: InstructionHooks = field(default_factory=NullHooks)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.config, self.partition, self.kinds = model_partition(spec)
+        s, c = spec.num_stages, spec.num_chunks
+        self.virtual_stages = [chunk * s + self.rank for chunk in range(c)]
+        self.modules = [
+            build_stage_module(self.config, self.partition, v, spec.seed).to(self.device)
+            for v in self.virtual_stages
+        ]
+        self.stages = [
+            PipelineStage(m, v, spec.num_virtual_stages, self.device, group=self.group)
+            for m, v in zip(self.modules, self.virtual_stages, strict=True)
+        ]
+        for chunk, stage in enumerate(self.stages):
+            self._wrap(stage, chunk)
+        m = spec.num_microbatches
+        if spec.schedule == "1f1b":
+            if m < s:
+                raise InputError("NUM_MICROBATCHES", f"1F1B needs at least as many microbatches as stages ({s}), got {m}")
+            self.schedule: Any = Schedule1F1B(self.stages[0], m, loss_fn=loss_fn)
+        elif spec.schedule == "gpipe":
+            self.schedule = ScheduleGPipe(self.stages[0], m, loss_fn=loss_fn)
+        else:
+            # stage_orders raises a clear InputError when M is not a multiple of S.
+            spec.instruction_names(self.rank)
+            self.schedule = ScheduleInterleaved1F1B(list[Any](self.stages), m, loss_fn=loss_fn)
+        self.expected_order = spec.instruction_names(self.rank)
+        torch_order = self.torch_order()
+        if torch_order != self.expected_order:
+            raise RuntimeError(
+                f"stage {self.rank}: torch's {type(self.schedule).__name__} runs {torch_order} but Perseus plans "
+                f"for {spec.schedule} list {self.expected_order}; plans would be applied to the wrong instructions"
+            )
+
+    @property
+    def is_first(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.rank == self.spec.num_stages - 1
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules for p in m.parameters()]
+
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters keyed ``<layer index>.<name>`` in whole-model numbering."""
+        out: dict[str, nn.Parameter] = {}
+        for v, module in zip(self.virtual_stages, self.modules, strict=True):
+            first = self.partition.boundaries[v]
+            for name, p in module.named_parameters():
+                local, _, rest = name.partition(".")
+                out[f"{first + int(local)}.{rest}"] = p
+        return out
+
+    def torch_order(self) -> list[str]:
+        """The instructions torch's schedule runs on this rank, as instruction names.
+
+        Single-stage schedules (1F1B, GPipe) are dry-run: their own ``_step_microbatches`` code runs
+        against a stage that only records calls (their ``pipeline_order`` IR is informative only and
+        lists microbatch 1 first on the last stage in torch 2.13, unlike what runs). Multi-stage
+        schedules (interleaved) execute their ``pipeline_order_with_comms`` list, which is read.
+        """
+        if isinstance(self.schedule, PipelineScheduleSingle):
+            recorded = _dry_run(self.schedule)
+            return [instruction_name(kind, mb) for kind, mb in recorded]
+        return [instruction_name(*x) for x in _runtime_order(self.schedule, self.rank, self.spec.num_stages)]
+
+    def step(self, inputs: torch.Tensor | None, targets: torch.Tensor | None) -> float | None:
+        """Run one iteration's forwards and backwards; returns the mean loss on the last stage."""
+        losses: list[torch.Tensor] = []
+        args = (inputs.to(self.device),) if self.is_first and inputs is not None else ()
+        target = targets.to(self.device) if self.is_last and targets is not None else None
+        self.schedule.step(*args, target=target, losses=losses if self.is_last else None)
+        if self.is_last and losses:
+            return float(torch.stack([x.detach().float() for x in losses]).mean())
+        return None
+
+    def _wrap(self, stage: PipelineStage, chunk: int) -> None:
+        """Call the hooks around this stage's forward and backward of every microbatch."""
+        forward: Callable[..., Any] = stage.forward_one_chunk
+        backward: Callable[..., Any] = stage.backward_one_chunk
+
+        def forward_one_chunk(fwd_chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            name = instruction_name("forward", fwd_chunk_id, chunk)
+            self.hooks.on_instruction_begin(name)
+            out = forward(fwd_chunk_id, *args, **kwargs)
+            self.hooks.on_instruction_end(name)
+            return out
+
+        def backward_one_chunk(bwd_chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            name = instruction_name("backward", bwd_chunk_id, chunk)
+            self.hooks.on_instruction_begin(name)
+            out = backward(bwd_chunk_id, *args, **kwargs)
+            self.hooks.on_instruction_end(name)
+            return out
+
+        stage.forward_one_chunk = forward_one_chunk  # type: ignore[method-assign]
+        stage.backward_one_chunk = backward_one_chunk  # type: ignore[method-assign]
+
+
+def reference_gradients(spec: PipelineSpec, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of one iteration of the whole model in a single process (no pipeline).
+
+    Splits the batch into the same microbatches and averages their losses, which is what
+    torch's schedules compute with ``scale_grads=True``.
+    """
+    layers = build_layers(get_config(spec.model), seed=spec.seed)
+    model = nn.Sequential(*layers)
+    m = spec.num_microbatches
+    for x, y in zip(inputs.chunk(m), targets.chunk(m), strict=True):
+        (loss_fn(model(x), y) / m).backward()
+    return {
+        name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None
+    }
+
+
+class _RecordingStage:
+    """Stands in for a PipelineStage in a dry run: no communication, no compute, records the order."""
+
+    def __init__(self, stage: Any) -> None:
+        self.stage_index = stage.stage_index
+        self.num_stages = stage.num_stages
+        self.is_first = stage.is_first
+        self.is_last = stage.is_last
+        self.has_backward = True
+        self.output_chunks: list[Any] = []
+        self.calls: list[tuple[str, int]] = []
+
+    def forward_one_chunk(self, chunk_id: int, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(("forward", chunk_id))
+
+    def backward_one_chunk(self, chunk_id: int, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(("backward", chunk_id))
+
+    def __getattr__(self, name: str) -> Any:
+        # get_*_ops return no P2P ops; everything else (reduce grads, clear states) does nothing.
+        if name.startswith("get_") and name.endswith("_ops"):
+            return lambda *a, **k: []
+        return lambda *a, **k: None
+
+
+def _dry_run(schedule: PipelineScheduleSingle) -> list[tuple[str, int]]:
+    """Run a single-stage torch schedule's own step code on a recording stage."""
+    recorder = _RecordingStage(schedule._stage)
+    dry = copy.copy(schedule)
+    dry._stage = recorder  # type: ignore[assignment]
+    for method in ("_initialize_stage", "_maybe_compute_loss", "_update_losses"):
+        setattr(dry, method, lambda *a, **k: None)
+    dry._maybe_get_loss = lambda *a, **k: None  # type: ignore[method-assign]
+    n = schedule._n_microbatches
+    type(schedule)._step_microbatches(dry, [()] * n, [{}] * n, None, None)
+    return recorder.calls
+
+
+def _runtime_order(schedule: Any, rank: int, num_stages: int) -> list[tuple[str, int, int]]:
+    """``(kind, microbatch, chunk)`` of the compute actions a multi-stage torch schedule runs on ``rank``."""
+    out: list[tuple[str, int, int]] = []
+    for action in schedule.pipeline_order_with_comms.get(rank, []):
+        kind = {"F": "forward", "B": "backward"}.get(getattr(action.computation_type, "value", ""))
+        if kind is not None:
+            out.append((kind, action.microbatch_index, action.stage_index // num_stages))
+    return out

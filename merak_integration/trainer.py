@@ -1,0 +1,226 @@
+"""The worker process torchrun starts once per GPU: profile, or train with a plan applied.
+
+``python -m merak_integration.trainer CONFIG.json`` (the launcher writes the file). Ranks are laid
+out ``rank = dp_rank * pp + pp_rank``: the ``pp`` ranks of one data-parallel replica form a
+pipeline, and the ``dp`` ranks holding the same stage average their gradients after each iteration.
+
+Every iteration is measured over a common window on all ranks (a barrier starts and ends it), so
+each stage's energy includes the blocking power it draws while waiting for the others, exactly
+as the planner's model counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from merak_integration.config import RunConfig
+from merak_integration.data import batches
+from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
+from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
+from merak_integration.pipeline import StagePipeline
+from perseus.errors import InputError, PerseusError
+
+
+@dataclass
+class Context:
+    rank: int
+    world: int
+    local_rank: int
+    pp_rank: int
+    dp_rank: int
+    pp_group: dist.ProcessGroup | None
+    dp_group: dist.ProcessGroup | None
+    device: torch.device
+
+
+def init_distributed(cfg: RunConfig) -> Context:
+    """Join the process group (NCCL on GPUs, gloo on CPU) and build the pipeline/data-parallel groups."""
+    use_cuda = torch.cuda.is_available() and cfg.device != "sim"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world != cfg.world_size:
+        raise InputError("torchrun", f"world size {world} != pp*dp = {cfg.world_size}")
+    pp_rank, dp_rank = rank % cfg.pp, rank // cfg.pp
+    pp_group = dp_group = None
+    # Every rank must create every group, in the same order.
+    for d in range(cfg.dp):
+        g = dist.new_group([d * cfg.pp + s for s in range(cfg.pp)])
+        if d == dp_rank:
+            pp_group = g
+    for s in range(cfg.pp):
+        g = dist.new_group([d * cfg.pp + s for d in range(cfg.dp)])
+        if s == pp_rank:
+            dp_group = g
+    return Context(rank, world, local_rank, pp_rank, dp_rank, pp_group, dp_group, device)
+
+
+def make_gpu(cfg: RunConfig, ctx: Context) -> Any:
+    """This rank's GPU: via NVML, or simulated (modelling stage ``pp_rank`` of the sim profile)."""
+    from perseus.device import get_gpus
+
+    backend = cfg.device
+    if backend == "auto" and cfg.sim_profile:
+        backend = "sim"
+    time_scale = cfg.sim_time_scale if cfg.sim_time_scale != 1.0 else None  # None: env or 1.0
+    return get_gpus(
+        backend, sim_profile=cfg.sim_profile, stage=ctx.pp_rank, indices=[ctx.local_rank], time_scale=time_scale
+    )[0]
+
+
+def make_controller(gpu: Any) -> Any:
+    from perseus.device import FrequencyController
+
+    return FrequencyController(gpu)
+
+
+class Trainer:
+    """Runs iterations of one rank's pipeline with the given hooks and measures them."""
+
+    def __init__(self, cfg: RunConfig, ctx: Context) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.pipe = StagePipeline(cfg.pipeline_spec(), ctx.pp_rank, ctx.pp_group, ctx.device)
+        self.order = OrderCheck(self.pipe.expected_order, ctx.pp_rank)
+        batch = cfg.microbatch_size * cfg.num_microbatches
+        self.data: Iterator[tuple[torch.Tensor, torch.Tensor]] = batches(
+            self.pipe.config, batch, seed=cfg.seed + 7919 * ctx.dp_rank, data_path=cfg.data
+        )
+        self.optimizer = torch.optim.SGD(self.pipe.parameters(), lr=cfg.lr)
+
+    def iteration(self, hooks: InstructionHooks, *, optimizer_step: bool = True) -> float | None:
+        """One training iteration between two barriers, with ``hooks`` called around it."""
+        self.pipe.hooks = HookChain([self.order, hooks])
+        inputs, targets = next(self.data)
+        self.optimizer.zero_grad(set_to_none=True)
+        dist.barrier()
+        self.pipe.hooks.on_step_begin()
+        loss = self.pipe.step(inputs, targets)
+        if self.cfg.dp > 1:
+            for p in self.pipe.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, group=self.ctx.dp_group)
+                    p.grad /= self.cfg.dp
+        if optimizer_step:
+            self.optimizer.step()
+        dist.barrier()
+        self.pipe.hooks.on_step_end()
+        return loss
+
+
+def run_grad_dump(trainer: Trainer, out: Path) -> None:
+    """One iteration without an optimizer step; save this stage's gradients (dp replica 0 only)."""
+    trainer.iteration(NullHooks(), optimizer_step=False)
+    if trainer.ctx.dp_rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        grads = {n: p.grad.detach().cpu() for n, p in trainer.pipe.named_parameters().items() if p.grad is not None}
+        torch.save(grads, out / f"grads-stage{trainer.ctx.pp_rank}.pt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = RunConfig.load(argv[0])
+    try:
+        ctx = init_distributed(cfg)
+        try:
+            _run(cfg, ctx)
+        finally:
+            dist.destroy_process_group()
+    except PerseusError as exc:
+        print(f"perseus: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(cfg: RunConfig, ctx: Context) -> None:
+    trainer = Trainer(cfg, ctx)
+    if cfg.grad_dump:
+        run_grad_dump(trainer, Path(cfg.grad_dump))
+        return
+    gpu = make_gpu(cfg, ctx)
+    controller = make_controller(gpu)
+    try:
+        if cfg.profile:
+            from merak_integration.profiler import profile
+
+            profile(trainer, gpu, controller)
+        else:
+            train(trainer, gpu, controller)
+    finally:
+        controller.close()
+
+
+def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
+    """Train ``max_steps`` iterations with the plan (server, file or none) applied; report each one."""
+    cfg, ctx = trainer.cfg, trainer.ctx
+    local = LocalPerseus(gpu, controller)
+    session = None
+    if cfg.server:
+        from merak_integration.serverlink import ServerSession
+
+        session = ServerSession(trainer, gpu, controller, with_profile=True)
+        if session.served.mode == "profiling":
+            session.run_profiling(controller)
+        session.wait_for_plan()
+        session.apply(local)
+    elif cfg.plan:
+        from merak_integration.plans import load_plan_schedule
+
+        local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
+    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+    rows: list[dict[str, Any]] = []
+    try:
+        for step in range(cfg.max_steps):
+            t0 = time.perf_counter()
+            loss = trainer.iteration(hooks)
+            it = local.iterations[-1]
+            if session is not None:
+                session.report(step, it, local)
+            rows.append(_summarize(step, it.time, it.energy, loss, cfg.dp))
+            if ctx.rank == 0:
+                row = rows[-1]
+                print(
+                    f"iteration {step}: {row['time']:.4f} s, {row['energy']:.2f} J, loss {row['loss']:.4f} "
+                    f"(wall {time.perf_counter() - t0:.3f} s)",
+                    flush=True,
+                )
+    finally:
+        if session is not None:
+            session.close()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{ctx.rank}.json").write_text(
+        json.dumps({"rank": ctx.rank, "stage": ctx.pp_rank, **local.summary()})
+    )
+    if ctx.rank == 0:
+        (out / "iterations.json").write_text(json.dumps(rows, indent=1))
+
+
+def _summarize(step: int, t: float, e: float, loss: float | None, dp: int) -> dict[str, Any]:
+    """Iteration totals over all ranks: the longest time, the summed energy, the mean loss."""
+    times = torch.tensor([t], dtype=torch.float64)
+    sums = torch.tensor([e, loss if loss is not None else 0.0], dtype=torch.float64)
+    dist.all_reduce(times, op=dist.ReduceOp.MAX)
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return {"step": step, "time": float(times[0]), "energy": float(sums[0]), "loss": float(sums[1]) / dp}
+
+
+def gpu_stage(gpu: Any, ctx: Context) -> int:
+    """Stage index the GPU object models (simulated GPUs); the pipeline rank otherwise."""
+    return int(getattr(gpu, "stage", ctx.pp_rank))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

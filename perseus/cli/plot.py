@@ -1,0 +1,48 @@
+"""``perseus plot``: frontier and timeline PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("plot", help="draw a frontier or a plan timeline as PNG",
+                                   description="Draw a frontier or a plan's timeline as a PNG image.")
+    kinds = parser.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
+    frontier = kinds.add_parser("frontier", help="iteration time vs energy of every plan in DIR/frontier.csv",
+                                description="Plot iteration time against energy for DIR/frontier.csv.")
+    frontier.add_argument("directory", type=Path, metavar="DIR", help="output directory of `perseus optimize`")
+    frontier.add_argument("--out", type=Path, default=None, help="PNG path (default DIR/frontier.png)")
+    frontier.set_defaults(handler=run_frontier)
+    timeline = kinds.add_parser("timeline", help="one row per stage, boxes per instruction",
+                                description="Plot a plan's per-stage timeline, colored by frequency or power, "
+                                "with the critical path outlined.")
+    timeline.add_argument("plan", type=Path, metavar="PLAN.json")
+    timeline.add_argument("--profile", type=Path, required=True, metavar="PROFILE.csv")
+    timeline.add_argument("--blocking-power", type=float, default=None, metavar="W",
+                          help="default: meta.json beside the profile")
+    timeline.add_argument("--color-by", choices=("frequency", "power"), default="frequency")
+    timeline.add_argument("--out", type=Path, default=None, help="PNG path (default PLAN.png)")
+    timeline.set_defaults(handler=run_timeline)
+
+
+def run_frontier(args: argparse.Namespace) -> int:
+    from perseus.plot import plot_frontier
+
+    out = plot_frontier(args.directory, args.out or Path(args.directory) / "frontier.png")
+    print(f"wrote {out}")
+    return 0
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    from perseus.plan import FrequencyPlan
+    from perseus.plot import plot_timeline
+    from perseus.profile import load_profile
+
+    plan = FrequencyPlan.load(args.plan)
+    profile = load_profile(args.profile, blocking_power=args.blocking_power)
+    out = plot_timeline(plan, profile, args.out or args.plan.with_suffix(".png"), args.color_by)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,57 @@
+"""``perseus serve``: run the Perseus gRPC server (scheduler, health, reflection)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the Perseus server that profiles jobs and serves frequency plans to workers",
+        description=(
+            "Run the gRPC control plane. Jobs, plans and reports live in the database (any SQLAlchemy "
+            "URL; migrated to the newest schema on start), so the server can be restarted at any time "
+            "and workers reconnect to the same plans."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7787, help="port (default 7787; 0 picks a free one)")
+    parser.add_argument("--db", default="sqlite:///perseus.db", help="SQLAlchemy URL (default sqlite:///perseus.db)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("PERSEUS_TOKEN"),
+        help="require 'authorization: Bearer TOKEN' on every call (default: env PERSEUS_TOKEN)",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow binding a non-loopback address without --token"
+    )
+    parser.add_argument("--profile-dir", metavar="DIR", help="also write each assembled profile to DIR/JOB/")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+    from pathlib import Path
+
+    from perseus.server.app import ServerConfig
+    from perseus.server.app import run as serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        token=args.token or None,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        insecure=args.insecure,
+        profile_dir=Path(args.profile_dir) if args.profile_dir else None,
+    )
+    return serve(config, announce=lambda line: print(line, file=sys.stdout, flush=True))

@@ -1,0 +1,67 @@
+"""``perseus target JOB ...``: choose which plan a job runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from perseus.client.cli_args import add_connection_args
+
+BASELINES = ("max-frequency", "global-power-limit", "per-stage-power-limit")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "target",
+        help="set a job's target: fastest, max slowdown, deadline, energy budget, a plan file or a baseline",
+        description=(
+            "Pick the plan JOB runs. Frontier targets choose the least-energy plan that meets them; "
+            "--plan serves a FrequencyPlan JSON; --baseline serves a comparison baseline "
+            "(power limits are derived from the profile unless --power-limit is given)."
+        ),
+    )
+    parser.add_argument("job", metavar="JOB", help="job id (see: perseus jobs)")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--fastest", action="store_true", help="the fastest plan")
+    group.add_argument("--max-slowdown", type=float, metavar="F", help="least energy within F x the fastest time")
+    group.add_argument("--deadline", type=float, metavar="S", help="least energy with iteration time <= S seconds")
+    group.add_argument("--energy-budget", type=float, metavar="J", help="fastest plan using <= J joules/iteration")
+    group.add_argument("--plan", metavar="FILE", help="serve this plan (perseus.plan.FrequencyPlan JSON)")
+    group.add_argument("--baseline", choices=BASELINES, help="serve a baseline the paper compares with")
+    parser.add_argument("--power-limit", type=float, action="append", metavar="W",
+                        help="baseline watts: once for a global limit, once per stage for per-stage limits")
+    parser.add_argument("--baseline-slowdown", type=float, default=1.0, metavar="F",
+                        help="derived baseline power limits keep iteration time within F x (default 1.0)")
+    add_connection_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from perseus.client import Target
+    from perseus.client.cli_args import client_from_args
+    from perseus.errors import InputError
+
+    if args.power_limit and not args.baseline:
+        raise InputError("--power-limit", "only applies with --baseline")
+    if args.max_slowdown is not None:
+        target = Target.max_slowdown(args.max_slowdown)
+    elif args.deadline is not None:
+        target = Target.deadline(args.deadline)
+    elif args.energy_budget is not None:
+        target = Target.energy_budget(args.energy_budget)
+    elif args.plan:
+        target = Target.plan(args.plan)
+    elif args.baseline:
+        target = Target.of_baseline(args.baseline, args.baseline_slowdown, tuple(args.power_limit or ()))
+    else:
+        target = Target.fastest()
+    with client_from_args(args) as client:
+        job = client.set_target(args.job, target)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(job), indent=1))
+    else:
+        plan = job.plan_name or f"(chosen once the frontier is ready; job is {job.phase})"
+        print(f"{job.job_id}: target {job.target}; serving {plan}")
+    return 0

@@ -1,0 +1,267 @@
+"""``PerseusClient``: a small synchronous client of the ``perseus.v1.Scheduler`` service.
+
+Every call is idempotent on the server (jobs and ranks re-register, reports are keyed), so the
+client retries UNAVAILABLE (server restarting, network blip) with backoff for up to
+``retry_timeout`` seconds; ``watch_schedule`` reconnects the same way. Other errors raise
+:class:`PerseusRpcError`, a :class:`~perseus.errors.PerseusError` the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from perseus.client.types import (
+    PHASE_NAMES,
+    FrontierInfo,
+    JobInfo,
+    ProfileAck,
+    ProfilingStep,
+    ServedSchedule,
+    Target,
+)
+from perseus.errors import PerseusError
+from perseus.profile import PipelineProfile
+from perseus.profile.io import format_profile
+from perseus.v1 import scheduler_pb2 as pb
+from perseus.v1 import scheduler_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:7787"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
+
+
+class PerseusRpcError(PerseusError):
+    """A call the server rejected (or could not be reached within the retry window)."""
+
+    def __init__(self, target: str, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self.details = details
+        super().__init__(f"server {target}: {code.name}: {details}")
+
+
+class PerseusClient:
+    """Talks to one Perseus server.
+
+    Args:
+        target: ``host:port`` of the server (default env ``PERSEUS_SERVER`` or 127.0.0.1:7787).
+        token: Bearer token (default env ``PERSEUS_TOKEN``).
+        tls: Use TLS; ``tls_ca`` is the CA certificate file to trust (system roots if None).
+        retry_timeout: How long to keep retrying while the server is UNAVAILABLE.
+        timeout: Per-call deadline in seconds.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        tls_ca: str | Path | None = None,
+        retry_timeout: float = 30.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.target = target or os.environ.get("PERSEUS_SERVER") or DEFAULT_TARGET
+        token = token if token is not None else os.environ.get("PERSEUS_TOKEN") or None
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self.retry_timeout = retry_timeout
+        self.timeout = timeout
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls or tls_ca is not None:
+            root = Path(tls_ca).read_bytes() if tls_ca is not None else None
+            self._channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(root), options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=options)
+        self._stub = pb_grpc.SchedulerStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PerseusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ calls
+
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        deadline = time.monotonic() + self.retry_timeout
+        delay = 0.05
+        while True:
+            try:
+                return method(request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=False)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise PerseusRpcError(self.target, code, exc.details() or "") from None
+
+    def register_job(
+        self,
+        *,
+        num_stages: int,
+        num_microbatches: int,
+        schedule: str = "1f1b",
+        job_id: str = "",
+        model: str = "",
+        partition: str = "",
+        num_chunks: int = 1,
+        dp_degree: int = 1,
+        tp_degree: int = 1,
+        blocking_power: float = 0.0,
+        profile: PipelineProfile | str | None = None,
+        warmup_iterations: int = 0,
+        measure_iterations: int = 0,
+        early_stop_rises: int = 0,
+        frequencies: Sequence[int] = (),
+        target: Target | None = None,
+    ) -> JobInfo:
+        """Create a job (idempotent for the same ``job_id`` and spec).
+
+        ``profile`` (a PipelineProfile or its CSV text) skips profiling; its blocking power is used
+        unless ``blocking_power`` is given. Without it the job starts in profiling mode.
+        """
+        if not job_id:
+            # Chosen here, not by the server, so a retried call cannot create two jobs.
+            stem = re.sub(r"[^A-Za-z0-9._-]", "-", model)[:40].strip("-.") or "job"
+            job_id = f"{stem}-{uuid.uuid4().hex[:8]}"
+        profile_csv = ""
+        if isinstance(profile, PipelineProfile):
+            profile_csv = format_profile((p.stage, p.instruction, m) for p in profile for m in p.measurements)
+            blocking_power = blocking_power or profile.blocking_power
+        elif profile:
+            profile_csv = profile
+        request = pb.RegisterTrainingJobRequest(
+            job_id=job_id, model=model, partition=partition, schedule=schedule, num_stages=num_stages,
+            num_microbatches=num_microbatches, num_chunks=num_chunks, dp_degree=dp_degree, tp_degree=tp_degree,
+            blocking_power=blocking_power, profile_csv=profile_csv,
+            profiling=pb.ProfilingConfig(warmup_iterations=warmup_iterations, measure_iterations=measure_iterations,
+                                         early_stop_rises=early_stop_rises, frequencies=list(frequencies)),
+        )
+        if target is not None:
+            request.target.CopyFrom(target.to_proto())
+        return JobInfo.from_proto(self._call(self._stub.RegisterJob, request).job)
+
+    def register_rank(
+        self,
+        job_id: str,
+        rank: int,
+        stage: int,
+        supported_frequencies: Sequence[int],
+        *,
+        pipeline_id: int = 0,
+        gpu_name: str = "",
+        schedule: str = "",
+        num_microbatches: int = 0,
+    ) -> ServedSchedule:
+        """Register (or re-register) a rank; returns its current schedule."""
+        request = pb.RegisterRankRequest(
+            job_id=job_id, rank=rank, stage=stage, pipeline_id=pipeline_id, gpu_name=gpu_name,
+            supported_frequencies=list(supported_frequencies), schedule=schedule, num_microbatches=num_microbatches,
+        )
+        return ServedSchedule.from_proto(self._call(self._stub.RegisterRank, request).schedule)
+
+    def get_schedule(self, job_id: str, rank: int) -> ServedSchedule:
+        """The rank's current schedule (a :class:`~perseus.plan.PowerStateSchedule` with extras)."""
+        return ServedSchedule.from_proto(self._call(self._stub.GetSchedule, pb.GetScheduleRequest(job_id=job_id, rank=rank)))
+
+    def watch_schedule(self, job_id: str, rank: int) -> Iterator[ServedSchedule]:
+        """The rank's schedule now and after every change; reconnects across server restarts.
+
+        Stop by closing the generator (or the client).
+        """
+        request = pb.GetScheduleRequest(job_id=job_id, rank=rank)
+        last: tuple[Any, ...] | None = None
+        failing_since: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                for msg in self._stub.WatchSchedule(request, metadata=self._metadata):
+                    failing_since, delay = None, 0.05
+                    schedule = ServedSchedule.from_proto(msg)
+                    key = (schedule.mode, schedule.plan_id, schedule.plan_name, schedule.instructions,
+                           schedule.power_limit, schedule.profiling, schedule.phase)
+                    if key != last:  # a reconnect re-sends the current schedule
+                        last = key
+                        yield schedule
+                return
+            except grpc.RpcError as exc:
+                code = exc.code()
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if code == grpc.StatusCode.UNAVAILABLE and now - failing_since < self.retry_timeout:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if code == grpc.StatusCode.CANCELLED:
+                    return
+                raise PerseusRpcError(self.target, code, exc.details() or "") from None
+
+    def report_profile(
+        self, job_id: str, rank: int, frequency: int, measurements: Mapping[str, tuple[float, float]]
+    ) -> ProfileAck:
+        """Per-instruction-kind ``{"forward": (time_s, energy_j), ...}`` measured at ``frequency``."""
+        request = pb.ReportProfileRequest(
+            job_id=job_id, rank=rank, frequency=frequency,
+            measurements=[pb.InstructionMeasurement(instruction=k, time=t, energy=e)
+                          for k, (t, e) in measurements.items()],
+        )
+        reply = self._call(self._stub.ReportProfile, request)
+        return ProfileAck(ProfilingStep.from_proto(reply.next), PHASE_NAMES.get(reply.job_phase, "unknown"),
+                          reply.version)
+
+    def report_iteration(
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = ""
+    ) -> int:
+        """Store one iteration's time and energy; returns the job's schedule version."""
+        request = pb.ReportIterationRequest(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
+                                            energy=energy, plan_name=plan_name)
+        return int(self._call(self._stub.ReportIteration, request).version)
+
+    def set_target(self, job_id: str, target: Target) -> JobInfo:
+        request = pb.SetTargetRequest(job_id=job_id, target=target.to_proto())
+        return JobInfo.from_proto(self._call(self._stub.SetTarget, request).job)
+
+    def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobInfo, str]:
+        """Pipeline ``pipeline_id`` runs ``factor`` x slower (1.0: recovered); returns (job, others' plan)."""
+        request = pb.ReportStragglerRequest(job_id=job_id, pipeline_id=pipeline_id, factor=factor)
+        reply = self._call(self._stub.ReportStraggler, request)
+        return JobInfo.from_proto(reply.job), reply.others_plan_name
+
+    def get_frontier(self, job_id: str, include_plans: bool = False) -> FrontierInfo:
+        request = pb.GetFrontierRequest(job_id=job_id, include_plans=include_plans)
+        return FrontierInfo.from_proto(self._call(self._stub.GetFrontier, request))
+
+    def list_jobs(self, job_ids: Sequence[str] = ()) -> list[JobInfo]:
+        reply = self._call(self._stub.ListJobs, pb.ListJobsRequest(job_ids=list(job_ids)))
+        return [JobInfo.from_proto(j) for j in reply.jobs]
+
+    def get_job(self, job_id: str) -> JobInfo:
+        return self.list_jobs([job_id])[0]
+
+    def wait_for_phase(self, job_id: str, phases: str | Sequence[str], timeout: float = 120.0) -> JobInfo:
+        """Poll until the job reaches one of ``phases`` (or fails)."""
+        wanted = {phases} if isinstance(phases, str) else set(phases)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job.phase in wanted:
+                return job
+            if job.phase == "failed":
+                raise PerseusError(f"job {job_id} failed: {job.error}")
+            if time.monotonic() > deadline:
+                raise PerseusError(f"job {job_id} still {job.phase} after {timeout:g} s")
+            time.sleep(0.05)

@@ -1,0 +1,158 @@
+"""The dependency DAG of one pipeline iteration.
+
+Nodes are instructions; an edge ``u -> v`` means ``v`` cannot start before ``u`` finishes.
+Two kinds of edges exist: consecutive instructions on the same stage (a GPU runs one at a
+time), and data dependencies between virtual stages (activations flow forward, gradients
+flow backward). Communication is taken as instantaneous, as in the Perseus paper; time a
+stage spends waiting is charged at blocking power by the evaluator.
+
+The arrays here are laid out for vectorised longest-path passes: nodes are numbered in
+topological order and grouped into *levels* (a node's level is one more than its deepest
+predecessor's), so each pass is one numpy gather-max per level.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from perseus.errors import InputError
+from perseus.pipeline.schedules import Instruction, stage_orders
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class PipelineDAG:
+    """Instructions of one iteration of ``schedule`` and their dependencies."""
+
+    schedule: str
+    num_stages: int
+    num_microbatches: int
+    num_chunks: int
+    nodes: tuple[Instruction, ...]
+    """All instructions, in a topological order (node id = position)."""
+    stage_nodes: tuple[tuple[int, ...], ...]
+    """Per stage, node ids in execution order."""
+    edges: IntArray
+    """``(E, 2)`` array of ``(src, dst)`` node ids."""
+
+    @classmethod
+    def build(cls, schedule: str, num_stages: int, num_microbatches: int, num_chunks: int = 1) -> PipelineDAG:
+        """The DAG of ``schedule`` for ``num_stages`` stages and ``num_microbatches`` microbatches."""
+        orders = stage_orders(schedule, num_stages, num_microbatches, num_chunks)
+        chunks = 1 + max(i.chunk for stage in orders for i in stage)
+        deps: dict[Instruction, list[Instruction]] = {i: [] for stage in orders for i in stage}
+        for stage in orders:
+            for prev, cur in itertools.pairwise(stage):
+                deps[cur].append(prev)
+        num_virtual = num_stages * chunks
+        for inst in deps:
+            virtual = inst.chunk * num_stages + inst.stage
+            if inst.kind == "forward" and virtual > 0:
+                up = virtual - 1
+                deps[inst].append(Instruction(up % num_stages, "forward", inst.microbatch, up // num_stages))
+            elif inst.kind == "backward":
+                if virtual < num_virtual - 1:
+                    down = virtual + 1
+                    deps[inst].append(Instruction(down % num_stages, "backward", inst.microbatch, down // num_stages))
+                else:
+                    deps[inst].append(Instruction(inst.stage, "forward", inst.microbatch, inst.chunk))
+        topo = _topological_order(deps, schedule)
+        node_id = {inst: k for k, inst in enumerate(topo)}
+        edge_list = sorted({(node_id[p], node_id[i]) for i, ps in deps.items() for p in ps})
+        return cls(
+            schedule=schedule,
+            num_stages=num_stages,
+            num_microbatches=num_microbatches,
+            num_chunks=chunks,
+            nodes=tuple(topo),
+            stage_nodes=tuple(tuple(node_id[i] for i in stage) for stage in orders),
+            edges=np.asarray(edge_list, dtype=np.int64).reshape(-1, 2),
+        )
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @cached_property
+    def node_stage(self) -> IntArray:
+        return np.fromiter((i.stage for i in self.nodes), dtype=np.int64, count=self.num_nodes)
+
+    @cached_property
+    def predecessors(self) -> IntArray:
+        """``(N, P)`` predecessor ids padded with ``N`` (a virtual node that finishes at 0)."""
+        return _padded_adjacency(self.edges[:, 1], self.edges[:, 0], self.num_nodes)
+
+    @cached_property
+    def successors(self) -> IntArray:
+        """``(N, Q)`` successor ids padded with ``N``."""
+        return _padded_adjacency(self.edges[:, 0], self.edges[:, 1], self.num_nodes)
+
+    @cached_property
+    def levels(self) -> tuple[IntArray, ...]:
+        """Node ids grouped by depth; every predecessor of a level lies in an earlier one."""
+        depth = np.zeros(self.num_nodes, dtype=np.int64)
+        for src, dst in self.edges:  # edges are sorted by src and ids are topological
+            depth[dst] = max(depth[dst], depth[src] + 1)
+        order = np.argsort(depth, kind="stable")
+        bounds = np.flatnonzero(np.diff(depth[order])) + 1
+        return tuple(np.split(order, bounds))
+
+    def finish_times(self, durations: FloatArray) -> FloatArray:
+        """Earliest finish time of every node when each runs for ``durations[node]`` seconds."""
+        finish = np.zeros(self.num_nodes + 1)
+        preds = self.predecessors
+        for level in self.levels:
+            finish[level] = finish[preds[level]].max(axis=1) + durations[level]
+        return finish[:-1]
+
+    def latest_finish_times(self, durations: FloatArray, deadline: float) -> FloatArray:
+        """Latest finish time of every node that still lets the iteration end by ``deadline``."""
+        latest_start = np.full(self.num_nodes + 1, deadline)
+        latest_finish = np.empty(self.num_nodes)
+        succs = self.successors
+        for level in reversed(self.levels):
+            latest_finish[level] = latest_start[succs[level]].min(axis=1)
+            latest_start[level] = latest_finish[level] - durations[level]
+        return latest_finish
+
+
+def _topological_order(deps: dict[Instruction, list[Instruction]], schedule: str) -> list[Instruction]:
+    """Kahn's algorithm; preferring earlier stages keeps ids readable. A cycle is a schedule bug."""
+    indegree = {i: len(ps) for i, ps in deps.items()}
+    users: dict[Instruction, list[Instruction]] = {i: [] for i in deps}
+    for i, ps in deps.items():
+        for p in ps:
+            if p not in users:
+                raise InputError("schedule", f"{schedule}: {i.name} on stage {i.stage} depends on missing {p.name}")
+            users[p].append(i)
+    ready = deque(sorted(i for i, d in indegree.items() if d == 0))
+    order: list[Instruction] = []
+    while ready:
+        inst = ready.popleft()
+        order.append(inst)
+        for user in users[inst]:
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                ready.append(user)
+    if len(order) != len(deps):
+        raise InputError("schedule", f"{schedule}: instruction order deadlocks (dependency cycle)")
+    return order
+
+
+def _padded_adjacency(keys: IntArray, values: IntArray, num_nodes: int) -> IntArray:
+    counts = np.bincount(keys, minlength=num_nodes)
+    width = max(1, int(counts.max(initial=0)))
+    table = np.full((num_nodes, width), num_nodes, dtype=np.int64)
+    fill = np.zeros(num_nodes, dtype=np.int64)
+    for k, v in zip(keys.tolist(), values.tolist(), strict=True):
+        table[k, fill[k]] = v
+        fill[k] += 1
+    return table

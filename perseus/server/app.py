@@ -1,0 +1,319 @@
+"""Building and running the Perseus gRPC server.
+
+One place lists the services (:data:`SERVICERS`): the scheduler, the batch size optimizer when
+:mod:`perseus.bso` is installed, plus standard health checking and server reflection. The
+database is migrated to ``head`` before serving. Security: optional bearer token
+(``authorization: Bearer ...``) and TLS; binding beyond loopback without a token needs ``insecure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.orm import Session, sessionmaker
+
+from perseus.errors import InputError
+from perseus.server.core import SchedulerCore
+from perseus.server.db import make_engine, session_factory, upgrade
+from perseus.server.service import SchedulerServicer
+from perseus.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+log = logging.getLogger("perseus.server")
+
+DEFAULT_PORT = 7787
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Methods reachable without the token: load balancers and orchestrators probe health unauthenticated.
+OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``perseus serve`` takes."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: str = "sqlite:///perseus.db"
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    profile_dir: Path | None = None
+    """Where assembled profiles are also written (``<dir>/<job_id>/profile.csv``)."""
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    workers: int = 4
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InputError("--port", f"must be in [0, 65535], got {self.port}")
+        if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
+            raise InputError("--token", "must be non-empty and contain no whitespace")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("--tls-cert", "give both --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise InputError(str(path), "no such file")
+        if not is_loopback(self.host) and not self.token and not self.insecure:
+            raise InputError(
+                "--host",
+                f"refusing to serve on non-loopback address {self.host!r} without --token "
+                "(anyone could change GPU clocks); pass --insecure to do it anyway",
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------ services
+
+Mount = Callable[[grpc.aio.Server, SchedulerCore, "sessionmaker[Session]", "list[Callable[[], None]]"], "str | None"]
+
+
+def _mount_scheduler(
+    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], closers: list[Callable[[], None]]
+) -> str | None:
+    servicer = SchedulerServicer(core)
+    servicer.bind(asyncio.get_running_loop())
+    closers.append(servicer.close)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
+    return str(scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name)
+
+
+def _mount_batch_size_optimizer(
+    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], closers: list[Callable[[], None]]
+) -> str | None:
+    try:
+        from perseus.bso.service import BatchSizeOptimizerServicer
+        from perseus.v1 import bso_pb2, bso_pb2_grpc
+    except ModuleNotFoundError:
+        return None
+    bso_pb2_grpc.add_BatchSizeOptimizerServicer_to_server(BatchSizeOptimizerServicer(sessions), server)
+    return str(bso_pb2.DESCRIPTOR.services_by_name["BatchSizeOptimizer"].full_name)
+
+
+#: Every service the server mounts; a mount returning None is not installed.
+SERVICERS: tuple[Mount, ...] = (_mount_scheduler, _mount_batch_size_optimizer)
+
+
+# ------------------------------------------------------------------ auth
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` as UNAUTHENTICATED."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method = handler_call_details.method or ""
+        if method.startswith(OPEN_METHOD_PREFIXES):
+            return await continuation(handler_call_details)
+        got: str | bytes = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                got = value
+        given = got.encode() if isinstance(got, str) else got
+        if hmac.compare_digest(given, self._expected):
+            return await continuation(handler_call_details)
+        reason = "missing bearer token" if not given else "wrong bearer token"
+        return _deny(await continuation(handler_call_details), f"authorization: {reason}")
+
+
+def _deny(handler: Any, message: str) -> Any:
+    if handler is None:
+        return None
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    codecs = dict(request_deserializer=handler.request_deserializer,
+                  response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, **codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming, **codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, **codecs)
+    return grpc.stream_stream_rpc_method_handler(streaming, **codecs)
+
+
+# ------------------------------------------------------------------ server
+
+
+class PerseusServer:
+    """The server's lifetime: ``await start()`` (returns the bound port), ``await stop()``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.port = 0
+        self.core: SchedulerCore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: AsyncHealthServicer | None = None
+        self._closers: list[Callable[[], None]] = []
+        self._sync_pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> int:
+        cfg = self.config
+        engine = make_engine(cfg.db)
+        await asyncio.get_running_loop().run_in_executor(None, upgrade, engine)
+        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir)
+        self._closers.append(core.close)
+        # Synchronous servicers (the batch size optimizer) run in this pool.
+        self._sync_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="perseus-sync")
+        self._server = server = grpc.aio.server(
+            migration_thread_pool=self._sync_pool,
+            interceptors=[BearerTokenInterceptor(cfg.token)] if cfg.token else [],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ],
+        )
+        names = []
+        for mount in SERVICERS:
+            name = mount(server, core, session_factory(engine), self._closers)
+            if name is not None:
+                names.append(name)
+        self._health = AsyncHealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in ["", *names]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
+        host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
+        address = f"{host}:{cfg.port}"
+        try:
+            if cfg.tls_cert is not None and cfg.tls_key is not None:
+                creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+                self.port = server.add_secure_port(address, creds)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise InputError("--port", f"cannot bind {address}: {exc}") from None
+        if self.port == 0:
+            raise InputError("--port", f"cannot bind {address} (in use?)")
+        await server.start()
+        log.info("serving %s on %s:%d", ", ".join(names), cfg.host, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def run(config: ServerConfig, *, announce: Callable[[str], None] = print) -> int:
+    """Serve until SIGINT/SIGTERM (``perseus serve``)."""
+
+    async def main() -> None:
+        server = PerseusServer(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        port = await server.start()
+        scheme = "tls" if config.tls_cert else "plaintext"
+        announce(f"perseus: serving on {config.host}:{port} ({scheme}, db {_redact(config.db)})")
+        await stop.wait()
+        await server.stop(grace=2.0)
+
+    asyncio.run(main())
+    return 0
+
+
+def _redact(url: str) -> str:
+    """The database URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<db>"
+
+
+class ServerThread:
+    """A real server on its own event loop in a background thread (tests, benchmarks, demos)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.server = PerseusServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="perseus-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def core(self) -> SchedulerCore:
+        assert self.server.core is not None
+        return self.server.core
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+
+    def stop(self, grace: float = 0.5) -> None:
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop)
+        future.result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,271 @@
+"""The ``perseus.v1.Scheduler`` gRPC service: protobuf in, :class:`SchedulerCore` calls, protobuf out.
+
+Core calls run in a small thread pool so the asyncio event loop keeps serving (and streaming
+schedule updates) while one call waits on the database. Errors become status codes:
+a bad field is INVALID_ARGUMENT naming it, an unknown job or rank NOT_FOUND, a different job
+under an existing id ALREADY_EXISTS, a request too early for the job's phase FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from perseus.errors import InputError, PerseusError
+from perseus.server.core import SchedulerCore
+from perseus.server.sweep import ProfilingSettings
+from perseus.server.targets import TargetSpec
+from perseus.server.types import (
+    Conflict,
+    JobSpec,
+    JobView,
+    NotFound,
+    NotReady,
+    ScheduleView,
+    StoredPlan,
+)
+from perseus.v1 import scheduler_pb2 as pb
+from perseus.v1 import scheduler_pb2_grpc as pb_grpc
+
+log = logging.getLogger("perseus.server")
+T = TypeVar("T")
+
+PHASES = {
+    "profiling": pb.JOB_PHASE_PROFILING,
+    "optimizing": pb.JOB_PHASE_OPTIMIZING,
+    "serving": pb.JOB_PHASE_SERVING,
+    "failed": pb.JOB_PHASE_FAILED,
+}
+MODES = {
+    "plan": pb.SCHEDULE_MODE_PLAN,
+    "power_limit": pb.SCHEDULE_MODE_POWER_LIMIT,
+    "profiling": pb.SCHEDULE_MODE_PROFILING,
+    "default": pb.SCHEDULE_MODE_DEFAULT,
+}
+BASELINE_KINDS = {
+    pb.BASELINE_KIND_MAX_FREQUENCY: "max-frequency",
+    pb.BASELINE_KIND_GLOBAL_POWER_LIMIT: "global-power-limit",
+    pb.BASELINE_KIND_PER_STAGE_POWER_LIMIT: "per-stage-power-limit",
+}
+BASELINE_ENUMS = {name: kind for kind, name in BASELINE_KINDS.items()}
+
+
+def target_from_proto(target: pb.Target) -> tuple[TargetSpec, str]:
+    """(TargetSpec, user plan JSON) of a Target message; unset means fastest."""
+    which = target.WhichOneof("kind")
+    if which is None or which == "fastest":
+        return TargetSpec(), ""
+    if which == "plan_json":
+        return TargetSpec("plan"), target.plan_json
+    if which == "baseline":
+        b = target.baseline
+        if b.kind not in BASELINE_KINDS:
+            raise InputError("target.baseline.kind", "must be set (max-frequency, global or per-stage power limit)")
+        return TargetSpec("baseline", b.max_slowdown or 1.0, BASELINE_KINDS[b.kind], tuple(b.power_limits)), ""
+    return TargetSpec(which, float(getattr(target, which))), ""
+
+
+def target_to_proto(spec: TargetSpec) -> pb.Target:
+    if spec.kind == "fastest":
+        return pb.Target(fastest=pb.Fastest())
+    if spec.kind == "plan":
+        return pb.Target(plan_json="")
+    if spec.kind == "baseline":
+        return pb.Target(baseline=pb.Baseline(kind=BASELINE_ENUMS[spec.baseline], max_slowdown=spec.value,
+                                              power_limits=list(spec.power_limits)))
+    msg = pb.Target()
+    setattr(msg, spec.kind, spec.value)
+    return msg
+
+
+def job_to_proto(view: JobView) -> pb.JobInfo:
+    s = view.spec
+    return pb.JobInfo(
+        job_id=s.job_id, model=s.model, partition=s.partition, schedule=s.schedule, num_stages=s.num_stages,
+        num_microbatches=s.num_microbatches, num_chunks=s.num_chunks, dp_degree=s.dp_degree,
+        tp_degree=s.tp_degree, blocking_power=s.blocking_power, phase=PHASES[view.phase],
+        target=target_to_proto(view.target), plan_name=view.plan_name, version=view.version,
+        num_ranks=view.num_ranks, num_profile_reports=view.num_profile_reports,
+        num_iteration_reports=view.num_iteration_reports, frontier_size=view.frontier_size, error=view.error,
+        stragglers=view.stragglers, created_at=view.created_at, stages_profiled=view.stages_profiled,
+    )
+
+
+def schedule_to_proto(view: ScheduleView) -> pb.PowerStateSchedule:
+    msg = pb.PowerStateSchedule(
+        job_id=view.job_id, rank=view.rank, stage=view.stage, pipeline_id=view.pipeline_id,
+        job_phase=PHASES[view.phase], mode=MODES[view.mode], plan_name=view.plan_name, plan_id=view.plan_id,
+        version=view.version, power_limit=view.power_limit,
+        expected_iteration_time=view.expected_iteration_time, expected_energy=view.expected_energy,
+        instructions=[
+            pb.PlannedInstruction(instruction=p.instruction, microbatch=p.microbatch, frequency=p.frequency,
+                                  chunk=p.chunk)
+            for p in view.instructions
+        ],
+    )
+    if view.mode == "profiling" or view.profiling_done:
+        msg.profiling.CopyFrom(_step(view))
+    return msg
+
+
+def _step(view: ScheduleView) -> pb.ProfilingStep:
+    return pb.ProfilingStep(frequency=view.profiling_frequency, warmup_iterations=view.warmup_iterations,
+                            measure_iterations=view.measure_iterations, done=view.mode != "profiling")
+
+
+def plan_to_proto(stored: StoredPlan, include_json: bool) -> pb.PlanSummary:
+    return pb.PlanSummary(plan_id=stored.id, name=stored.name, iteration_time=stored.plan.iteration_time,
+                          energy=stored.plan.energy, plan_json=stored.plan.to_json() if include_json else "")
+
+
+class SchedulerServicer(pb_grpc.SchedulerServicer):
+    """Serves :class:`SchedulerCore` over gRPC (grpc.aio)."""
+
+    def __init__(self, core: SchedulerCore, *, workers: int = 4) -> None:
+        self.core = core
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: dict[str, asyncio.Event] = {}
+        core.add_listener(self._on_change)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the loop that runs the server (change notifications arrive from other threads)."""
+        self._loop = loop
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _on_change(self, job_id: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fire, job_id)
+
+    def _fire(self, job_id: str) -> None:
+        event = self._changed.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    async def _schedule(self, context: grpc.aio.ServicerContext, job_id: str, rank: int) -> ScheduleView:
+        """Schedules are read from memory: answer on the loop unless a writer holds the lock."""
+        try:
+            view = self.core.try_schedule_for(job_id, rank)
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        if view is not None:
+            return view
+        return await self._call(context, self.core.schedule_for, job_id, rank)
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kw))
+        except InputError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except Conflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except (NotReady, PerseusError) as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception:
+            log.exception("internal error in %s", getattr(fn, "__name__", fn))
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    async def RegisterJob(
+        self, request: pb.RegisterTrainingJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterTrainingJobResponse:
+        def run() -> tuple[JobView, bool]:
+            spec = JobSpec(
+                job_id=request.job_id, model=request.model, partition=request.partition,
+                schedule=request.schedule, num_stages=request.num_stages,
+                num_microbatches=request.num_microbatches, num_chunks=request.num_chunks or 1,
+                dp_degree=request.dp_degree or 1, tp_degree=request.tp_degree or 1,
+                blocking_power=request.blocking_power,
+            )
+            p = request.profiling
+            profiling = ProfilingSettings(
+                warmup_iterations=p.warmup_iterations or 2, measure_iterations=p.measure_iterations or 3,
+                early_stop_rises=p.early_stop_rises or 3, frequencies=tuple(sorted(set(p.frequencies), reverse=True)),
+            )
+            target, plan_json = target_from_proto(request.target)
+            return self.core.register_job(spec, profile_csv=request.profile_csv, profiling=profiling,
+                                          target=target, target_plan_json=plan_json)
+
+        view, created = await self._call(context, run)
+        return pb.RegisterTrainingJobResponse(job=job_to_proto(view), created=created)
+
+    async def RegisterRank(
+        self, request: pb.RegisterRankRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterRankResponse:
+        view = await self._call(
+            context, self.core.register_rank, request.job_id, request.rank, request.stage, request.pipeline_id,
+            request.gpu_name, list(request.supported_frequencies), schedule=request.schedule,
+            num_microbatches=request.num_microbatches,
+        )
+        return pb.RegisterRankResponse(schedule=schedule_to_proto(view))
+
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PowerStateSchedule:
+        return schedule_to_proto(await self._schedule(context, request.job_id, request.rank))
+
+    async def WatchSchedule(
+        self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PowerStateSchedule]:
+        last: tuple[Any, ...] | None = None
+        while True:
+            # Take the event before reading so a change in between is never missed.
+            event = self._changed.setdefault(request.job_id, asyncio.Event())
+            view = await self._schedule(context, request.job_id, request.rank)
+            if view.key() != last:
+                last = view.key()
+                yield schedule_to_proto(view)
+            await event.wait()
+
+    async def ReportProfile(
+        self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportProfileResponse:
+        measurements = [(x.instruction, x.time, x.energy) for x in request.measurements]
+        view = await self._call(context, self.core.report_profile, request.job_id, request.rank,
+                                request.frequency, measurements)
+        return pb.ReportProfileResponse(next=_step(view), job_phase=PHASES[view.phase], version=view.version)
+
+    async def ReportIteration(
+        self, request: pb.ReportIterationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportIterationResponse:
+        version = await self._call(context, self.core.report_iteration, request.job_id, request.rank,
+                                   request.iteration, request.time, request.energy, request.plan_name)
+        return pb.ReportIterationResponse(version=version)
+
+    async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
+        def run() -> JobView:
+            target, plan_json = target_from_proto(request.target)
+            return self.core.set_target(request.job_id, target, plan_json)
+
+        return pb.SetTargetResponse(job=job_to_proto(await self._call(context, run)))
+
+    async def ReportStraggler(
+        self, request: pb.ReportStragglerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportStragglerResponse:
+        view, others = await self._call(context, self.core.report_straggler, request.job_id, request.pipeline_id,
+                                        request.factor)
+        return pb.ReportStragglerResponse(job=job_to_proto(view), others_plan_name=others)
+
+    async def GetFrontier(
+        self, request: pb.GetFrontierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFrontierResponse:
+        phase, plans, selected = await self._call(context, self.core.frontier, request.job_id)
+        return pb.GetFrontierResponse(
+            job_id=request.job_id, phase=PHASES[phase], selected=selected,
+            plans=[plan_to_proto(p, request.include_plans) for p in plans],
+        )
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        views = await self._call(context, self.core.list_jobs, list(request.job_ids))
+        return pb.ListJobsResponse(jobs=[job_to_proto(v) for v in views])

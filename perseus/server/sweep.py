@@ -1,0 +1,107 @@
+"""The profiling sweep: which frequency each stage measures next, and when it is done.
+
+Each stage sweeps the job's frequency list from highest to lowest. Every report gives the
+per-instruction-kind time and energy at one frequency; an instruction kind stops early once
+its energy rose ``early_stop_rises`` times in a row (lower clocks only cost more from there).
+A stage is done when every kind stopped or ran out of frequencies. Pure functions: the
+server rebuilds the state from stored reports after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from perseus.errors import InputError
+from perseus.profile import INSTRUCTION_KINDS
+
+#: stage -> frequency -> kind -> rank -> (time, energy)
+Measured = dict[int, dict[int, dict[str, dict[int, tuple[float, float]]]]]
+
+
+@dataclass(frozen=True)
+class ProfilingSettings:
+    """How the server drives a job's sweep."""
+
+    warmup_iterations: int = 2
+    measure_iterations: int = 3
+    early_stop_rises: int = 3
+    frequencies: tuple[int, ...] = ()
+    """Frequencies to sweep, highest first; empty until the first rank registers."""
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_iterations", "measure_iterations", "early_stop_rises"):
+            value = getattr(self, name)
+            if not 0 <= value <= 10_000:
+                raise InputError(f"profiling.{name}", f"must be in [0, 10000], got {value}")
+        if self.measure_iterations < 1:
+            raise InputError("profiling.measure_iterations", "must be >= 1")
+        if self.early_stop_rises < 1:
+            raise InputError("profiling.early_stop_rises", "must be >= 1")
+        check_frequencies(self.frequencies, "profiling.frequencies")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "warmup_iterations": self.warmup_iterations,
+                "measure_iterations": self.measure_iterations,
+                "early_stop_rises": self.early_stop_rises,
+                "frequencies": list(self.frequencies),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ProfilingSettings:
+        data = json.loads(text or "{}")
+        return cls(
+            warmup_iterations=int(data.get("warmup_iterations", 2)),
+            measure_iterations=int(data.get("measure_iterations", 3)),
+            early_stop_rises=int(data.get("early_stop_rises", 3)),
+            frequencies=tuple(int(f) for f in data.get("frequencies", ())),
+        )
+
+
+def check_frequencies(frequencies: Sequence[int], where: str) -> tuple[int, ...]:
+    """Validate a frequency list and return it sorted highest first without duplicates."""
+    if len(frequencies) > 4096:
+        raise InputError(where, f"at most 4096 frequencies, got {len(frequencies)}")
+    for f in frequencies:
+        if not 0 < f <= 100_000:
+            raise InputError(where, f"frequencies must be in (0, 100000] MHz, got {f}")
+    return tuple(sorted(set(frequencies), reverse=True))
+
+
+def averaged(per_rank: Mapping[int, tuple[float, float]]) -> tuple[float, float]:
+    """Mean (time, energy) over the ranks that reported."""
+    n = len(per_rank)
+    return (sum(t for t, _ in per_rank.values()) / n, sum(e for _, e in per_rank.values()) / n)
+
+
+def next_frequency(
+    frequencies: Sequence[int],
+    measured: Mapping[int, Mapping[str, Mapping[int, tuple[float, float]]]],
+    early_stop_rises: int,
+) -> int | None:
+    """The next frequency a stage should measure, or None when its sweep is done."""
+    position = {f: i for i, f in enumerate(frequencies)}
+    pending: list[int] = []
+    for kind in INSTRUCTION_KINDS:
+        previous: float | None = None
+        rises = 0
+        for f in frequencies:
+            reports = measured.get(f, {}).get(kind)
+            if not reports:
+                pending.append(f)
+                break
+            energy = averaged(reports)[1]
+            rises = rises + 1 if previous is not None and energy > previous else 0
+            if rises >= early_stop_rises:
+                break
+            previous = energy
+    return min(pending, key=position.__getitem__) if pending else None
+
+
+def nearest(frequencies: Sequence[int], target: int) -> int:
+    """The entry of ``frequencies`` closest to ``target`` (the higher one on a tie)."""
+    return min(frequencies, key=lambda f: (abs(f - target), -f))

@@ -1,0 +1,291 @@
+"""The iteration time-energy Pareto frontier, by iterated minimum cuts on the critical DAG.
+
+The algorithm follows Phillips and Dessouky's time-cost tradeoff: start from the plan where
+every instruction runs at its cheapest frequency (the slowest iteration), then repeatedly
+find the cheapest set of instructions whose speed-up shortens *every* critical path (a
+minimum vertex cut, :mod:`perseus.solver.mincut`), speed them up, and record the plan.
+It stops when some critical path runs entirely at full speed: that is the fastest iteration.
+
+Where lowtime (the Perseus paper's solver) fits a continuous cost curve to each instruction
+and shortens the iteration by one fixed time unit per max-flow, this solver works on the
+profiled options themselves:
+
+* Each cut instruction jumps to the faster option with the best energy-per-second rate (a
+  local convex-hull step), so every step is a real frequency and the step length is
+  whatever that frequency change buys; no quantisation, no fitted curves.
+* Tied instructions in series (same cost rate on one critical chain, e.g. the steady-state
+  forwards of the heaviest stage) are sped up together, up to ``time_resolution`` seconds of
+  shortening per step. One max-flow then does the work of many unit steps.
+* After each step, instructions that gained slack are slowed back down to the cheapest
+  option that still fits (the "reclaim" pass), which plays the role of the slow-down arcs
+  of Phillips-Dessouky without a second max-flow.
+
+Every recorded point is then evaluated exactly (longest path on profiled times, profiled
+energies plus blocking power), and only Pareto-optimal points are kept.
+"""
+
+from __future__ import annotations
+
+import time as wallclock
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perseus.pipeline.costs import OptionTable
+from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
+from perseus.plan.model import FrequencyPlan, PlannedInstruction
+from perseus.profile.model import PipelineProfile
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Pareto-optimal plans, fastest first (time ascending, energy strictly descending)."""
+
+    plans: list[FrequencyPlan]
+    iterations: int = 0
+    """Minimum cuts computed."""
+    solve_seconds: float = 0.0
+    lower_bounds: list[float] = field(default_factory=list)
+    """Energy lower bound (convex relaxation) at each plan's iteration time, if computed."""
+
+    @property
+    def fastest(self) -> FrequencyPlan:
+        return self.plans[0]
+
+    @property
+    def min_energy(self) -> FrequencyPlan:
+        return self.plans[-1]
+
+    def plan_within(self, iteration_time: float) -> FrequencyPlan:
+        """The least-energy plan whose iteration time is at most ``iteration_time`` (else the fastest)."""
+        feasible = [p for p in self.plans if p.iteration_time <= iteration_time * (1 + 1e-12)]
+        return feasible[-1] if feasible else self.fastest
+
+
+def compute_frontier(
+    profile: PipelineProfile,
+    schedule: str,
+    num_stages: int,
+    num_microbatches: int,
+    num_chunks: int = 1,
+    progress: Progress | None = None,
+    time_resolution: float | None = None,
+) -> Frontier:
+    """The time-energy frontier of ``schedule`` on ``profile``.
+
+    ``time_resolution`` (seconds) bounds how much one step may shorten the iteration and how
+    close two reported plans may be; by default 1/1000 of the frontier's time span.
+    """
+    dag = PipelineDAG.build(schedule, num_stages, num_microbatches, num_chunks)
+    return GraphCutSolver(OptionTable.build(profile, dag)).solve(progress, time_resolution)
+
+
+class GraphCutSolver:
+    """Frontier of one pipeline's option table; see the module docstring for the method."""
+
+    def __init__(self, table: OptionTable) -> None:
+        self.table = table
+        self.dag = table.dag
+        self.next_option, self.rate = _hull_steps(table, 0.0)
+
+    def slowest_choice(self) -> IntArray:
+        return self.table.node_count - 1
+
+    def fastest_choice(self) -> IntArray:
+        return np.zeros(self.dag.num_nodes, dtype=np.int64)
+
+    def makespan(self, choice: IntArray) -> float:
+        return float(self.dag.finish_times(self.table.durations(choice)).max())
+
+    def solve(self, progress: Progress | None = None, time_resolution: float | None = None) -> Frontier:
+        started = wallclock.perf_counter()
+        choice = self.slowest_choice()
+        t_max, t_min = self.makespan(choice), self.makespan(self.fastest_choice())
+        resolution = time_resolution if time_resolution is not None else max(t_max - t_min, 1e-9) / 1000
+        self.next_option, self.rate = _hull_steps(self.table, resolution)
+        times: list[float] = []
+        choices: list[IntArray] = []
+        iterations = 0
+        while True:
+            durations = self.table.durations(choice)
+            finish = self.dag.finish_times(durations)
+            makespan = float(finish.max())
+            times.append(makespan)
+            choices.append(choice.astype(np.int16))
+            if progress is not None:
+                progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
+            speed_up = self._cut(choice, durations, finish, makespan, resolution)
+            if speed_up is None:
+                break
+            iterations += 1
+            faster = choice.copy()
+            faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
+            choice = self.reclaim(faster, self.makespan(faster))
+        plans = self._pareto_plans(times, choices, resolution)
+        return Frontier(plans, iterations=iterations, solve_seconds=wallclock.perf_counter() - started)
+
+    def _cut(
+        self, choice: IntArray, durations: FloatArray, finish: FloatArray, makespan: float, resolution: float
+    ) -> IntArray | None:
+        """Instructions to speed up next, or ``None`` once some critical path is all at full speed."""
+        # Paths within `resolution` of the makespan count as critical: each cut node saves at
+        # least that much, so every step shortens the iteration by a full resolution unit
+        # instead of trickling through slivers of slack left by the reclaim pass.
+        dag, tol = self.dag, resolution + 1e-9 * makespan
+        latest = dag.latest_finish_times(durations, makespan)
+        critical = latest - finish <= tol
+        crit_ids = np.flatnonzero(critical)
+        src, dst = dag.edges[:, 0], dag.edges[:, 1]
+        tight = critical[src] & critical[dst] & ((latest[dst] - durations[dst]) - finish[src] <= tol)
+        edges = dag.edges[tight]
+        rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
+        local = np.full(dag.num_nodes, -1, dtype=np.int64)
+        local[crit_ids] = np.arange(len(crit_ids))
+        local_edges = local[edges]
+        sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
+        sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
+        if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), local_edges, sources, sinks):
+            return None
+        from perseus.solver.mincut import min_vertex_cut
+
+        cut = min_vertex_cut(len(crit_ids), rate, local_edges, sources, sinks)
+        return crit_ids[_batch_series_ties(cut, rate, local_edges, len(crit_ids), self._step_time(crit_ids, choice), resolution)]
+
+    def _step_time(self, nodes: IntArray, choice: IntArray) -> FloatArray:
+        cls = self.table.node_class[nodes]
+        faster = self.next_option[cls, choice[nodes]]
+        return self.table.time[cls, choice[nodes]] - self.table.time[cls, np.maximum(faster, 0)]
+
+    def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
+        """Slow every instruction down to its cheapest option that keeps the iteration within ``deadline``.
+
+        One pass in topological order: each instruction takes the slowest option that finishes
+        by its latest finish time (computed before the pass), so later instructions are never
+        pushed past theirs and the makespan cannot grow.
+        """
+        table, dag = self.table, self.dag
+        latest = dag.latest_finish_times(table.durations(choice), deadline) + 1e-12 * deadline
+        finish = np.zeros(dag.num_nodes + 1)
+        out = choice.copy()
+        preds = dag.predecessors
+        width = table.time.shape[1]
+        for level in dag.levels:
+            start = finish[preds[level]].max(axis=1)
+            cls = table.node_class[level]
+            fits = start[:, None] + table.time[cls] <= latest[level, None]
+            fits &= np.arange(width)[None, :] < table.count[cls, None]
+            slowest = width - 1 - np.argmax(fits[:, ::-1], axis=1)
+            out[level] = np.where(fits.any(axis=1), np.maximum(slowest, choice[level]), choice[level])
+            finish[level] = start + table.time[cls, out[level]]
+        return out
+
+    def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
+        table = self.table
+        energies = [table.iteration_energy(c.astype(np.int64), t) for t, c in zip(times, choices, strict=True)]
+        order = sorted(range(len(times)), key=lambda k: (times[k], energies[k]))
+        pareto: list[int] = []
+        for k in order:
+            if not pareto or energies[k] < energies[pareto[-1]] * (1 - 1e-12):
+                pareto.append(k)
+        kept = [pareto[0]]
+        for k in pareto[1:-1]:
+            if times[k] >= times[kept[-1]] + resolution / 2:
+                kept.append(k)
+        if len(pareto) > 1:
+            kept.append(pareto[-1])
+        return [
+            self.to_plan(choices[k].astype(np.int64), times[k], energies[k], f"p{rank:03d}")
+            for rank, k in enumerate(kept)
+        ]
+
+    def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
+        freq = self.table.frequencies(choice)
+        dag = self.dag
+        stages = tuple(
+            tuple(
+                PlannedInstruction(dag.nodes[n].kind, dag.nodes[n].microbatch, int(freq[n]), dag.nodes[n].chunk)
+                for n in nodes
+            )
+            for nodes in dag.stage_nodes
+        )
+        return FrequencyPlan(
+            schedule=dag.schedule,
+            num_stages=dag.num_stages,
+            num_microbatches=dag.num_microbatches,
+            iteration_time=iteration_time,
+            energy=energy,
+            stages=stages,
+            num_chunks=dag.num_chunks,
+            name=name,
+        )
+
+
+def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArray]:
+    """For every class and option, the faster option to jump to and the energy it costs per second saved.
+
+    The jump saves at least ``min_step`` seconds where any option can (else it goes to the
+    fastest), and among those it has the lowest cost rate: a step along the lower convex
+    hull of the options, coarsened so one cut buys a visible shortening of the iteration.
+    """
+    classes, width = table.time.shape
+    next_option = np.full((classes, width), -1, dtype=np.int64)
+    rate = np.full((classes, width), np.inf)
+    for c in range(classes):
+        for k in range(1, int(table.count[c])):
+            faster = np.flatnonzero(table.time[c, k] - table.time[c, :k] >= min_step)
+            if len(faster) == 0:
+                faster = np.array([0])
+            rates = (table.cost[c, faster] - table.cost[c, k]) / (table.time[c, k] - table.time[c, faster])
+            best = int(np.argmin(rates))
+            next_option[c, k], rate[c, k] = int(faster[best]), max(float(rates[best]), 1e-12)
+    return next_option, rate
+
+
+def _has_uncuttable_path(
+    num_nodes: int, stuck: np.ndarray, edges: IntArray, sources: IntArray, sinks: IntArray
+) -> bool:
+    """Whether some source-to-sink path consists only of ``stuck`` (already fastest) nodes."""
+    reach = np.zeros(num_nodes, dtype=bool)
+    reach[sources] = stuck[sources]
+    if len(edges):
+        # Local ids follow the topological node order, so one sweep over edges sorted by source suffices.
+        order = np.argsort(edges[:, 0], kind="stable")
+        for u, v in edges[order].tolist():
+            if reach[u] and stuck[v]:
+                reach[v] = True
+    return bool(reach[sinks].any())
+
+
+def _batch_series_ties(
+    cut: IntArray, rate: FloatArray, edges: IntArray, num_nodes: int, step: FloatArray, resolution: float
+) -> IntArray:
+    """Add to each cut node its equally priced neighbours on the same series chain, within ``resolution``.
+
+    Nodes in series (each the only critical successor/predecessor of the other) lie on the
+    same critical paths, so at equal cost rate they are interchangeable in the cut;
+    shortening several at once is what consecutive steps would do.
+    """
+    if len(edges) == 0:
+        return cut
+    out_deg = np.bincount(edges[:, 0], minlength=num_nodes)
+    in_deg = np.bincount(edges[:, 1], minlength=num_nodes)
+    series = (out_deg[edges[:, 0]] == 1) & (in_deg[edges[:, 1]] == 1)
+    nxt = np.full(num_nodes, -1, dtype=np.int64)
+    prv = np.full(num_nodes, -1, dtype=np.int64)
+    nxt[edges[series, 0]] = edges[series, 1]
+    prv[edges[series, 1]] = edges[series, 0]
+    chosen = set(cut.tolist())
+    for node in cut.tolist():
+        budget = resolution - step[node]
+        target = rate[node]
+        for direction in (nxt, prv):
+            cur = int(direction[node])
+            while cur >= 0 and budget > 0:
+                if abs(rate[cur] - target) <= 1e-9 * target and cur not in chosen and step[cur] <= budget:
+                    chosen.add(cur)
+                    budget -= step[cur]
+                cur = int(direction[cur])
+    return np.array(sorted(chosen), dtype=np.int64)

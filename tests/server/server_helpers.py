@@ -1,0 +1,118 @@
+"""Helpers for the server tests: shipped-profile slices, simulated ranks and subprocess servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from perseus.client import PerseusClient
+from perseus.profile import PipelineProfile, load_profile, parse_profile
+from perseus.profile.io import format_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+A100 = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
+
+
+def profile_slice(num_stages: int, path: Path = A100, freq_step: int = 1) -> PipelineProfile:
+    """The first ``num_stages`` stages of a shipped profile (every ``freq_step``-th frequency)."""
+    full = load_profile(path)
+    keep = set(full.frequencies()[::freq_step])
+    rows = [
+        (p.stage, p.instruction, m)
+        for p in full
+        if p.stage < num_stages
+        for m in p.measurements
+        if m.frequency in keep
+    ]
+    return parse_profile(format_profile(rows), source=str(path), blocking_power=full.blocking_power)
+
+
+def profile_csv(profile: PipelineProfile) -> str:
+    return format_profile((p.stage, p.instruction, m) for p in profile for m in p.measurements)
+
+
+class SimulatedRank(threading.Thread):
+    """A rank that follows the server's profiling sweep with numbers from a profile."""
+
+    def __init__(self, target: str, job_id: str, rank: int, stage: int, profile: PipelineProfile,
+                 pipeline_id: int = 0, token: str | None = None) -> None:
+        super().__init__(daemon=True, name=f"rank-{rank}")
+        self.target, self.job_id, self.rank, self.stage = target, job_id, rank, stage
+        self.profile, self.pipeline_id, self.token = profile, pipeline_id, token
+        self.frequencies = list(profile[(stage, "forward")].frequencies)
+        self.reported: list[int] = []
+        self.error: BaseException | None = None
+
+    def measure(self, f: int) -> dict[str, tuple[float, float]]:
+        return {k: (self.profile[(self.stage, k)].at(f).time, self.profile[(self.stage, k)].at(f).energy)
+                for k in ("forward", "backward")}
+
+    def run(self) -> None:
+        try:
+            with PerseusClient(self.target, self.token, retry_timeout=60) as client:
+                schedule = client.register_rank(self.job_id, self.rank, self.stage, self.frequencies,
+                                                pipeline_id=self.pipeline_id, gpu_name="Simulated A100")
+                deadline = time.monotonic() + 120
+                while schedule.phase == "profiling" and time.monotonic() < deadline:
+                    if schedule.mode != "profiling":
+                        time.sleep(0.02)  # this stage is done; others are still sweeping
+                        schedule = client.get_schedule(self.job_id, self.rank)
+                        continue
+                    assert schedule.profiling is not None
+                    f = schedule.profiling.frequency
+                    while True:
+                        ack = client.report_profile(self.job_id, self.rank, f, self.measure(f))
+                        self.reported.append(f)
+                        if ack.phase != "profiling" or ack.next.done:
+                            break
+                        f = ack.next.frequency
+                    schedule = client.get_schedule(self.job_id, self.rank)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``perseus serve`` as a real subprocess (for kill -9 and CLI tests)."""
+
+    def __init__(self, db: str, port: int = 0, extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "perseus.server", "--port", str(port), "--db", db, "--log-level", "warning",
+               *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})}, cwd=ROOT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"serving on .*:(\d+) ", line)
+        if not match:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise RuntimeError(f"server did not start: {line!r} {err[-2000:]}")
+        self.port = int(match.group(1))
+        self.target = f"127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)

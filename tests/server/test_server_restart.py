@@ -1,0 +1,145 @@
+"""Kill -9 a real ``perseus serve`` subprocess mid-job and restart it: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice
+
+from perseus.client import PerseusClient, Target
+from perseus.profile import parse_profile
+from perseus.solver import compute_frontier
+
+
+class Reporter(threading.Thread):
+    """A rank that reports iterations non-stop and remembers which ones the server acknowledged."""
+
+    def __init__(self, target: str, job_id: str, rank: int) -> None:
+        super().__init__(daemon=True)
+        self.client = PerseusClient(target, retry_timeout=60)
+        self.job_id, self.rank = job_id, rank
+        self.acked: list[int] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            iteration = 0
+            while not self.stop.is_set():
+                self.client.report_iteration(self.job_id, self.rank, iteration, 1.0 + iteration * 1e-3, 100.0)
+                self.acked.append(iteration)
+                iteration += 1
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'perseus.db'}"
+    profile = profile_slice(3, freq_step=3)
+    first = ServerProcess(db)
+    target = first.target
+    try:
+        client = PerseusClient(target, retry_timeout=60)
+        client.register_job(job_id="live", num_stages=3, num_microbatches=4, dp_degree=2, profile=profile)
+        for rank in range(6):
+            client.register_rank("live", rank, rank % 3, profile.frequencies(), pipeline_id=rank // 3)
+        client.wait_for_phase("live", "serving")
+        job = client.set_target("live", Target.max_slowdown(1.1))
+        client.report_straggler("live", 1, 1.3)
+        before = {rank: client.get_schedule("live", rank) for rank in range(6)}
+
+        watched: list = []
+        watch_started = threading.Event()
+
+        def watch() -> None:
+            for schedule in PerseusClient(target, retry_timeout=60).watch_schedule("live", 0):
+                watched.append(schedule)
+                watch_started.set()
+                if len(watched) == 2:
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert watch_started.wait(30)
+        reporters = [Reporter(target, "live", rank) for rank in range(3)]
+        for r in reporters:
+            r.start()
+        while min(len(r.acked) for r in reporters) < 5:
+            pass
+        # A second job still optimizing when the server dies must finish after the restart.
+        client.register_job(job_id="pending", num_stages=2, num_microbatches=2, profile=profile_csv(profile_slice(2)),
+                            blocking_power=80.0)
+        first.kill9()
+        acked_at_kill = [len(r.acked) for r in reporters]
+        second = ServerProcess(db, port=first.port)
+    finally:
+        if first.proc.poll() is None:
+            first.kill9()
+    try:
+        # Reporters ride through the restart on their own (retries on UNAVAILABLE).
+        while min(len(r.acked) - n for r, n in zip(reporters, acked_at_kill, strict=True)) < 5:
+            assert all(r.error is None for r in reporters), [r.error for r in reporters]
+        for r in reporters:
+            r.stop.set()
+            r.join(timeout=30)
+            assert r.error is None
+        after = {rank: client.get_schedule("live", rank) for rank in range(6)}
+        for rank in range(6):  # same plans, ids and version: ranks continue where they were
+            assert after[rank] == before[rank]
+        assert client.get_job("live").plan_name == job.plan_name
+        assert client.get_job("live").stragglers == {1: pytest.approx(1.3)}
+
+        # Every acknowledged iteration report is in the database.
+        con = sqlite3.connect(tmp_path / "perseus.db")
+        stored = set(con.execute("SELECT rank, iteration FROM scheduler_iteration_reports WHERE job_id='live'"))
+        con.close()
+        for r in reporters:
+            assert {(r.rank, i) for i in r.acked} <= stored
+        assert client.get_job("live").num_iteration_reports == len(stored)
+
+        # The watcher reconnected without a duplicate and sees the next change.
+        client.report_straggler("live", 1, 1.0)
+        watcher.join(timeout=30)
+        assert [w.plan_name for w in watched] == [before[0].plan_name, job.plan_name]
+        assert client.wait_for_phase("pending", "serving").frontier_size > 0
+    finally:
+        assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_kill9_mid_sweep_then_restart(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'perseus.db'}"
+    profile = profile_slice(2, freq_step=1)
+    server = ServerProcess(db)
+    client = PerseusClient(server.target, retry_timeout=60)
+    client.register_job(job_id="sweep", num_stages=2, num_microbatches=3, blocking_power=profile.blocking_power,
+                        early_stop_rises=40)  # no early stop: all 38 clocks
+    ranks = [SimulatedRank(server.target, "sweep", r, r, profile) for r in range(2)]
+    for r in ranks:
+        r.start()
+    while min(len(r.reported) for r in ranks) < 10:
+        pass
+    server.kill9()
+    second = ServerProcess(db, port=server.port)
+    try:
+        for r in ranks:
+            r.join(timeout=120)
+            assert r.error is None, r.error
+        job = client.wait_for_phase("sweep", "serving", timeout=120)
+        assembled = parse_profile(_profile_of(tmp_path), source="db", blocking_power=profile.blocking_power)
+        for key in profile.instructions:
+            assert assembled[key].frequencies == profile[key].frequencies
+            assert [m.time for m in assembled[key].measurements] == [m.time for m in profile[key].measurements]
+        assert job.frontier_size == len(compute_frontier(assembled, "1f1b", 2, 3).plans)
+    finally:
+        assert second.stop() == 0
+
+
+def _profile_of(tmp_path: Path) -> str:
+    con = sqlite3.connect(tmp_path / "perseus.db")
+    (text,) = con.execute("SELECT profile_csv FROM scheduler_jobs WHERE id='sweep'").fetchone()
+    con.close()
+    return str(text)
