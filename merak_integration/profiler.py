@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
-from merak_integration.hooks import HookChain
+from merak_integration.hooks import HookChain, NullHooks
 
 Row = tuple[int, str, int, float, float]
 
@@ -56,6 +56,10 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
     rows: list[Row] = []
     idle: list[float] = []
     start = time.perf_counter()
+    # Unmeasured iterations first: connection set-up and allocator warm-up must not land on the
+    # first (highest) frequency.
+    for _ in range(max(2, cfg.num_warmup_steps)):
+        trainer.iteration(NullHooks())
     for i, f in enumerate(freqs):
         local = LocalPerseus(gpu, controller, fixed_frequency=f)
         hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from merak_integration.devicehooks import GPUInstructionHooks, IterationMeasurement, LocalPerseus
-from merak_integration.hooks import HookChain
+from merak_integration.hooks import HookChain, NullHooks
 from merak_integration.plans import check_schedule
 from perseus.errors import PerseusError
 
@@ -140,6 +140,9 @@ class ServerSession:
         step = self.served.profiling if self.served.mode == "profiling" else None
         rows: list[tuple[int, str, int, float, float]] = []
         start = time.perf_counter()
+        if step is not None and not step.done:
+            for _ in range(2):  # connection set-up must not land on the first measured frequency
+                trainer.iteration(NullHooks())
         while True:
             done = step is None or step.done
             counts = torch.tensor(

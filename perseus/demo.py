@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from perseus.errors import PerseusError
 from perseus.plan import FrequencyPlan
@@ -142,24 +143,25 @@ def report(cfg: DemoConfig, rows: list[Row], frontier: list[FrequencyPlan]) -> N
     from rich.table import Table
 
     base = rows[0]
+    max_plan = _max_frequency_plan(cfg)
     table = Table(title=f"{MODEL}, {cfg.pp} stages x {cfg.microbatches} microbatches, simulated A100s "
                         f"(time scale {cfg.time_scale:g})")
     for col in ("plan", "iteration time", "energy / iteration", "time vs baseline", "energy saved", "planned energy saved"):
         table.add_column(col, justify="left" if col == "plan" else "right", no_wrap=col == "plan")
     for r in rows:
         planned = ""
-        if r.plan is not None and frontier:
-            planned_base = _planned_max_energy(cfg)
-            if planned_base:
-                planned = f"{100 * (1 - r.plan.energy / planned_base):.1f}%"
+        if r.plan is not None and max_plan is not None:
+            planned = f"{100 * (1 - r.plan.energy / max_plan.energy):.1f}%"
         table.add_row(r.label, f"{r.time:.3f} s", f"{r.energy:.1f} J", f"{100 * (r.time / base.time - 1):+.1f}%",
                       f"{100 * (1 - r.energy / base.energy):.1f}%", planned)
     Console(width=max(110, shutil.get_terminal_size().columns)).print(table)
 
 
-def _planned_max_energy(cfg: DemoConfig) -> float | None:
-    """Planned all-max-frequency energy (model units: the profile's measured, scaled times)."""
+def _max_frequency_plan(cfg: DemoConfig) -> FrequencyPlan | None:
+    """The all-max-frequency plan, evaluated on the measured profile (None if that is impossible)."""
     try:
+        from dataclasses import replace
+
         from perseus.pipeline.evaluate import evaluate_plan
         from perseus.pipeline.schedules import stage_orders
         from perseus.plan import PlannedInstruction
@@ -171,30 +173,36 @@ def _planned_max_energy(cfg: DemoConfig) -> float | None:
             tuple(PlannedInstruction(i.kind, i.microbatch, fmax) for i in order)
             for order in stage_orders("1f1b", cfg.pp, cfg.microbatches)
         )
-        plan = FrequencyPlan("1f1b", cfg.pp, cfg.microbatches, 0.0, 0.0, stages)
-        return evaluate_plan(profile, plan)[1]
+        plan = FrequencyPlan("1f1b", cfg.pp, cfg.microbatches, 0.0, 0.0, stages, name="max-frequency")
+        t, e = evaluate_plan(profile, plan)
+        return replace(plan, iteration_time=t, energy=e)
     except (ImportError, PerseusError, KeyError):
         return None
 
 
 def plots(cfg: DemoConfig, rows: list[Row], frontier: list[FrequencyPlan]) -> None:
     try:
-        from perseus import plot  # type: ignore[attr-defined]
+        from perseus import plot
     except ImportError:
         print("(perseus.plot not available: skipping plots)")
         return
     from perseus.profile import load_profile
 
-    made = []
-    if hasattr(plot, "plot_frontier") and frontier:
-        plot.plot_frontier(frontier, cfg.out / "frontier.png")
-        made.append(cfg.out / "frontier.png")
     chosen = next((r.plan for r in rows if r.plan is not None), None)
+    jobs: list[tuple[str, Any]] = []
+    if hasattr(plot, "plot_frontier") and frontier:
+        max_plan = _max_frequency_plan(cfg)
+        baselines = [max_plan] if max_plan is not None else []
+        jobs.append(("frontier.png", lambda out: plot.plot_frontier(frontier, out, baselines=baselines, chosen=chosen)))
     if hasattr(plot, "plot_timeline") and chosen is not None:
-        plot.plot_timeline(chosen, load_profile(profile_path(cfg)), cfg.out / "timeline.png")
-        made.append(cfg.out / "timeline.png")
-    for path in made:
-        print(f"saved {path}")
+        jobs.append(("timeline.png", lambda out: plot.plot_timeline(chosen, load_profile(profile_path(cfg)), out)))
+    for name, draw in jobs:
+        try:
+            draw(cfg.out / name)
+        except Exception as exc:  # a plot is a bonus: never lose the demo's results over it
+            print(f"(could not draw {name}: {exc})")
+        else:
+            print(f"saved {cfg.out / name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -130,29 +130,49 @@ class GraphCutSolver:
     def _cut(
         self, choice: IntArray, durations: FloatArray, finish: FloatArray, makespan: float, resolution: float
     ) -> IntArray | None:
-        """Instructions to speed up next, or ``None`` once some critical path is all at full speed."""
-        # Paths within `resolution` of the makespan count as critical: each cut node saves at
-        # least that much, so every step shortens the iteration by a full resolution unit
-        # instead of trickling through slivers of slack left by the reclaim pass.
-        dag, tol = self.dag, resolution + 1e-9 * makespan
-        latest = dag.latest_finish_times(durations, makespan)
+        """Instructions to speed up next, or ``None`` once some critical path is all at full speed.
+
+        Paths within ``resolution`` of the makespan count as critical: each cut node saves at
+        least that much, so a step shortens the iteration by a full resolution unit instead of
+        trickling through slivers of slack left by the reclaim pass. Near the fastest end, where
+        such a near-critical path may already be all at full speed, the exact critical paths
+        are cut instead, so the frontier still reaches the true minimum time.
+        """
+        latest = self.dag.latest_finish_times(durations, makespan)
+        for tol in (resolution + 1e-9 * makespan, 1e-9 * makespan):
+            cut = self._cut_within(choice, durations, finish, latest, makespan, tol, resolution)
+            if cut is not None:
+                return cut
+        return None
+
+    def _cut_within(
+        self,
+        choice: IntArray,
+        durations: FloatArray,
+        finish: FloatArray,
+        latest: FloatArray,
+        makespan: float,
+        tol: float,
+        resolution: float,
+    ) -> IntArray | None:
+        from perseus.solver.mincut import min_vertex_cut
+
+        dag = self.dag
         critical = latest - finish <= tol
         crit_ids = np.flatnonzero(critical)
         src, dst = dag.edges[:, 0], dag.edges[:, 1]
         tight = critical[src] & critical[dst] & ((latest[dst] - durations[dst]) - finish[src] <= tol)
-        edges = dag.edges[tight]
-        rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
         local = np.full(dag.num_nodes, -1, dtype=np.int64)
         local[crit_ids] = np.arange(len(crit_ids))
-        local_edges = local[edges]
+        edges = local[dag.edges[tight]]
+        rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
         sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
         sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
-        if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), local_edges, sources, sinks):
+        if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), edges, sources, sinks):
             return None
-        from perseus.solver.mincut import min_vertex_cut
-
-        cut = min_vertex_cut(len(crit_ids), rate, local_edges, sources, sinks)
-        return crit_ids[_batch_series_ties(cut, rate, local_edges, len(crit_ids), self._step_time(crit_ids, choice), resolution)]
+        cut = min_vertex_cut(len(crit_ids), rate, edges, sources, sinks)
+        steps = self._step_time(crit_ids, choice)
+        return crit_ids[_batch_series_ties(cut, rate, edges, len(crit_ids), steps, resolution)]
 
     def _step_time(self, nodes: IntArray, choice: IntArray) -> FloatArray:
         cls = self.table.node_class[nodes]
@@ -160,27 +180,52 @@ class GraphCutSolver:
         return self.table.time[cls, choice[nodes]] - self.table.time[cls, np.maximum(faster, 0)]
 
     def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
-        """Slow every instruction down to its cheapest option that keeps the iteration within ``deadline``.
+        """Slow instructions down to their cheapest options that keep the iteration within ``deadline``.
 
-        One pass in topological order: each instruction takes the slowest option that finishes
-        by its latest finish time (computed before the pass), so later instructions are never
-        pushed past theirs and the makespan cannot grow.
+        Two greedy sweeps, keeping the cheaper result: one in topological order (earlier
+        instructions take the slack first, each finishing by its latest finish time computed
+        before the sweep), and one in reverse (later instructions take it first, each starting
+        no earlier than its earliest start). Neither can push the makespan past ``deadline``.
         """
+        forward = self._reclaim_sweep(choice, deadline, reverse=False)
+        backward = self._reclaim_sweep(choice, deadline, reverse=True)
+        table = self.table
+        cost_f = table.cost[table.node_class, forward].sum()
+        cost_b = table.cost[table.node_class, backward].sum()
+        return forward if cost_f <= cost_b else backward
+
+    def _reclaim_sweep(self, choice: IntArray, deadline: float, *, reverse: bool) -> IntArray:
         table, dag = self.table, self.dag
-        latest = dag.latest_finish_times(table.durations(choice), deadline) + 1e-12 * deadline
-        finish = np.zeros(dag.num_nodes + 1)
-        out = choice.copy()
-        preds = dag.predecessors
+        durations = table.durations(choice)
+        tol = 1e-12 * deadline
         width = table.time.shape[1]
-        for level in dag.levels:
-            start = finish[preds[level]].max(axis=1)
+        out = choice.copy()
+        if not reverse:
+            bound = dag.latest_finish_times(durations, deadline) + tol
+            finish = np.zeros(dag.num_nodes + 1)
+            preds = dag.predecessors
+            for level in dag.levels:
+                start = finish[preds[level]].max(axis=1)
+                cls = table.node_class[level]
+                fits = start[:, None] + table.time[cls] <= bound[level, None]
+                out[level] = self._slowest_fitting(fits, cls, choice[level], width)
+                finish[level] = start + table.time[cls, out[level]]
+            return out
+        earliest_start = dag.finish_times(durations) - durations - tol
+        latest_start = np.full(dag.num_nodes + 1, deadline)
+        succs = dag.successors
+        for level in reversed(dag.levels):
+            end = latest_start[succs[level]].min(axis=1)
             cls = table.node_class[level]
-            fits = start[:, None] + table.time[cls] <= latest[level, None]
-            fits &= np.arange(width)[None, :] < table.count[cls, None]
-            slowest = width - 1 - np.argmax(fits[:, ::-1], axis=1)
-            out[level] = np.where(fits.any(axis=1), np.maximum(slowest, choice[level]), choice[level])
-            finish[level] = start + table.time[cls, out[level]]
+            fits = end[:, None] - table.time[cls] >= earliest_start[level, None]
+            out[level] = self._slowest_fitting(fits, cls, choice[level], width)
+            latest_start[level] = end - table.time[cls, out[level]]
         return out
+
+    def _slowest_fitting(self, fits: np.ndarray, cls: IntArray, current: IntArray, width: int) -> IntArray:
+        fits &= np.arange(width)[None, :] < self.table.count[cls, None]
+        slowest = width - 1 - np.argmax(fits[:, ::-1], axis=1)
+        return np.where(fits.any(axis=1), np.maximum(slowest, current), current)
 
     def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
         table = self.table

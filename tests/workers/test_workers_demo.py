@@ -15,7 +15,7 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     run = subprocess.run(
         [sys.executable, "-m", "perseus.demo", "--out", str(out), "--pp", "2", "--microbatches", "4",
-         "--time-scale", "0.1", "--steps", "3"],
+         "--time-scale", "0.2", "--steps", "3"],
         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=280,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

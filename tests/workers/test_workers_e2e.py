@@ -71,7 +71,7 @@ def _run_end_to_end(tmp_path: Path, pp: int, nmb: int, scale: float, steps: int)
 
 
 def test_served_plan_two_stages(tmp_path: Path) -> None:
-    _run_end_to_end(tmp_path, pp=2, nmb=4, scale=1.0, steps=6)
+    _run_end_to_end(tmp_path, pp=2, nmb=4, scale=1.0, steps=8)
 
 
 @pytest.mark.slow
