@@ -75,10 +75,10 @@ def a100_frontier(a100_profile: PipelineProfile):  # type: ignore[no-untyped-def
 def test_frontier_is_monotone_and_exact(a100_profile: PipelineProfile, a100_frontier) -> None:  # type: ignore[no-untyped-def]
     plans = a100_frontier.plans
     assert len(plans) > 20
-    for a, b in zip(plans, plans[1:], strict=False):
+    for a, b in itertools.pairwise(plans):
         assert a.iteration_time < b.iteration_time
         assert a.energy > b.energy
-    for plan in plans[:: max(1, len(plans) // 10)] + [plans[-1]]:
+    for plan in [*plans[::max(1, len(plans) // 10)], plans[-1]]:
         assert evaluate_plan(a100_profile, plan) == pytest.approx((plan.iteration_time, plan.energy), rel=1e-12)
 
 

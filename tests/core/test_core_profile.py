@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def test_missing_instruction_and_missing_stage(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="stage 1 has no backward measurements"):
         load_profile(path, blocking_power=50)
     path = write_csv(tmp_path, GOOD)
-    with pytest.raises(InputError, match="stage 2 is missing: profile has 2 stage.s. but 3 were asked for"):
+    with pytest.raises(InputError, match=r"stage 2 is missing: profile has 2 stage\(s\) but 3 were asked for"):
         load_profile(path, blocking_power=50, num_stages=3)
 
 
@@ -99,6 +100,6 @@ def test_pareto_on_real_profile_is_monotone(a100_profile) -> None:  # type: igno
     for inst in a100_profile:
         kept = pareto_options(inst.measurements, a100_profile.blocking_power)
         assert len(kept) >= 2
-        for a, b in zip(kept, kept[1:], strict=False):
+        for a, b in itertools.pairwise(kept):
             assert a.time < b.time
             assert a.effective_energy(83.64) > b.effective_energy(83.64)
