@@ -16,6 +16,7 @@ import pytest
 from workers_helpers import ROOT, ServerProcess, iterations, launch
 
 from perseus.client import PerseusClient, Target
+from perseus.plan import PowerStateSchedule
 from perseus.profile import PipelineProfile, load_profile
 
 DEVICE_PROFILE = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
@@ -77,3 +78,56 @@ def test_served_plan_two_stages(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_served_plan_four_stages(tmp_path: Path) -> None:
     _run_end_to_end(tmp_path, pp=4, nmb=8, scale=0.5, steps=5)
+
+
+@pytest.mark.slow
+def test_workers_follow_a_target_change_live(tmp_path: Path) -> None:
+    """``perseus target`` while training: the workers switch plans at an iteration boundary."""
+    import subprocess
+    import sys
+    import time
+
+    from workers_helpers import env
+
+    server = ServerProcess(tmp_path)
+    try:
+        job = "live"
+        with PerseusClient(server.address) as client:
+            client.register_job(job_id=job, model="gpt3-tiny", partition="uniform", num_stages=2,
+                                num_microbatches=4, profile=_first_stages(2), target=Target.fastest())
+            client.wait_for_phase(job, "serving", timeout=120)
+            first = _served_stage0(client, job)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "merak_integration.launch", "gpt3-tiny", "2", "4", "--pp", "2", "--device",
+                 "sim", "--sim_time_scale", "0.3", "--max_steps", "30", "--server", server.address, "--job_name", job,
+                 "--out_dir", str(tmp_path / "out")],
+                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            deadline = time.monotonic() + 120
+            while client.get_job(job).num_iteration_reports < 8 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            client.set_target(job, Target.max_slowdown(1.2))
+            second = _served_stage0(client, job)
+            try:
+                out, _ = proc.communicate(timeout=180)
+            finally:
+                proc.kill()
+            assert proc.returncode == 0, out[-4000:]
+            assert client.get_schedule(job, 0).frequencies() == second.frequencies()
+        assert second.plan_name != first.plan_name and second.frequencies() != first.frequencies()
+        record = json.loads((tmp_path / "out" / "rank0.json").read_text())
+        applied = [[i[1] for i in it["instructions"]] for it in record["iterations"]]
+        assert applied[0] == first.frequencies() and applied[-1] == second.frequencies()
+        switch = applied.index(second.frequencies())
+        # every iteration runs one plan or the other, never a mix, and the switch happens once
+        assert all(a == first.frequencies() for a in applied[:switch])
+        assert all(a == second.frequencies() for a in applied[switch:])
+    finally:
+        server.stop()
+
+
+def _served_stage0(client: PerseusClient, job: str) -> PowerStateSchedule:
+    name = client.get_job(job).plan_name
+    plan = next(p.plan for p in client.get_frontier(job, include_plans=True).plans if p.name == name)
+    assert plan is not None
+    return plan.stage_schedule(0)

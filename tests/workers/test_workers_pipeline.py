@@ -63,7 +63,7 @@ def test_gradients_equal_single_process_gpipe_resnet(tmp_path: Path) -> None:
 
 
 def test_local_profile_reproduces_device_profile(tmp_path: Path) -> None:
-    scale = 0.2
+    scale = 0.5
     run = launch(
         "gpt3-tiny", "2", "4", "--pp", "2", "--device", "sim", "--profile", "true",
         "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "1", "--num_prof_steps", "2",
