@@ -105,21 +105,28 @@ class PipelineDAG:
         bounds = np.flatnonzero(np.diff(depth[order])) + 1
         return tuple(np.split(order, bounds))
 
+    @cached_property
+    def level_predecessors(self) -> tuple[IntArray, ...]:
+        """``predecessors`` sliced per level, precomputed because every pass needs them."""
+        return tuple(self.predecessors[level] for level in self.levels)
+
+    @cached_property
+    def level_successors(self) -> tuple[IntArray, ...]:
+        return tuple(self.successors[level] for level in self.levels)
+
     def finish_times(self, durations: FloatArray) -> FloatArray:
         """Earliest finish time of every node when each runs for ``durations[node]`` seconds."""
         finish = np.zeros(self.num_nodes + 1)
-        preds = self.predecessors
-        for level in self.levels:
-            finish[level] = finish[preds[level]].max(axis=1) + durations[level]
+        for level, preds in zip(self.levels, self.level_predecessors, strict=True):
+            finish[level] = finish[preds].max(axis=1) + durations[level]
         return finish[:-1]
 
     def latest_finish_times(self, durations: FloatArray, deadline: float) -> FloatArray:
         """Latest finish time of every node that still lets the iteration end by ``deadline``."""
         latest_start = np.full(self.num_nodes + 1, deadline)
         latest_finish = np.empty(self.num_nodes)
-        succs = self.successors
-        for level in reversed(self.levels):
-            latest_finish[level] = latest_start[succs[level]].min(axis=1)
+        for level, succs in zip(reversed(self.levels), reversed(self.level_successors), strict=True):
+            latest_finish[level] = latest_start[succs].min(axis=1)
             latest_start[level] = latest_finish[level] - durations[level]
         return latest_finish
 

@@ -36,6 +36,7 @@ from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan, PlannedInstruction
 from perseus.profile.model import PipelineProfile
+from perseus.solver.mincut import min_vertex_cut
 
 Progress = Callable[[float], None]
 
@@ -90,6 +91,16 @@ class GraphCutSolver:
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
+        # All classes' option times laid end to end for vectorised lookups (see _slowest_fitting).
+        counts = table.count
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._key_span = 2.0 * float(table.time.max()) + 4.0
+        self._option_time = np.concatenate([table.time[c, : counts[c]] for c in range(len(counts))])
+        self._option_key = np.concatenate(
+            [c * self._key_span + table.time[c, : counts[c]] for c in range(len(counts))]
+        )
+        self._class_offset = offsets[table.node_class]
+        self._class_key = table.node_class * self._key_span
 
     def slowest_choice(self) -> IntArray:
         return self.table.node_count - 1
@@ -109,9 +120,11 @@ class GraphCutSolver:
         times: list[float] = []
         choices: list[IntArray] = []
         iterations = 0
+        finish: FloatArray | None = None
         while True:
             durations = self.table.durations(choice)
-            finish = self.dag.finish_times(durations)
+            if finish is None:
+                finish = self.dag.finish_times(durations)
             makespan = float(finish.max())
             times.append(makespan)
             choices.append(choice.astype(np.int16))
@@ -123,7 +136,8 @@ class GraphCutSolver:
             iterations += 1
             faster = choice.copy()
             faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
-            choice = self.reclaim(faster, self.makespan(faster))
+            faster_finish = self.dag.finish_times(self.table.durations(faster))
+            choice, finish = self._reclaim(faster, float(faster_finish.max()), faster_finish)
         plans = self._pareto_plans(times, choices, resolution)
         return Frontier(plans, iterations=iterations, solve_seconds=wallclock.perf_counter() - started)
 
@@ -155,8 +169,6 @@ class GraphCutSolver:
         tol: float,
         resolution: float,
     ) -> IntArray | None:
-        from perseus.solver.mincut import min_vertex_cut
-
         dag = self.dag
         critical = latest - finish <= tol
         crit_ids = np.flatnonzero(critical)
@@ -187,45 +199,48 @@ class GraphCutSolver:
         before the sweep), and one in reverse (later instructions take it first, each starting
         no earlier than its earliest start). Neither can push the makespan past ``deadline``.
         """
-        forward = self._reclaim_sweep(choice, deadline, reverse=False)
-        backward = self._reclaim_sweep(choice, deadline, reverse=True)
-        table = self.table
-        cost_f = table.cost[table.node_class, forward].sum()
-        cost_b = table.cost[table.node_class, backward].sum()
-        return forward if cost_f <= cost_b else backward
+        finish = self.dag.finish_times(self.table.durations(choice))
+        return self._reclaim(choice, deadline, finish)[0]
 
-    def _reclaim_sweep(self, choice: IntArray, deadline: float, *, reverse: bool) -> IntArray:
+    def _reclaim(
+        self, choice: IntArray, deadline: float, finish: FloatArray
+    ) -> tuple[IntArray, FloatArray | None]:
+        """:meth:`reclaim` given ``choice``'s finish times; also returns the result's finish times if known."""
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
-        width = table.time.shape[1]
-        out = choice.copy()
-        if not reverse:
-            bound = dag.latest_finish_times(durations, deadline) + tol
-            finish = np.zeros(dag.num_nodes + 1)
-            preds = dag.predecessors
-            for level in dag.levels:
-                start = finish[preds[level]].max(axis=1)
-                cls = table.node_class[level]
-                fits = start[:, None] + table.time[cls] <= bound[level, None]
-                out[level] = self._slowest_fitting(fits, cls, choice[level], width)
-                finish[level] = start + table.time[cls, out[level]]
-            return out
-        earliest_start = dag.finish_times(durations) - durations - tol
+        # Forward sweep: the slowest option that finishes by the latest finish time.
+        forward = choice.copy()
+        bound = dag.latest_finish_times(durations, deadline) + tol
+        forward_finish = np.zeros(dag.num_nodes + 1)
+        for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
+            start = forward_finish[preds].max(axis=1)
+            forward[level] = self._slowest_fitting(level, bound[level] - start, choice[level])
+            forward_finish[level] = start + self._option_time[self._class_offset[level] + forward[level]]
+        # Backward sweep: the slowest option that starts no earlier than the earliest start.
+        backward = choice.copy()
+        earliest_start = finish - durations - tol
         latest_start = np.full(dag.num_nodes + 1, deadline)
-        succs = dag.successors
-        for level in reversed(dag.levels):
-            end = latest_start[succs[level]].min(axis=1)
-            cls = table.node_class[level]
-            fits = end[:, None] - table.time[cls] >= earliest_start[level, None]
-            out[level] = self._slowest_fitting(fits, cls, choice[level], width)
-            latest_start[level] = end - table.time[cls, out[level]]
-        return out
+        for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
+            end = latest_start[succs].min(axis=1)
+            backward[level] = self._slowest_fitting(level, end - earliest_start[level], choice[level])
+            latest_start[level] = end - self._option_time[self._class_offset[level] + backward[level]]
+        cost_forward = table.cost[table.node_class, forward].sum()
+        cost_backward = table.cost[table.node_class, backward].sum()
+        if cost_forward <= cost_backward:
+            return forward, forward_finish[:-1]
+        return backward, None
 
-    def _slowest_fitting(self, fits: np.ndarray, cls: IntArray, current: IntArray, width: int) -> IntArray:
-        fits &= np.arange(width)[None, :] < self.table.count[cls, None]
-        slowest = width - 1 - np.argmax(fits[:, ::-1], axis=1)
-        return np.where(fits.any(axis=1), np.maximum(slowest, current), current)
+    def _slowest_fitting(self, nodes: IntArray, budget: FloatArray, current: IntArray) -> IntArray:
+        """Per node, the slowest option taking at most ``budget`` seconds, but never faster than ``current``.
+
+        Options of a class are sorted by time, so one ``searchsorted`` over all classes'
+        times laid end to end (each class shifted by its own offset on the key axis) finds
+        every node's answer at once.
+        """
+        keys = self._class_key[nodes] + np.minimum(np.maximum(budget, -1.0), self._key_span / 2)
+        slowest = np.searchsorted(self._option_key, keys, side="right") - 1 - self._class_offset[nodes]
+        return np.maximum(slowest, current)
 
     def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
         table = self.table
@@ -293,6 +308,8 @@ def _has_uncuttable_path(
     num_nodes: int, stuck: np.ndarray, edges: IntArray, sources: IntArray, sinks: IntArray
 ) -> bool:
     """Whether some source-to-sink path consists only of ``stuck`` (already fastest) nodes."""
+    if not stuck[sources].any():
+        return False
     reach = np.zeros(num_nodes, dtype=bool)
     reach[sources] = stuck[sources]
     if len(edges):

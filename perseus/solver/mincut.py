@@ -38,18 +38,20 @@ def min_vertex_cut(
     scale = (_CUT_BUDGET / max(1, int(finite.sum()))) / float(capacity[finite].max(initial=1.0))
     node_cap = np.where(finite, np.maximum(1, np.rint(np.where(finite, capacity, 0) * scale)), _INFINITE)
     source, sink = 2 * num_nodes, 2 * num_nodes + 1
+    size = 2 * num_nodes + 2
     ids = np.arange(num_nodes)
     rows = np.concatenate([2 * ids, 2 * edges[:, 0] + 1, np.full(len(sources), source), 2 * sinks + 1])
     cols = np.concatenate([2 * ids + 1, 2 * edges[:, 1], 2 * sources, np.full(len(sinks), sink)])
-    caps = np.concatenate(
-        [node_cap, np.full(len(edges) + len(sources) + len(sinks), _INFINITE)]
-    ).astype(np.int32)
-    size = 2 * num_nodes + 2
-    graph = sp.csr_array((caps, (rows, cols)), shape=(size, size))
-    graph.sum_duplicates()
+    caps = np.concatenate([node_cap, np.full(len(edges) + len(sources) + len(sinks), _INFINITE)]).astype(np.int32)
+    # Build the CSR arrays directly (every arc is unique), skipping COO conversion and dedup.
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(size + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=size), out=indptr[1:])
+    graph = sp.csr_array((caps[order], cols[order].astype(np.int32), indptr), shape=(size, size))
     flow = maximum_flow(graph, source, sink, method="dinic").flow
+    # Residual arcs: forward arcs with spare capacity, and reverse arcs carrying flow.
     residual = (graph - flow).tocsr()
-    residual.data[residual.data < 0] = 0
+    residual.data = np.maximum(residual.data, 0)
     residual.eliminate_zeros()
     reached = np.zeros(size, dtype=bool)
     reached[breadth_first_order(residual, source, directed=True, return_predecessors=False)] = True
