@@ -31,6 +31,10 @@ usage() {
 case "${1:-}" in
   ""|-h|--help|help)
     usage
+    if [[ -x "$PY" ]]; then
+      echo
+      "$PY" -m merak_integration.launch --help
+    fi
     ;;
   test)
     shift

@@ -21,6 +21,7 @@ wall-clock timeout and still keep every plan produced before it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import time
@@ -159,21 +160,15 @@ def _solve(config: LowtimeConfig, conn: Connection) -> None:
     keys = [_key(inst) for inst in instructions]
     conn.send(("setup", keys, fitted - started, built - fitted))
 
-    expected = _ExpectedIterations()
-    solver_logger = logging.getLogger("lowtime.solver")
-    solver_logger.addHandler(expected)
-    solver_logger.setLevel(logging.INFO)  # only until the estimate is logged (see below)
+    expected = _ExpectedIterations(logging.getLogger("lowtime.solver"))
     runner = PhillipsDessouky(dag).run()
     pd_seconds = 0.0
-    while True:
+    for step in itertools.count():
         tick = time.perf_counter()
         result = next(runner, None)
         pd_seconds += time.perf_counter() - tick
-        if expected.value is not None:
+        if step == 0:  # the estimate is logged before the first iteration
             conn.send(("expected", expected.value))
-            solver_logger.removeHandler(expected)
-            solver_logger.setLevel(logging.WARNING)  # per-iteration INFO logs would slow lowtime
-            expected.value = None
         if result is None:
             break
         frequencies = np.fromiter((inst.assigned_knob for inst in instructions), dtype=np.int32)
@@ -182,15 +177,23 @@ def _solve(config: LowtimeConfig, conn: Connection) -> None:
 
 
 class _ExpectedIterations(logging.Handler):
-    """Captures lowtime's 'Expected number of PD iterations' log line."""
+    """Captures lowtime's 'Expected number of PD iterations' estimate, then stops listening.
 
-    def __init__(self) -> None:
+    lowtime's solver logs several INFO lines per iteration; turning INFO off again as soon as
+    the estimate arrives keeps that logging out of the measured iterations.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
         super().__init__(logging.INFO)
         self.value: int | None = None
+        self.logger = logger
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("Expected number of PD iterations"):
-            self.value = int(record.args[0])  # type: ignore[index]
+        if str(record.msg).startswith("Expected number of PD iterations"):
+            self.value = int(record.getMessage().rsplit(":", 1)[1])
+            self.logger.setLevel(logging.WARNING)
 
 
 def _operation_specs(config: LowtimeConfig) -> dict[tuple[int, str], Any]:

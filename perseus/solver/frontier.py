@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from perseus.pipeline.costs import OptionTable
-from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
+from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
 from perseus.plan.model import FrequencyPlan, PlannedInstruction
 from perseus.profile.model import PipelineProfile
 from perseus.solver.mincut import min_vertex_cut
@@ -94,7 +94,9 @@ class GraphCutSolver:
         # All classes' option times laid end to end for vectorised lookups (see _slowest_fitting).
         counts = table.count
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._key_span = 2.0 * float(table.time.max()) + 4.0
+        self._slowest_makespan = self.makespan(self.slowest_choice())
+        # Budgets never exceed the slowest makespan, so classes' key ranges never overlap.
+        self._key_span = 2.0 * (self._slowest_makespan + float(table.time.max())) + 1.0
         self._option_time = np.concatenate([table.time[c, : counts[c]] for c in range(len(counts))])
         self._option_key = np.concatenate(
             [c * self._key_span + table.time[c, : counts[c]] for c in range(len(counts))]
@@ -200,7 +202,9 @@ class GraphCutSolver:
         no earlier than its earliest start). Neither can push the makespan past ``deadline``.
         """
         finish = self.dag.finish_times(self.table.durations(choice))
-        return self._reclaim(choice, deadline, finish)[0]
+        # No plan is slower than every instruction at its slowest option; clamping keeps the
+        # budgets inside the key span of the vectorised option lookup.
+        return self._reclaim(choice, min(deadline, self._slowest_makespan), finish)[0]
 
     def _reclaim(
         self, choice: IntArray, deadline: float, finish: FloatArray
@@ -209,38 +213,36 @@ class GraphCutSolver:
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
+        # Both sweeps pick, per node, the slowest option that fits a time budget: options of a
+        # class are sorted by time, so one searchsorted over every class's option times laid
+        # end to end (class c shifted by c * key_span) answers a whole level at once, and
+        # np.maximum with the current choice keeps the sweep from ever speeding a node up.
+        keys, offsets, times, class_key = self._option_key, self._class_offset, self._option_time, self._class_key
         # Forward sweep: the slowest option that finishes by the latest finish time.
         forward = choice.copy()
         bound = dag.latest_finish_times(durations, deadline) + tol
         forward_finish = np.zeros(dag.num_nodes + 1)
         for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
-            start = forward_finish[preds].max(axis=1)
-            forward[level] = self._slowest_fitting(level, bound[level] - start, choice[level])
-            forward_finish[level] = start + self._option_time[self._class_offset[level] + forward[level]]
+            start = gather_max(forward_finish, preds)
+            index = np.searchsorted(keys, class_key[level] + (bound[level] - start), side="right")
+            picked = np.maximum(index - 1 - offsets[level], choice[level])
+            forward[level] = picked
+            forward_finish[level] = start + times[offsets[level] + picked]
         # Backward sweep: the slowest option that starts no earlier than the earliest start.
         backward = choice.copy()
         earliest_start = finish - durations - tol
         latest_start = np.full(dag.num_nodes + 1, deadline)
         for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
-            end = latest_start[succs].min(axis=1)
-            backward[level] = self._slowest_fitting(level, end - earliest_start[level], choice[level])
-            latest_start[level] = end - self._option_time[self._class_offset[level] + backward[level]]
+            end = gather_min(latest_start, succs)
+            index = np.searchsorted(keys, class_key[level] + (end - earliest_start[level]), side="right")
+            picked = np.maximum(index - 1 - offsets[level], choice[level])
+            backward[level] = picked
+            latest_start[level] = end - times[offsets[level] + picked]
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()
         if cost_forward <= cost_backward:
             return forward, forward_finish[:-1]
         return backward, None
-
-    def _slowest_fitting(self, nodes: IntArray, budget: FloatArray, current: IntArray) -> IntArray:
-        """Per node, the slowest option taking at most ``budget`` seconds, but never faster than ``current``.
-
-        Options of a class are sorted by time, so one ``searchsorted`` over all classes'
-        times laid end to end (each class shifted by its own offset on the key axis) finds
-        every node's answer at once.
-        """
-        keys = self._class_key[nodes] + np.minimum(np.maximum(budget, -1.0), self._key_span / 2)
-        slowest = np.searchsorted(self._option_key, keys, side="right") - 1 - self._class_offset[nodes]
-        return np.maximum(slowest, current)
 
     def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
         table = self.table
