@@ -16,7 +16,7 @@ import numpy as np
 from perseus.errors import InputError
 from perseus.pipeline.costs import instruction_measurements
 from perseus.pipeline.dag import PipelineDAG
-from perseus.plan.model import FrequencyPlan
+from perseus.plan.model import FrequencyPlan, PlannedInstruction
 from perseus.profile.model import Measurement, PipelineProfile
 
 
@@ -67,3 +67,29 @@ def evaluate_plan(profile: PipelineProfile, plan: FrequencyPlan) -> tuple[float,
     """Exact ``(iteration_time, energy)`` of ``plan`` under ``profile``."""
     dag = PipelineDAG.build(plan.schedule, plan.num_stages, plan.num_microbatches, plan.num_chunks)
     return evaluate_frequencies(profile, dag, plan_frequencies(plan, dag))
+
+
+def build_plan(
+    dag: PipelineDAG, frequencies: Sequence[int], iteration_time: float, energy: float, name: str = ""
+) -> FrequencyPlan:
+    """The plan running node ``i`` of ``dag`` at ``frequencies[i]``, listed per stage in execution order.
+
+    The inverse of :func:`plan_frequencies`; ``iteration_time`` and ``energy`` are taken as given.
+    """
+    stages = tuple(
+        tuple(
+            PlannedInstruction(dag.nodes[n].kind, dag.nodes[n].microbatch, int(frequencies[n]), dag.nodes[n].chunk)
+            for n in nodes
+        )
+        for nodes in dag.stage_nodes
+    )
+    return FrequencyPlan(
+        schedule=dag.schedule,
+        num_stages=dag.num_stages,
+        num_microbatches=dag.num_microbatches,
+        iteration_time=iteration_time,
+        energy=energy,
+        stages=stages,
+        num_chunks=dag.num_chunks,
+        name=name,
+    )

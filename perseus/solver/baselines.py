@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import PipelineDAG
-from perseus.pipeline.evaluate import evaluate_frequencies
-from perseus.plan.model import FrequencyPlan, PlannedInstruction
+from perseus.pipeline.evaluate import build_plan, evaluate_frequencies
+from perseus.plan.model import FrequencyPlan
 from perseus.profile.model import PipelineProfile
 
 
@@ -20,36 +18,17 @@ def uniform_frequency_plan(
     num_chunks: int = 1,
     name: str = "",
 ) -> FrequencyPlan:
-    """Every instruction at ``frequency`` (default: each instruction's highest profiled one)."""
+    """Every instruction at ``frequency`` (nearest profiled one), or at its highest profiled one if ``None``."""
     dag = PipelineDAG.build(schedule, num_stages, num_microbatches, num_chunks)
     table = OptionTable.build(profile, dag)
     freqs: list[int] = []
-    for node, inst in enumerate(dag.nodes):
+    for node in range(dag.num_nodes):
         available = table.all_measurements[int(table.node_class[node])]
-        freqs.append(max(available) if frequency is None else frequency)
-        if freqs[-1] not in available:
-            nearest = min(available, key=lambda f: abs(f - freqs[-1]))
-            freqs[-1] = nearest
-        del inst
+        wanted = max(available) if frequency is None else frequency
+        freqs.append(min(available, key=lambda f: abs(f - wanted)))
     iteration_time, energy = evaluate_frequencies(profile, dag, freqs)
-    freq = np.asarray(freqs)
-    stages = tuple(
-        tuple(
-            PlannedInstruction(dag.nodes[n].kind, dag.nodes[n].microbatch, int(freq[n]), dag.nodes[n].chunk)
-            for n in nodes
-        )
-        for nodes in dag.stage_nodes
-    )
-    return FrequencyPlan(
-        schedule=dag.schedule,
-        num_stages=num_stages,
-        num_microbatches=num_microbatches,
-        iteration_time=iteration_time,
-        energy=energy,
-        stages=stages,
-        num_chunks=dag.num_chunks,
-        name=name or ("max-frequency" if frequency is None else f"uniform-{frequency}"),
-    )
+    label = name or ("max-frequency" if frequency is None else f"uniform-{frequency}")
+    return build_plan(dag, freqs, iteration_time, energy, label)
 
 
 def max_frequency_plan(

@@ -34,7 +34,8 @@ import numpy as np
 
 from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
-from perseus.plan.model import FrequencyPlan, PlannedInstruction
+from perseus.pipeline.evaluate import build_plan
+from perseus.plan.model import FrequencyPlan
 from perseus.profile.model import PipelineProfile
 from perseus.solver.mincut import min_vertex_cut
 
@@ -264,25 +265,7 @@ class GraphCutSolver:
         ]
 
     def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
-        freq = self.table.frequencies(choice)
-        dag = self.dag
-        stages = tuple(
-            tuple(
-                PlannedInstruction(dag.nodes[n].kind, dag.nodes[n].microbatch, int(freq[n]), dag.nodes[n].chunk)
-                for n in nodes
-            )
-            for nodes in dag.stage_nodes
-        )
-        return FrequencyPlan(
-            schedule=dag.schedule,
-            num_stages=dag.num_stages,
-            num_microbatches=dag.num_microbatches,
-            iteration_time=iteration_time,
-            energy=energy,
-            stages=stages,
-            num_chunks=dag.num_chunks,
-            name=name,
-        )
+        return build_plan(self.dag, self.table.frequencies(choice).tolist(), iteration_time, energy, name)
 
 
 def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArray]:
