@@ -70,26 +70,34 @@ def evaluate_plan(profile: PipelineProfile, plan: FrequencyPlan) -> tuple[float,
 
 
 def build_plan(
-    dag: PipelineDAG, frequencies: Sequence[int], iteration_time: float, energy: float, name: str = ""
+    dag: PipelineDAG,
+    frequencies: Sequence[int],
+    iteration_time: float,
+    energy: float,
+    name: str = "",
+    shared: dict[tuple[int, int], PlannedInstruction] | None = None,
 ) -> FrequencyPlan:
     """The plan running node ``i`` of ``dag`` at ``frequencies[i]``, listed per stage in execution order.
 
     The inverse of :func:`plan_frequencies`; ``iteration_time`` and ``energy`` are taken as given.
+    ``shared`` lets many plans of one frontier reuse their (immutable) instruction entries.
     """
-    stages = tuple(
-        tuple(
-            PlannedInstruction(dag.nodes[n].kind, dag.nodes[n].microbatch, int(frequencies[n]), dag.nodes[n].chunk)
-            for n in nodes
-        )
-        for nodes in dag.stage_nodes
-    )
+    cache = shared if shared is not None else {}
+
+    def entry(node: int) -> PlannedInstruction:
+        key = (node, int(frequencies[node]))
+        if key not in cache:
+            inst = dag.nodes[node]
+            cache[key] = PlannedInstruction(inst.kind, inst.microbatch, key[1], inst.chunk)
+        return cache[key]
+
     return FrequencyPlan(
         schedule=dag.schedule,
         num_stages=dag.num_stages,
         num_microbatches=dag.num_microbatches,
         iteration_time=iteration_time,
         energy=energy,
-        stages=stages,
+        stages=tuple(tuple(entry(n) for n in nodes) for nodes in dag.stage_nodes),
         num_chunks=dag.num_chunks,
         name=name,
     )

@@ -35,7 +35,7 @@ import numpy as np
 from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
 from perseus.pipeline.evaluate import build_plan
-from perseus.plan.model import FrequencyPlan
+from perseus.plan.model import FrequencyPlan, PlannedInstruction
 from perseus.profile.model import PipelineProfile
 from perseus.solver.mincut import min_vertex_cut
 
@@ -104,6 +104,7 @@ class GraphCutSolver:
         )
         self._class_offset = offsets[table.node_class]
         self._class_key = table.node_class * self._key_span
+        self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
 
     def slowest_choice(self) -> IntArray:
         return self.table.node_count - 1
@@ -225,7 +226,7 @@ class GraphCutSolver:
         forward_finish = np.zeros(dag.num_nodes + 1)
         for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
             start = gather_max(forward_finish, preds)
-            index = np.searchsorted(keys, class_key[level] + (bound[level] - start), side="right")
+            index = keys.searchsorted(class_key[level] + (bound[level] - start), side="right")
             picked = np.maximum(index - 1 - offsets[level], choice[level])
             forward[level] = picked
             forward_finish[level] = start + times[offsets[level] + picked]
@@ -235,7 +236,7 @@ class GraphCutSolver:
         latest_start = np.full(dag.num_nodes + 1, deadline)
         for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
             end = gather_min(latest_start, succs)
-            index = np.searchsorted(keys, class_key[level] + (end - earliest_start[level]), side="right")
+            index = keys.searchsorted(class_key[level] + (end - earliest_start[level]), side="right")
             picked = np.maximum(index - 1 - offsets[level], choice[level])
             backward[level] = picked
             latest_start[level] = end - times[offsets[level] + picked]
@@ -265,7 +266,9 @@ class GraphCutSolver:
         ]
 
     def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
-        return build_plan(self.dag, self.table.frequencies(choice).tolist(), iteration_time, energy, name)
+        return build_plan(
+            self.dag, self.table.frequencies(choice).tolist(), iteration_time, energy, name, self._plan_entries
+        )
 
 
 def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArray]:

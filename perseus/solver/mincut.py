@@ -39,6 +39,6 @@ def min_vertex_cut(
     caps = np.concatenate([np.where(finite, capacity, infinite), np.full(len(tails) - num_nodes, infinite)])
     graph = igraph.Graph(n=2 * num_nodes + 2, edges=np.column_stack([tails, heads]).tolist(), directed=True)
     flow = graph.maxflow(source, sink, capacity=caps.tolist())
-    source_side = np.zeros(2 * num_nodes + 2, dtype=bool)
-    source_side[flow.partition[0]] = True
+    membership = np.asarray(flow.membership)
+    source_side = membership == membership[source]
     return np.flatnonzero(source_side[2 * ids] & ~source_side[2 * ids + 1])

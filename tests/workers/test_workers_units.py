@@ -200,7 +200,7 @@ def test_order_check_and_chain() -> None:
 def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
     from perseus.device import FrequencyController, sim_gpus
 
-    gpu = sim_gpus(stage=1, time_scale=0.02)[0]
+    gpu = sim_gpus(stage=1, time_scale=0.2)[0]
     freqs = gpu.supported_frequencies()
     plan = PowerStateSchedule(
         1,
@@ -217,6 +217,10 @@ def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
         hooks.on_step_begin()
         for p in plan.instructions:
             hooks.on_instruction_begin(p.name)
+            # On a loaded machine the background thread can apply a clock after a short
+            # instruction ends; this test is about which clock is requested and measured, so
+            # wait for it (controller latency has its own tests and benchmark).
+            controller.flush()
             hooks.on_instruction_end(p.name)
         hooks.on_step_end()
     it = local.iterations[0]
@@ -224,8 +228,8 @@ def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
     profile = gpu.profile
     for m, p in zip(it.instructions, plan.instructions, strict=True):
         want = profile[(1, p.instruction)].at(p.frequency)
-        assert m.time == pytest.approx(want.time * 0.02, rel=0.25, abs=2e-3)
-        assert m.energy == pytest.approx(want.energy * 0.02, rel=0.05)
+        assert m.time == pytest.approx(want.time * 0.2, rel=0.25, abs=2e-3)
+        assert m.energy == pytest.approx(want.energy * 0.2, rel=0.05)
     assert it.energy >= it.busy_energy
 
 
