@@ -79,7 +79,7 @@ def compute_frontier(
     """The time-energy frontier of ``schedule`` on ``profile``.
 
     ``time_resolution`` (seconds) bounds how much one step may shorten the iteration and how
-    close two reported plans may be; by default 1/1000 of the frontier's time span.
+    close two reported plans may be; by default :meth:`GraphCutSolver.default_resolution`.
     """
     dag = PipelineDAG.build(schedule, num_stages, num_microbatches, num_chunks)
     return GraphCutSolver(OptionTable.build(profile, dag)).solve(progress, time_resolution)
@@ -115,38 +115,62 @@ class GraphCutSolver:
     def makespan(self, choice: IntArray) -> float:
         return float(self.dag.finish_times(self.table.durations(choice)).max())
 
+    def default_resolution(self, span: float) -> float:
+        """1/1000 of the frontier's time span, but at most 2% of the shortest instruction.
+
+        Step size decides quality: a cut instruction must jump by at least one step, so steps
+        much coarser than the gaps between an instruction's frequency options overshoot. Tying
+        the cap to instruction length keeps it scale-free (1 ms for GPT-3's ~50 ms forwards on
+        A100, the same unit as lowtime) while small pipelines keep the cheaper span-based step.
+        """
+        shortest = float(self.table.time[:, 0].min())
+        return max(min(span / 1000, 0.02 * shortest), 1e-9)
+
     def solve(self, progress: Progress | None = None, time_resolution: float | None = None) -> Frontier:
         started = wallclock.perf_counter()
         choice = self.slowest_choice()
         t_max, t_min = self.makespan(choice), self.makespan(self.fastest_choice())
-        resolution = time_resolution if time_resolution is not None else max(t_max - t_min, 1e-9) / 1000
+        resolution = time_resolution if time_resolution is not None else self.default_resolution(t_max - t_min)
         self.next_option, self.rate = _hull_steps(self.table, resolution)
         times: list[float] = []
         choices: list[IntArray] = []
         iterations = 0
         finish: FloatArray | None = None
+        latest: FloatArray | None = None  # latest finish times for `deadline`, when the reclaim knows them
+        deadline = t_max
         while True:
             durations = self.table.durations(choice)
             if finish is None:
                 finish = self.dag.finish_times(durations)
             makespan = float(finish.max())
+            if latest is None:
+                latest = self.dag.latest_finish_times(durations, makespan)
+            else:
+                latest = latest - (deadline - makespan)  # all sinks share the deadline: a uniform shift
             times.append(makespan)
             choices.append(choice.astype(np.int16))
             if progress is not None:
                 progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
-            speed_up = self._cut(choice, durations, finish, makespan, resolution)
+            speed_up = self._cut(choice, durations, finish, latest, makespan, resolution)
             if speed_up is None:
                 break
             iterations += 1
             faster = choice.copy()
             faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
             faster_finish = self.dag.finish_times(self.table.durations(faster))
-            choice, finish = self._reclaim(faster, float(faster_finish.max()), faster_finish)
+            deadline = float(faster_finish.max())
+            choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
         plans = self._pareto_plans(times, choices, resolution)
         return Frontier(plans, iterations=iterations, solve_seconds=wallclock.perf_counter() - started)
 
     def _cut(
-        self, choice: IntArray, durations: FloatArray, finish: FloatArray, makespan: float, resolution: float
+        self,
+        choice: IntArray,
+        durations: FloatArray,
+        finish: FloatArray,
+        latest: FloatArray,
+        makespan: float,
+        resolution: float,
     ) -> IntArray | None:
         """Instructions to speed up next, or ``None`` once some critical path is all at full speed.
 
@@ -156,7 +180,6 @@ class GraphCutSolver:
         such a near-critical path may already be all at full speed, the exact critical paths
         are cut instead, so the frontier still reaches the true minimum time.
         """
-        latest = self.dag.latest_finish_times(durations, makespan)
         for tol in (resolution + 1e-9 * makespan, 1e-9 * makespan):
             cut = self._cut_within(choice, durations, finish, latest, makespan, tol, resolution)
             if cut is not None:
@@ -210,8 +233,12 @@ class GraphCutSolver:
 
     def _reclaim(
         self, choice: IntArray, deadline: float, finish: FloatArray
-    ) -> tuple[IntArray, FloatArray | None]:
-        """:meth:`reclaim` given ``choice``'s finish times; also returns the result's finish times if known."""
+    ) -> tuple[IntArray, FloatArray | None, FloatArray | None]:
+        """:meth:`reclaim` given ``choice``'s finish times.
+
+        Also returns what the winning sweep already computed for the result: its finish times
+        (forward sweep) or its latest finish times for ``deadline`` (backward sweep).
+        """
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
@@ -243,8 +270,8 @@ class GraphCutSolver:
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()
         if cost_forward <= cost_backward:
-            return forward, forward_finish[:-1]
-        return backward, None
+            return forward, forward_finish[:-1], None
+        return backward, None, latest_start[:-1] + table.durations(backward)
 
     def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
         table = self.table
