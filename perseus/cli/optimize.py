@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--chunks", type=int, default=2, help="model chunks per stage for interleaved-1f1b")
     parser.add_argument(
         "--time-resolution", type=float, default=None, metavar="S",
-        help="smallest iteration-time step between plans, seconds (default: 1/1000 of the frontier span)",
+        help="iteration-time step of the solver and between plans, seconds (default: span/1000, at most 2%% "
+        "of the shortest instruction, at least span/10000)",
     )
     parser.add_argument(
         "--lower-bound", action="store_true",

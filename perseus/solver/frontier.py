@@ -27,6 +27,7 @@ energies plus blocking power), and only Pareto-optimal points are kept.
 from __future__ import annotations
 
 import time as wallclock
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -99,11 +100,15 @@ class GraphCutSolver:
         # Budgets never exceed the slowest makespan, so classes' key ranges never overlap.
         self._key_span = 2.0 * (self._slowest_makespan + float(table.time.max())) + 1.0
         self._option_time = np.concatenate([table.time[c, : counts[c]] for c in range(len(counts))])
+        self._option_time_shifted = np.concatenate([[0.0], self._option_time])
         self._option_key = np.concatenate(
             [c * self._key_span + table.time[c, : counts[c]] for c in range(len(counts))]
         )
         self._class_offset = offsets[table.node_class]
         self._class_key = table.node_class * self._key_span
+        # The same, as Python lists for the scalar sweeps.
+        self._class_times = [table.time[c, : counts[c]].tolist() for c in range(len(counts))]
+        self._node_class_list = table.node_class.tolist()
         self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
 
     def slowest_choice(self) -> IntArray:
@@ -122,9 +127,10 @@ class GraphCutSolver:
         much coarser than the gaps between an instruction's frequency options overshoot. Tying
         the cap to instruction length keeps it scale-free (1 ms for GPT-3's ~50 ms forwards on
         A100, the same unit as lowtime) while small pipelines keep the cheaper span-based step.
+        At least span / 10,000, so very long pipelines (16 x 256) solve in minutes, not tens.
         """
         shortest = float(self.table.time[:, 0].min())
-        return max(min(span / 1000, 0.02 * shortest), 1e-9)
+        return max(min(span / 1000, 0.02 * shortest), span / 10_000, 1e-9)
 
     def solve(self, progress: Progress | None = None, time_resolution: float | None = None) -> Frontier:
         started = wallclock.perf_counter()
@@ -242,36 +248,95 @@ class GraphCutSolver:
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
-        # Both sweeps pick, per node, the slowest option that fits a time budget: options of a
-        # class are sorted by time, so one searchsorted over every class's option times laid
-        # end to end (class c shifted by c * key_span) answers a whole level at once, and
-        # np.maximum with the current choice keeps the sweep from ever speeding a node up.
-        keys, offsets, times, class_key = self._option_key, self._class_offset, self._option_time, self._class_key
-        # Forward sweep: the slowest option that finishes by the latest finish time.
-        forward = choice.copy()
-        bound = dag.latest_finish_times(durations, deadline) + tol
-        forward_finish = np.zeros(dag.num_nodes + 1)
-        for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
-            start = gather_max(forward_finish, preds)
-            index = keys.searchsorted(class_key[level] + (bound[level] - start), side="right")
-            picked = np.maximum(index - 1 - offsets[level], choice[level])
-            forward[level] = picked
-            forward_finish[level] = start + times[offsets[level] + picked]
-        # Backward sweep: the slowest option that starts no earlier than the earliest start.
-        backward = choice.copy()
-        earliest_start = finish - durations - tol
-        latest_start = np.full(dag.num_nodes + 1, deadline)
-        for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
-            end = gather_min(latest_start, succs)
-            index = keys.searchsorted(class_key[level] + (end - earliest_start[level]), side="right")
-            picked = np.maximum(index - 1 - offsets[level], choice[level])
-            backward[level] = picked
-            latest_start[level] = end - times[offsets[level] + picked]
+        if dag.scalar_passes:
+            forward, forward_finish, backward, latest_start = self._scalar_sweeps(
+                choice, durations, finish, deadline, tol
+            )
+        else:
+            forward, forward_finish, backward, latest_start = self._vector_sweeps(
+                choice, durations, finish, deadline, tol
+            )
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()
         if cost_forward <= cost_backward:
             return forward, forward_finish[:-1], None
         return backward, None, latest_start[:-1] + table.durations(backward)
+
+    def _vector_sweeps(
+        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
+    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
+        """Both reclaim sweeps, one numpy call per DAG level: (forward choice, its finish
+        times, backward choice, its latest start times), time arrays padded with node N."""
+        dag = self.dag
+        # Both sweeps pick, per node, the slowest option that fits a time budget: options of a
+        # class are sorted by time, so one searchsorted over every class's option times laid
+        # end to end (class c shifted by c * key_span) answers a whole level at once, and
+        # np.maximum with the current choice keeps the sweep from ever speeding a node up.
+        # Work in global option positions shifted by one (searchsorted's "right" index):
+        # ``g`` picks option ``g - 1 - offset``, and never one faster than the current choice.
+        keys, times, offsets = self._option_key, self._option_time_shifted, self._class_offset
+        floor = offsets + choice + 1
+        picked = np.empty(dag.num_nodes, dtype=np.int64)
+        # Forward sweep: the slowest option that finishes by the latest finish time.
+        budget_key = self._class_key + (dag.latest_finish_times(durations, deadline) + tol)
+        forward_finish = np.zeros(dag.num_nodes + 1)
+        for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
+            start = gather_max(forward_finish, preds)
+            g = np.maximum(keys.searchsorted(budget_key[level] - start, side="right"), floor[level])
+            picked[level] = g
+            forward_finish[level] = start + times[g]
+        forward = picked - offsets - 1
+        # Backward sweep: the slowest option that starts no earlier than the earliest start.
+        start_key = self._class_key - (finish - durations - tol)
+        latest_start = np.full(dag.num_nodes + 1, deadline)
+        for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
+            end = gather_min(latest_start, succs)
+            g = np.maximum(keys.searchsorted(start_key[level] + end, side="right"), floor[level])
+            picked[level] = g
+            latest_start[level] = end - times[g]
+        backward = picked - offsets - 1
+        return forward, forward_finish, backward, latest_start
+
+    def _scalar_sweeps(
+        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
+    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
+        """:meth:`_vector_sweeps` as per-node Python loops, faster on narrow DAGs."""
+        dag = self.dag
+        n = dag.num_nodes
+        options, node_class = self._class_times, self._node_class_list
+        current = choice.tolist()
+        # Forward sweep: the slowest option that finishes by the latest finish time.
+        bound = (dag.latest_finish_times(durations, deadline) + tol).tolist()
+        forward = [0] * n
+        forward_finish = [0.0] * (n + 1)
+        for v, (a, b) in enumerate(dag.predecessor_pairs):
+            x, y = forward_finish[a], forward_finish[b]
+            start = x if x > y else y
+            times = options[node_class[v]]
+            k = bisect_right(times, bound[v] - start) - 1
+            if k < current[v]:
+                k = current[v]
+            forward[v] = k
+            forward_finish[v] = start + times[k]
+        # Backward sweep: the slowest option that starts no earlier than the earliest start.
+        earliest = (finish - durations - tol).tolist()
+        backward = [0] * n
+        latest_start = [deadline] * (n + 1)
+        pairs = dag.successor_pairs
+        for v in range(n - 1, -1, -1):
+            a, b = pairs[v]
+            x, y = latest_start[a], latest_start[b]
+            end = x if x < y else y
+            times = options[node_class[v]]
+            k = bisect_right(times, end - earliest[v]) - 1
+            if k < current[v]:
+                k = current[v]
+            backward[v] = k
+            latest_start[v] = end - times[k]
+        return (
+            np.array(forward, dtype=np.int64), np.array(forward_finish),
+            np.array(backward, dtype=np.int64), np.array(latest_start),
+        )
 
     def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
         table = self.table
