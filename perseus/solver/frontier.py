@@ -38,7 +38,7 @@ from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, 
 from perseus.pipeline.evaluate import build_plan
 from perseus.plan.model import FrequencyPlan, PlannedInstruction
 from perseus.profile.model import PipelineProfile
-from perseus.solver.mincut import min_vertex_cut
+from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
 
@@ -109,6 +109,7 @@ class GraphCutSolver:
         # The same, as Python lists for the scalar sweeps.
         self._class_times = [table.time[c, : counts[c]].tolist() for c in range(len(counts))]
         self._node_class_list = table.node_class.tolist()
+        self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
         self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
 
     def slowest_choice(self) -> IntArray:
@@ -215,7 +216,9 @@ class GraphCutSolver:
         sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
         if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), edges, sources, sinks):
             return None
-        cut = min_vertex_cut(len(crit_ids), rate, edges, sources, sinks)
+        capacity = np.zeros(dag.num_nodes)
+        capacity[crit_ids] = rate
+        cut = local[self._network.min_cut(capacity, tight, crit_ids[sources], crit_ids[sinks])]
         steps = self._step_time(crit_ids, choice)
         return crit_ids[_batch_series_ties(cut, rate, edges, len(crit_ids), steps, resolution)]
 

@@ -18,6 +18,7 @@ from perseus.solver import compute_frontier
 from perseus.solver.baselines import max_frequency_plan
 from perseus.solver.frontier import GraphCutSolver
 from perseus.solver.lower_bound import LowerBound
+from perseus.solver.mincut import CutNetwork
 
 from .conftest import A100
 
@@ -164,3 +165,18 @@ def test_scalar_and_vectorised_passes_agree(
         assert (r1 == r2).all()
         assert (r1 >= choice).all()  # reclaim only ever slows instructions down
         assert solver.makespan(r1) <= deadline * (1 + 1e-9)
+
+
+def test_cut_network_finds_cheapest_vertex_cut() -> None:
+    """Diamond 0 -> {1, 2} -> 3: the cheapest way to shorten every path, on the critical part only."""
+    edges = np.array([[0, 1], [0, 2], [1, 3], [2, 3]])
+    network = CutNetwork(4, edges)
+    everything = np.ones(4, dtype=bool)
+    start, end = np.array([0]), np.array([3])
+    assert network.min_cut(np.array([10.0, 2.0, 3.0, 6.0]), everything, start, end).tolist() == [1, 2]
+    assert network.min_cut(np.array([4.0, 2.0, 3.0, 6.0]), everything, start, end).tolist() == [0]
+    # Node 2 off the critical DAG (capacity 0, its edges slack): only the path through 1 needs cutting.
+    tight = np.array([True, False, True, False])
+    assert network.min_cut(np.array([10.0, 2.0, 0.0, 6.0]), tight, start, end).tolist() == [1]
+    # A node that cannot be cut (already at full speed) pushes the cut elsewhere.
+    assert network.min_cut(np.array([10.0, np.inf, 3.0, 6.0]), everything, start, end).tolist() == [3]
