@@ -231,6 +231,8 @@ def _by_level(order: list[Instruction], deps: dict[Instruction, list[Instruction
 
 
 def _pairs(padded: IntArray, num_nodes: int) -> tuple[tuple[int, int], ...]:
+    if padded.shape[1] > 2:
+        raise ValueError("scalar passes need at most two neighbours per node; use the level passes")
     if padded.shape[1] == 1:
         padded = np.column_stack([padded[:, 0], np.full(num_nodes, num_nodes)])
     return tuple((int(a), int(b)) for a, b in padded[:, :2].tolist())

@@ -93,21 +93,20 @@ class GraphCutSolver:
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
-        # All classes' option times laid end to end for vectorised lookups (see _slowest_fitting).
+        # Each class's option times, as Python lists for the scalar sweeps and laid end to end
+        # (class c's keys shifted by c * key_span) for the vectorised ones: see _vector_sweeps.
         counts = table.count
+        class_times = [table.time[c, : counts[c]] for c in range(len(counts))]
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._slowest_makespan = self.makespan(self.slowest_choice())
         # Budgets never exceed the slowest makespan, so classes' key ranges never overlap.
         self._key_span = 2.0 * (self._slowest_makespan + float(table.time.max())) + 1.0
-        self._option_time = np.concatenate([table.time[c, : counts[c]] for c in range(len(counts))])
-        self._option_time_shifted = np.concatenate([[0.0], self._option_time])
-        self._option_key = np.concatenate(
-            [c * self._key_span + table.time[c, : counts[c]] for c in range(len(counts))]
-        )
+        option_time = np.concatenate(class_times)
+        self._option_time_shifted = np.concatenate([[0.0], option_time])
+        self._option_key = np.repeat(np.arange(len(counts)) * self._key_span, counts) + option_time
         self._class_offset = offsets[table.node_class]
         self._class_key = table.node_class * self._key_span
-        # The same, as Python lists for the scalar sweeps.
-        self._class_times = [table.time[c, : counts[c]].tolist() for c in range(len(counts))]
+        self._class_times = [times.tolist() for times in class_times]
         self._node_class_list = table.node_class.tolist()
         self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
         self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
