@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from merak_integration import collectives
 from merak_integration.config import RunConfig
 from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
@@ -44,13 +45,17 @@ class Context:
 
 
 def init_distributed(cfg: RunConfig) -> Context:
-    """Join the process group (NCCL on GPUs, gloo on CPU) and build the pipeline/data-parallel groups."""
+    """Join the process group and build the pipeline/data-parallel groups.
+
+    On GPUs the group is ``cpu:gloo,cuda:nccl`` (see :mod:`merak_integration.collectives`), so the
+    host-side collectives (iteration totals, profiling counts) work beside NCCL's CUDA traffic.
+    """
     use_cuda = torch.cuda.is_available() and cfg.device != "sim"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    collectives.init_process_group(use_cuda)
     rank, world = dist.get_rank(), dist.get_world_size()
     if world != cfg.world_size:
         raise InputError("torchrun", f"world size {world} != pp*dp = {cfg.world_size}")

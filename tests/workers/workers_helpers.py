@@ -22,12 +22,12 @@ def env() -> dict[str, str]:
     return e
 
 
-def launch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def launch(*args: str, timeout: float = 240, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m merak_integration.launch ARGS`` (what ``bash run.sh MODEL MB NMB ...`` runs)."""
     return subprocess.run(
         [sys.executable, "-m", "merak_integration.launch", *args],
         cwd=ROOT,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
