@@ -38,6 +38,8 @@ class RunConfig:
     lr: float = 1e-3
     device: str = "auto"
     """``auto`` (NVML if an NVIDIA GPU is found, else simulated), ``sim`` or ``nvml``."""
+    measure_only: bool = False
+    """Never change a GPU setting: train at default clocks, measure, and say so in every report."""
     sim_profile: str | None = None
     sim_time_scale: float = 1.0
     profile_frequencies: list[int] | None = None

@@ -3,10 +3,11 @@
 - :class:`GPUInstructionHooks` tells the GPU object where instructions begin and end. A simulated
   GPU makes the instruction take its profiled time at the current clock there; on a real GPU it
   only synchronises so measurements cover the queued kernels.
-- :class:`LocalPerseus` does what the Perseus client does, without a server: before every
-  instruction it asks the frequency controller for that instruction's frequency (from a plan's
-  :class:`~perseus.plan.PowerStateSchedule`, or one fixed frequency while profiling) and it
-  measures every instruction's and every iteration's time and energy.
+- :class:`LocalPerseus` does what the Perseus client does, without a server: it asks the frequency
+  controller for each instruction's frequency (from a plan's :class:`~perseus.plan.PowerStateSchedule`,
+  or one fixed frequency while profiling) as soon as the previous instruction ended, so the 10-20 ms
+  a clock change takes overlap the gap between instructions, and it measures every instruction's
+  and every iteration's time and energy, labelled with the clock read back from the GPU.
 
 Chain them as ``HookChain([LocalPerseus(...), GPUInstructionHooks(...)])`` so the frequency is
 requested before the instruction starts and measured after the GPU finished it.
@@ -14,6 +15,7 @@ requested before the instruction starts and measured after the GPU finished it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -66,11 +68,18 @@ class GPUInstructionHooks:
 class InstructionMeasurement:
     name: str
     frequency: int | None
-    """Requested frequency (MHz); ``None`` when nothing was requested."""
+    """Planned frequency (MHz); ``None`` when the plan sets none."""
     applied: int | None
-    """Clock the GPU ran at when the instruction finished."""
+    """Clock read back from the GPU when the instruction finished."""
     time: float
     energy: float
+    began_at: int | None = None
+    """Clock read back when the instruction began."""
+
+    @property
+    def at_planned_clock(self) -> bool:
+        """Whether the GPU read back the planned clock at both ends of the instruction."""
+        return self.frequency is not None and self.began_at == self.applied == self.frequency
 
 
 @dataclass
@@ -86,6 +95,10 @@ class IterationMeasurement:
     @property
     def busy_energy(self) -> float:
         return sum(i.energy for i in self.instructions)
+
+    @property
+    def planned(self) -> list[InstructionMeasurement]:
+        return [i for i in self.instructions if i.frequency is not None]
 
 
 class LocalPerseus:
@@ -108,23 +121,33 @@ class LocalPerseus:
         self.controller = controller
         self.fixed_frequency = fixed_frequency
         self.frequencies: dict[str, int] = {}
+        self.next_name: dict[str, str] = {}
+        self.first_name: str | None = None
         self.set_schedule(schedule)
         self.iterations: list[IterationMeasurement] = []
         self._step: tuple[float, float] | None = None
-        self._open: dict[str, tuple[float, float, int | None]] = {}
+        self._open: dict[str, tuple[float, float, int | None, int | None]] = {}
         self._current: list[InstructionMeasurement] = []
 
     def set_schedule(self, schedule: PowerStateSchedule | None) -> None:
         """Apply ``schedule`` from the next instruction on (``None``: leave clocks alone)."""
+        names = [p.name for p in schedule.instructions] if schedule is not None else []
         self.frequencies = {p.name: p.frequency for p in schedule.instructions} if schedule is not None else {}
+        self.next_name = dict(itertools.pairwise(names))
+        self.first_name = names[0] if names else None
 
     def _now(self) -> tuple[float, float]:
         self.gpu.synchronize()
         return time.perf_counter(), self.gpu.energy()
 
+    def _request(self, name: str | None) -> None:
+        if name is not None and name in self.frequencies and self.controller is not None:
+            self.controller.set_frequency(self.frequencies[name])
+
     def on_step_begin(self) -> None:
         if self.fixed_frequency is not None and self.controller is not None:
             self.controller.set_frequency(self.fixed_frequency)
+        self._request(self.first_name)
         self._current = []
         self._step = self._now()
 
@@ -135,17 +158,20 @@ class LocalPerseus:
         self._step = None
 
     def on_instruction_begin(self, name: str) -> None:
+        # Normally requested when the previous instruction ended; then this one is coalesced.
+        self._request(name)
         freq = self.frequencies.get(name, self.fixed_frequency)
-        if freq is not None and self.controller is not None and name in self.frequencies:
-            self.controller.set_frequency(freq)
         t, e = self._now()
-        self._open[name] = (t, e, freq)
+        self._open[name] = (t, e, freq, self.gpu.current_frequency())
 
     def on_instruction_end(self, name: str) -> None:
-        t0, e0, freq = self._open.pop(name)
+        t0, e0, freq, began_at = self._open.pop(name)
         applied = self.gpu.current_frequency()
         t, e = self._now()
-        self._current.append(InstructionMeasurement(name, freq, applied, t - t0, e - e0))
+        self._current.append(InstructionMeasurement(name, freq, applied, t - t0, e - e0, began_at))
+        # The next instruction's clock, now: a change takes 10-20 ms, the gap between two
+        # instructions is often shorter, so waiting until it begins would run part of it at this clock.
+        self._request(self.next_name.get(name))
 
     # --- summaries ------------------------------------------------------------------------
     def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
@@ -166,8 +192,14 @@ class LocalPerseus:
         idle_e = sum(it.energy - it.busy_energy for it in its)
         return idle_e / idle_t if idle_t > 0 else None
 
+    def fraction_at_planned_clock(self, skip: int = 0) -> float | None:
+        """Share of planned instructions that ran at their planned clock (read back); ``None``: no plan."""
+        planned = [m for it in self.iterations[skip:] for m in it.planned]
+        return sum(m.at_planned_clock for m in planned) / len(planned) if planned else None
+
     def summary(self) -> dict[str, Any]:
         return {
+            "fraction_at_planned_clock": self.fraction_at_planned_clock(),
             "iterations": [
                 {
                     "time": it.time,

@@ -29,7 +29,7 @@ from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
-from perseus.errors import InputError, PerseusError
+from perseus.errors import DeviceError, InputError, PerseusError
 
 
 @dataclass
@@ -82,8 +82,26 @@ def make_gpu(cfg: RunConfig, ctx: Context) -> Any:
         backend = "sim"
     time_scale = cfg.sim_time_scale if cfg.sim_time_scale != 1.0 else None  # None: env or 1.0
     return get_gpus(
-        backend, sim_profile=cfg.sim_profile, stage=ctx.pp_rank, indices=[ctx.local_rank], time_scale=time_scale
+        backend,
+        sim_profile=cfg.sim_profile,
+        stage=ctx.pp_rank,
+        indices=[ctx.local_rank],
+        time_scale=time_scale,
+        mode="measure" if cfg.measure_only else None,
+        cuda=ctx.device.type == "cuda",
     )[0]
+
+
+def check_control(cfg: RunConfig, gpu: Any) -> None:
+    """Refuse to profile or apply a plan on a GPU whose clocks cannot be set, before any iteration."""
+    if cfg.profile and cfg.measure_only:
+        raise DeviceError("--profile true sweeps GPU clocks, --measure_only forbids changing them; drop one")
+    wants_clocks = cfg.profile or cfg.plan or cfg.server
+    if wants_clocks and not cfg.measure_only and not gpu.can_control:
+        raise DeviceError(
+            f"cannot set GPU clocks: {gpu.control_problem}; profiling and plans need clock control "
+            "(pass --measure_only to train at default clocks and only measure)"
+        )
 
 
 def make_controller(gpu: Any) -> Any:
@@ -155,6 +173,10 @@ def _run(cfg: RunConfig, ctx: Context) -> None:
         run_grad_dump(trainer, Path(cfg.grad_dump))
         return
     gpu = make_gpu(cfg, ctx)
+    check_control(cfg, gpu)
+    if cfg.measure_only and ctx.rank == 0:
+        print("perseus: measure-only: no GPU clock or power limit is changed; reports carry read-back clocks",
+              flush=True)
     controller = make_controller(gpu)
     try:
         if cfg.profile:
@@ -170,7 +192,7 @@ def _run(cfg: RunConfig, ctx: Context) -> None:
 def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
     """Train ``max_steps`` iterations with the plan (server, file or none) applied; report each one."""
     cfg, ctx = trainer.cfg, trainer.ctx
-    local = LocalPerseus(gpu, controller)
+    local = LocalPerseus(gpu, None if cfg.measure_only else controller)
     session = None
     if cfg.server:
         from merak_integration.serverlink import ServerSession
@@ -193,12 +215,15 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
             it = local.iterations[-1]
             if session is not None:
                 session.report(step, it, local)
-            rows.append(_summarize(step, it.time, it.energy, loss, cfg.dp))
+            at_planned = sum(m.at_planned_clock for m in it.planned)
+            rows.append(_summarize(step, it.time, it.energy, loss, cfg.dp, (len(it.planned), at_planned)))
+            rows[-1]["measure_only"] = cfg.measure_only
             if ctx.rank == 0:
                 row = rows[-1]
+                clocks = "" if row["at_planned_clock"] is None else f", {100 * row['at_planned_clock']:.0f}% at planned clock"
                 print(
-                    f"iteration {step}: {row['time']:.4f} s, {row['energy']:.2f} J, loss {row['loss']:.4f} "
-                    f"(wall {time.perf_counter() - t0:.3f} s)",
+                    f"iteration {step}: {row['time']:.4f} s, {row['energy']:.2f} J, loss {row['loss']:.4f}{clocks}"
+                    f"{' (measure-only)' if cfg.measure_only else ''} (wall {time.perf_counter() - t0:.3f} s)",
                     flush=True,
                 )
     finally:
@@ -207,19 +232,27 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{ctx.rank}.json").write_text(
-        json.dumps({"rank": ctx.rank, "stage": ctx.pp_rank, **local.summary()})
+        json.dumps({"rank": ctx.rank, "stage": ctx.pp_rank, "measure_only": cfg.measure_only, **local.summary()})
     )
     if ctx.rank == 0:
         (out / "iterations.json").write_text(json.dumps(rows, indent=1))
 
 
-def _summarize(step: int, t: float, e: float, loss: float | None, dp: int) -> dict[str, Any]:
-    """Iteration totals over all ranks: the longest time, the summed energy, the mean loss."""
+def _summarize(
+    step: int, t: float, e: float, loss: float | None, dp: int, planned: tuple[int, int] = (0, 0)
+) -> dict[str, Any]:
+    """Iteration totals over all ranks: the longest time, the summed energy, the mean loss, and the
+    share of planned instructions that ran at their planned clock (``planned``: this rank's counts).
+
+    Host tensors: the process group serves them (gloo beside NCCL, see ``collectives``).
+    """
     times = torch.tensor([t], dtype=torch.float64)
-    sums = torch.tensor([e, loss if loss is not None else 0.0], dtype=torch.float64)
+    sums = torch.tensor([e, loss if loss is not None else 0.0, *planned], dtype=torch.float64)
     dist.all_reduce(times, op=dist.ReduceOp.MAX)
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    return {"step": step, "time": float(times[0]), "energy": float(sums[0]), "loss": float(sums[1]) / dp}
+    fraction = float(sums[3] / sums[2]) if sums[2] > 0 else None
+    return {"step": step, "time": float(times[0]), "energy": float(sums[0]), "loss": float(sums[1]) / dp,
+            "at_planned_clock": fraction}
 
 
 def gpu_stage(gpu: Any, ctx: Context) -> int:

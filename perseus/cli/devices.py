@@ -41,8 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--reset",
         action="store_true",
-        help="unlock clocks and restore default power limits on all visible NVIDIA GPUs "
-        "(recovers GPUs left locked by a killed process; needs root or CAP_SYS_ADMIN)",
+        help="undo the clock locks and power limits recorded in the per-GPU state files by Perseus "
+        "processes that are gone (a killed worker); needs root or CAP_SYS_ADMIN",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="with --reset: unlock clocks and restore default power limits on every visible NVIDIA GPU, "
+        "recorded or not",
     )
     parser.set_defaults(handler=run)
 
@@ -54,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend if args.backend != "auto" else os.environ.get("PERSEUS_DEVICE", "auto")
     if backend not in ("auto", "nvml", "sim"):
         raise DeviceError(f"PERSEUS_DEVICE must be auto, nvml or sim, got {backend!r}")
+    if args.all and not args.reset:
+        raise DeviceError("--all only goes with --reset")
     if args.reset:
         if backend == "sim":
             print("Simulated GPUs keep no state between processes; nothing to reset.")
             return 0
+        if not args.all:
+            return _reset_recorded()
         try:
             gpus = nvml_gpus(mode="control")
         except NoNvidiaGPU as exc:
@@ -76,6 +86,26 @@ def run(args: argparse.Namespace) -> int:
             return 0
     print(_table(sim_gpus(args.sim_profile, blocking_power=args.blocking_power)))
     return 0
+
+
+def _reset_recorded() -> int:
+    from perseus.device import statefile
+    from perseus.device.nvml import NoNvidiaGPU, reset_recorded
+    from perseus.errors import DeviceError
+
+    live = [c for c in statefile.all_changes() if c.owner_alive]
+    try:
+        lines = reset_recorded()
+    except NoNvidiaGPU as exc:
+        raise DeviceError(f"no NVIDIA GPU to reset: {exc}") from None
+    for line in lines:
+        print(line)
+    for changes in live:
+        print(f"left alone (its process is running): {changes.describe()}")
+    if not lines and not live:
+        print(f"Nothing to reset: no changes recorded in {statefile.state_dir()} "
+              "(use --reset --all to reset every visible GPU anyway).")
+    return 1 if any(line.startswith("could not") for line in lines) else 0
 
 
 def _reset(gpus: Sequence[GPU]) -> int:

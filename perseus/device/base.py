@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import bisect
+import time
+from collections.abc import Callable
 
 from perseus.device import safety
 from perseus.errors import DeviceError
@@ -48,6 +50,26 @@ class GPU(abc.ABC):
         """The graphics clock the GPU runs at right now (MHz), if the backend can tell."""
         return None
 
+    def wait_for_frequency(
+        self,
+        mhz: int,
+        timeout: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> int | None:
+        """Poll the read-back clock until it is ``mhz`` or ``timeout`` passes; return the last reading.
+
+        A real GPU ramps to a locked clock after the NVML call returns (and stays lower under a
+        power cap), so a measurement labelled with a clock must first see it applied.
+        """
+        deadline = clock() + timeout
+        while True:
+            now = self.current_frequency()
+            if now == mhz or clock() >= deadline:
+                return now
+            sleep(0.002)
+
     # --- backend primitives ---------------------------------------------------------
     @abc.abstractmethod
     def _apply_locked_clock(self, mhz: int) -> None: ...
@@ -78,14 +100,19 @@ class GPU(abc.ABC):
         self._require_control("lock the graphics clock")
         target = self.nearest_frequency(mhz)
         description = f"GPU {self.index} graphics clock (locked by Perseus)"
-        with safety.changing(self, "clock", description, self._apply_unlocked_clock) as allowed:
+        with safety.changing(self, "clock", description, self._restore_clock) as allowed:
             if allowed:
+                self._remember("clock", None)
                 self._apply_locked_clock(target)
 
     def unlock_frequency(self) -> None:
-        """Let the driver pick clocks again (no-op in measure-only mode)."""
-        if self.can_control:
-            safety.forget(self, "clock", self._apply_unlocked_clock)
+        """Let the driver pick clocks again.
+
+        Skipped only when Perseus never locked this GPU's clock and may not control it (measure-only);
+        a clock Perseus locked is unlocked even after control failed since.
+        """
+        if self.can_control or safety.is_registered(self, "clock"):
+            safety.forget(self, "clock", self._restore_clock)
 
     def set_power_limit(self, watts: float) -> None:
         self._require_control("set the power limit")
@@ -97,14 +124,32 @@ class GPU(abc.ABC):
         # Restore the limit found before Perseus first changed it, not blindly the default.
         original = None if safety.is_registered(self, "power") else self._read_power_limit()
         description = f"GPU {self.index} power limit (changed by Perseus)"
-        with safety.changing(self, "power", description, lambda: self._apply_power_limit(original)) as allowed:
+        with safety.changing(self, "power", description, lambda: self._restore_power_limit(original)) as allowed:
             if allowed:
+                self._remember("power", original)
                 self._apply_power_limit(watts)
 
     def reset_power_limit(self) -> None:
-        """Back to the default power limit (no-op in measure-only mode)."""
-        if self.can_control:
-            safety.forget(self, "power", lambda: self._apply_power_limit(None))
+        """Back to the default power limit (skipped like :meth:`unlock_frequency`)."""
+        if self.can_control or safety.is_registered(self, "power"):
+            safety.forget(self, "power", lambda: self._restore_power_limit(None))
+
+    def _restore_clock(self) -> None:
+        self._apply_unlocked_clock()
+        self._forget("clock")
+
+    def _restore_power_limit(self, watts: float | None) -> None:
+        self._apply_power_limit(watts)
+        self._forget("power")
+
+    def _remember(self, what: str, original: float | None) -> None:
+        """Persist a change (``"clock"``/``"power"`` and the original) before applying it, for
+        processes that restore after this one is killed; GPUs whose state dies with the process skip it."""
+        return
+
+    def _forget(self, what: str) -> None:
+        """Drop the persisted record once the change is undone."""
+        return
 
     def _require_control(self, action: str) -> None:
         if not self.can_control:

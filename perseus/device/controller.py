@@ -41,6 +41,8 @@ class ControllerStats:
     """Requests dropped because they equalled the latest request."""
     applied: int = 0
     """Changes actually applied to the GPU."""
+    refused: int = 0
+    """Clock locks not applied because the GPU cannot be controlled (measure-only, or an error)."""
     last_lag: float = 0.0
     """Seconds from the applied request's arrival to the end of its application."""
 
@@ -54,7 +56,7 @@ class FrequencyController:
         self.applied_frequency: int | None = None
         """Last clock actually applied (MHz); ``None`` when unlocked or never set."""
         self.error: DeviceError | None = None
-        """The first error applying a change; the controller then stops changing clocks."""
+        """The first error applying a change; later locks are refused (unlocking is still tried)."""
         self.stats = ControllerStats()
         self._cond = threading.Condition()
         self._pending: object = _NOTHING
@@ -138,12 +140,25 @@ class FrequencyController:
                 self._done = max(self._done, upto)
                 self._cond.notify_all()
 
+    @property
+    def can_apply(self) -> bool:
+        """Whether clock requests still reach the GPU (no error so far and not measure-only)."""
+        return self.error is None and self.gpu.can_control
+
     def _apply(self, target: object, since: float) -> None:
         gpu = self.gpu
-        if self.error is not None or not gpu.can_control:
+        if target is not UNLOCK and not self.can_apply:
+            # Never silent: the first refusal says why; reports carry the read-back clock.
+            with self._cond:
+                self.stats.refused += 1
+                first = self.stats.refused == 1
+            if first and self.error is None:
+                print(f"perseus: GPU {gpu.index}: clock requests are not applied: {gpu.control_problem}",
+                      file=sys.stderr)
             return
         try:
             if target is UNLOCK:
+                # Also after an error: a clock Perseus locked must not stay locked.
                 gpu.unlock_frequency()
                 applied = None
             else:

@@ -2,7 +2,9 @@
 
 ``auto`` uses NVML when an NVIDIA GPU is visible and otherwise a simulated GPU built
 from a real profile (saying so once on stderr), so the same worker code runs on a
-laptop and on a GPU node. Environment variables override the defaults:
+laptop and on a GPU node. A process that computes on CUDA never gets a simulated GPU
+by accident: there NVML is required, and its failure is an error that says how to fix
+it (simulation stays available on request). Environment variables override the defaults:
 ``PERSEUS_DEVICE=auto|nvml|sim``, ``PERSEUS_DEVICE_MODE=auto|control|measure``,
 ``PERSEUS_SIM_PROFILE=<profile.csv>``, ``PERSEUS_SIM_TIME_SCALE=<float>``.
 """
@@ -40,8 +42,12 @@ def get_gpus(
     mode: str | None = None,
     time_scale: float | None = None,
     nvml: ModuleType | None = None,
+    cuda: bool = False,
 ) -> list[GPU]:
     """GPUs for this process.
+
+    ``cuda``: this process computes on CUDA GPUs, so ``auto`` requires NVML (a simulated GPU
+    would sleep beside the real one and report simulated energy as measured).
 
     ``stage`` is the pipeline stage a simulated GPU models (default 0); ``indices`` picks
     visible GPUs (simulated: which indices to create, default ``[0]``). ``mode`` applies
@@ -61,6 +67,12 @@ def get_gpus(
         try:
             gpus: list[GPU] = list(nvml_gpus(nvml, indices=indices, mode=mode))
         except NoNvidiaGPU as exc:
+            if cuda:
+                raise DeviceError(
+                    f"training runs on CUDA but NVML is unusable: {exc}; Perseus measures and sets clocks "
+                    "through NVML (install nvidia-ml-py and the NVIDIA driver's libnvidia-ml.so.1), or pass "
+                    "--device sim to simulate the GPUs on purpose"
+                ) from None
             if backend == "nvml":
                 raise DeviceError(
                     f"no NVIDIA GPU: {exc}; to run without one use the simulated backend (PERSEUS_DEVICE=sim)"

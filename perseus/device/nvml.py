@@ -8,13 +8,14 @@ GPUs come up in measure-only mode (time and energy still recorded).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from perseus.device import safety
+from perseus.device import safety, statefile
 from perseus.device.base import GPU
 from perseus.device.integrator import PowerIntegrator
 from perseus.errors import DeviceError
@@ -32,12 +33,18 @@ class NoNvidiaGPU(DeviceError):
     """NVML is unusable or sees no GPU; the message says why."""
 
 
+NVML_MODULE_ENV = "PERSEUS_NVML_MODULE"
+"""Names a module to use instead of ``pynvml`` (the tests' fake NVML, in worker processes)."""
+
+
 def load_nvml() -> ModuleType:
+    name = os.environ.get(NVML_MODULE_ENV) or "pynvml"
     try:
-        import pynvml
+        return importlib.import_module(name)
     except ImportError:
+        if name != "pynvml":
+            raise NoNvidiaGPU(f"{NVML_MODULE_ENV}={name}: no such module") from None
         raise NoNvidiaGPU("nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
-    return pynvml
 
 
 def has_admin_capability(status_path: str = "/proc/self/status") -> bool:
@@ -71,9 +78,12 @@ class NVMLGPU(GPU):
         can_control: bool,
         control_problem: str | None = None,
         poll_interval: float = 0.01,
+        uuid: str = "",
     ) -> None:
         self._nvml = nvml
         self._handle = handle
+        self.uuid = uuid
+        """NVML's UUID of the (whole) GPU: the identity CUDA and NVML agree on."""
         self.index = index
         self.nvml_index = nvml_index
         self.name = name
@@ -155,6 +165,18 @@ class NVMLGPU(GPU):
             milliwatts = round(watts * 1000)
         self._control_call("set the power limit", self._nvml.nvmlDeviceSetPowerManagementLimit, milliwatts)
 
+    def _remember(self, what: str, original: float | None) -> None:
+        if not self.uuid:
+            return
+        if what == "clock":
+            statefile.record(self.uuid, clock=True)
+        else:
+            statefile.record(self.uuid, power_limit_mw=None if original is None else round(original * 1000))
+
+    def _forget(self, what: str) -> None:
+        if self.uuid:
+            statefile.clear(self.uuid, what)
+
     # --- NVML calls with one-line errors -------------------------------------------
     def _call(self, action: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -235,6 +257,10 @@ def nvml_gpus(
         if mig_instance:
             name += " (MIG instance; readings cover the whole GPU)"
             handle = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        try:
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+        except nvml.NVMLError:
+            uuid = ""
         gpus.append(
             NVMLGPU(
                 nvml,
@@ -244,9 +270,40 @@ def nvml_gpus(
                 name=name,
                 can_control=problem is None,
                 control_problem=problem,
+                uuid=uuid,
             )
         )
     return gpus
+
+
+def reset_recorded(nvml: ModuleType | None = None, *, include_live_owners: bool = False) -> list[str]:
+    """Undo the changes recorded in the per-GPU state files (see :mod:`perseus.device.statefile`).
+
+    Only records whose owner process is gone, unless ``include_live_owners``. Returns one line per
+    GPU saying what was restored or why it could not be.
+    """
+    pending = [c for c in statefile.all_changes() if include_live_owners or not c.owner_alive]
+    if not pending:
+        return []
+    nvml = nvml if nvml is not None else load_nvml()
+    nvml.nvmlInit()
+    lines = []
+    for changes in pending:
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(changes.uuid)
+            if changes.clock:
+                nvml.nvmlDeviceResetGpuLockedClocks(handle)
+            if changes.power:
+                limit = changes.power_limit_mw
+                if limit is None:
+                    limit = nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle)
+                nvml.nvmlDeviceSetPowerManagementLimit(handle, limit)
+        except nvml.NVMLError as exc:
+            lines.append(f"could not restore {changes.describe()}: NVML: {exc}")
+            continue
+        statefile.forget_file(changes)
+        lines.append(f"restored {changes.describe()}")
+    return lines
 
 
 def _control_problem(

@@ -53,6 +53,14 @@ def fake(tmp_path: Path) -> Iterator[ModuleType]:
 
 
 @pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Per-GPU state files of this test go to its own folder, never the user's cache."""
+    folder = tmp_path / "gpu-state"
+    monkeypatch.setenv("PERSEUS_STATE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def _restore_after_test() -> Iterator[None]:
     """No test may leak a locked (fake or simulated) clock into the next one."""
     yield

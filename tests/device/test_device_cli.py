@@ -46,15 +46,28 @@ def test_help() -> None:
     assert out.returncode == 0 and "--sim-profile" in out.stdout and "--reset" in out.stdout
 
 
-def test_auto_lists_gpus_or_the_simulated_one() -> None:
+def test_auto_without_nvidia_gpu_lists_the_simulated_one() -> None:
+    # This machine has no NVIDIA driver: the listing must say so and show the simulated GPU.
+    assert not nvidia_present()
     out = perseus()
     assert out.returncode == 0, out.stderr
-    if nvidia_present():
-        assert "MHz" in out.stdout and "Simulated" not in out.stdout
-    else:
-        assert out.stdout.startswith("No NVIDIA GPU found: ")
-        assert "Simulated NVIDIA A100-SXM4-40GB" in out.stdout
-        assert "855-1410 MHz (38)" in out.stdout and "100-400 W" in out.stdout
+    assert out.stdout.startswith("No NVIDIA GPU found: NVML library libnvidia-ml.so.1 not found")
+    assert "Simulated NVIDIA A100-SXM4-40GB" in out.stdout
+    assert "855-1410 MHz (38)" in out.stdout and "100-400 W" in out.stdout
+
+
+def test_auto_with_a_gpu_lists_it(tmp_path) -> None:
+    # The fake NVML in this process's place: the listing shows the GPU, not a simulated one.
+    shared = tmp_path / "gpus.json"
+    import fake_nvml
+
+    fake_nvml.share_state(shared, [fake_nvml.FakeDevice(name="NVIDIA H100 80GB HBM3", uuid="GPU-h1")])
+    fake_nvml.configure()
+    out = perseus(env={"PERSEUS_NVML_MODULE": "fake_nvml", "FAKE_NVML_STATE": str(shared),
+                       "PYTHONPATH": str(Path(__file__).parent), "PERSEUS_DEVICE_MODE": "measure"})
+    assert out.returncode == 0, out.stderr
+    assert "NVIDIA H100 80GB HBM3" in out.stdout and "Simulated" not in out.stdout
+    assert "210-1410 MHz (81)" in out.stdout
 
 
 def test_forced_nvml_without_gpu_is_one_line_error() -> None:
@@ -79,17 +92,43 @@ def test_sim_with_another_profile(tmp_path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_reset(fake, capsys) -> None:
+def test_reset_all(fake, capsys) -> None:
     from perseus.cli.devices import _reset
     from perseus.device import nvml_gpus as discover
 
     (device,) = fake.STATE.devices
-    device.locked, device.limit_mw = (900, 900), 150_000  # left behind by a SIGKILLed worker
+    device.locked, device.limit_mw = (900, 900), 150_000  # left behind, with no record of it
     assert _reset(discover(fake, can_admin=True, environ={})) == 0
     assert device.locked is None and device.limit_mw == device.default_limit_mw
     assert "clocks unlocked" in capsys.readouterr().out
     out = perseus("--reset", "--backend", "sim")
     assert out.returncode == 0 and "nothing to reset" in out.stdout
-    if not nvidia_present():
-        out = perseus("--reset")
-        assert out.returncode == 2 and out.stderr.startswith("perseus: error: no NVIDIA GPU to reset: NVML library")
+    out = perseus("--reset", "--all")
+    assert out.returncode == 2 and out.stderr.startswith("perseus: error: no NVIDIA GPU to reset: NVML library")
+
+
+def test_reset_undoes_the_recorded_changes_of_dead_processes(tmp_path, _state_dir) -> None:
+    import fake_nvml
+
+    shared = tmp_path / "gpus.json"
+    fake_nvml.share_state(shared, [fake_nvml.FakeDevice(uuid="GPU-aa"), fake_nvml.FakeDevice(uuid="GPU-bb")])
+    fake_nvml.configure()
+    devices = fake_nvml.shared_devices(shared)
+    devices[0].locked, devices[1].locked = (900, 900), (1005, 1005)
+    fake_nvml.STATE.shared = shared
+    fake_nvml._save(devices)
+    fake_nvml.configure()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _state_dir.mkdir(parents=True)
+    (_state_dir / "GPU-bb.json").write_text(f'{{"uuid": "GPU-bb", "pid": {dead.stdout.strip()}, "clock": true}}')
+    env = {"PERSEUS_NVML_MODULE": "fake_nvml", "FAKE_NVML_STATE": str(shared),
+           "PYTHONPATH": str(Path(__file__).parent), "PERSEUS_STATE_DIR": str(_state_dir)}
+    out = perseus("--reset", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("restored GPU-bb: locked clock")
+    after = fake_nvml.shared_devices(shared)
+    assert after[1].locked is None and after[0].locked == (900, 900)  # exactly what was recorded
+    out = perseus("--reset", env=env)
+    assert out.returncode == 0 and out.stdout.startswith("Nothing to reset")
+    out = perseus("--all")
+    assert out.returncode == 2 and "--all only goes with --reset" in out.stderr

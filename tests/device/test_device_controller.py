@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -11,32 +12,40 @@ from perseus.device import FrequencyController, SimulatedGPU, controller, nvml_g
 from perseus.errors import DeviceError
 
 
-def test_requests_do_not_block_on_a_slow_gpu(a100) -> None:
-    gpu = SimulatedGPU(a100, lock_latency=0.1)
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.001)
+
+
+def test_requests_do_not_block_on_a_gpu_that_is_busy_applying(fake) -> None:
+    gate = threading.Event()  # holds the NVML lock call in flight until the test lets it go
+    fake.STATE.devices[0].lock_gate = gate
+    (gpu,) = nvml_gpus(fake, can_admin=True, environ={})
     with FrequencyController(gpu) as ctl:
-        worst = 0.0
         for f in (1200, 1100, 1000, 900, 855):
-            start = time.perf_counter()
-            ctl.set_frequency(f)
-            worst = max(worst, time.perf_counter() - start)
-        assert worst < 0.05  # half of one lock; typically a few microseconds
+            ctl.set_frequency(f)  # each returns although no lock has completed
+        assert ctl.stats.applied == 0 and ctl.stats.requests == 5
+        gate.set()
         ctl.flush()
-        assert ctl.applied_frequency == 855 and gpu.current_frequency() == 855
-    assert gpu.current_frequency() == 1410  # closing unlocked it
+        assert ctl.applied_frequency == 855 and gpu.wait_for_frequency(855, timeout=30) == 855
+    assert fake.STATE.devices[0].locked is None  # closing unlocked it
     assert safety.pending() == []
 
 
 def test_requests_during_a_slow_lock_are_coalesced(fake) -> None:
-    fake.STATE.devices[0].lock_delay = 0.1
+    gate = threading.Event()
+    fake.STATE.devices[0].lock_gate = gate
     (gpu,) = nvml_gpus(fake, can_admin=True, environ={})
     ctl = FrequencyController(gpu)
     ctl.set_frequency(1200)
-    while ctl._pending is not controller._NOTHING:  # wait until the thread took it
-        time.sleep(0.001)
-    # The thread is now inside the first (slow) lock; these arrive while it is in flight.
+    wait_until(lambda: ctl._pending is controller._NOTHING, "the controller thread to take the request")
+    # The thread is now inside the first lock, held by the gate; these arrive while it is in flight.
     for f in (1100, 1000, 900, 1005):
         ctl.set_frequency(f)
     ctl.set_frequency(1005)  # same as the latest request: dropped at once
+    gate.set()
     ctl.flush()
     lines = fake.STATE.journal.read_text().splitlines()
     assert lines == ["SetGpuLockedClocks 0 1200 1200", "SetGpuLockedClocks 0 1005 1005"]
@@ -85,12 +94,15 @@ def test_measure_only_gpu_is_left_alone(fake) -> None:
     assert not fake.STATE.journal.exists()
 
 
-def test_flush_times_out_with_a_clear_error(a100) -> None:
-    gpu = SimulatedGPU(a100, lock_latency=0.5)
+def test_flush_times_out_with_a_clear_error(fake) -> None:
+    gate = threading.Event()  # the lock never completes while flush waits
+    fake.STATE.devices[0].lock_gate = gate
+    (gpu,) = nvml_gpus(fake, can_admin=True, environ={})
     ctl = FrequencyController(gpu)
     ctl.set_frequency(900)
     with pytest.raises(DeviceError, match=r"not applied within 0\.05 s"):
         ctl.flush(timeout=0.05)
+    gate.set()
     ctl.close()
 
 

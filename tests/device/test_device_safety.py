@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,15 @@ WORKER = textwrap.dedent(
 )
 
 
+def wait_for_lines(journal: Path, count: int, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Until the worker has journalled ``count`` changes; fails clearly if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while not journal.exists() or len(journal.read_text().splitlines()) < count:
+        assert proc.poll() is None, f"worker exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, f"worker journalled fewer than {count} changes in {timeout:g} s"
+        time.sleep(0.005)
+
+
 def run_worker(tmp_path: Path, scenario: str, sig: int | None) -> tuple[int, list[str], str]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(here=str(HERE)))
@@ -63,9 +73,7 @@ def run_worker(tmp_path: Path, scenario: str, sig: int | None) -> tuple[int, lis
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         # Let a few clock changes happen, then kill it in the middle of them.
-        lines = 0
-        while lines < 5:
-            lines = len(journal.read_text().splitlines())
+        wait_for_lines(journal, 5, proc)
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     return proc.returncode, journal.read_text().splitlines(), err
@@ -146,8 +154,7 @@ def test_simulated_worker_restores_and_dies_promptly(tmp_path, sig) -> None:
         [sys.executable, str(script), str(journal)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    while not journal.exists() or len(journal.read_text().splitlines()) < 10:
-        pass
+    wait_for_lines(journal, 10, proc)
     proc.send_signal(sig)
     proc.communicate(timeout=20)
     assert proc.returncode == -sig

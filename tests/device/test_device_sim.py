@@ -123,8 +123,8 @@ def test_real_clock_waits_out_the_modelled_time(a100) -> None:
     gpu.on_instruction_begin(0, "backward")
     gpu.on_instruction_end()
     elapsed = time.monotonic() - start
-    assert elapsed >= 0.2 * m.time
-    assert elapsed < 0.2 * m.time + 0.1
+    assert elapsed >= 0.2 * m.time  # a lower bound only: an upper one would flake on a loaded machine
+    assert gpu.busy_time == pytest.approx(0.2 * m.time, rel=1e-6)  # the model counts exactly the modelled time
 
 
 def test_lock_is_registered_for_restore(a100, clock) -> None:
