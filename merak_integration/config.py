@@ -9,6 +9,9 @@ from typing import Any
 
 from merak_integration.pipeline import PipelineSpec
 
+CONFIG_ENV = "PERSEUS_RUN_CONFIG"
+"""The launcher hands the run configuration to its workers as JSON in this environment variable."""
+
 
 @dataclass
 class RunConfig:
@@ -44,8 +47,16 @@ class RunConfig:
     sim_time_scale: float = 1.0
     profile_frequencies: list[int] | None = None
     """Frequencies to sweep when profiling (default: every supported one)."""
+    profile_window: float | None = None
+    """Seconds of instructions per kind and frequency a profile mean needs (default: the GPU's)."""
     grad_dump: str | None = None
     """Run one iteration and save this rank's gradients under this folder (correctness checks)."""
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    """Node 0's address for runs over several nodes (``None``: one standalone node)."""
+    master_port: int = 29500
+    nproc_per_node: int | None = None
 
     @property
     def world_size(self) -> int:
@@ -63,11 +74,18 @@ class RunConfig:
             seed=self.seed,
         )
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        data: dict[str, Any] = json.loads(Path(path).read_text())
+    def from_json(cls, text: str) -> RunConfig:
+        data: dict[str, Any] = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_json(Path(path).read_text())

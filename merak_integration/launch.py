@@ -1,24 +1,26 @@
 """``bash run.sh MODEL MICROBATCH_SIZE NUM_MICROBATCHES [options]``: validate, then start torchrun.
 
 Checks every option before any process starts (unsupported combinations such as ``--tp 2`` fail at
-once with one clear line), prints the partition, writes the run configuration to a JSON file and
-launches ``torch.distributed.run`` with one worker process per GPU, or per simulated GPU on a
-machine without NVIDIA GPUs. The workers are :mod:`merak_integration.trainer`.
+once with one clear line; a GPU run whose NVML is unusable fails here, not in every worker), prints
+the partition and launches ``torch.distributed.run`` under a :class:`~merak_integration.supervisor.Supervisor`
+with one worker process per GPU, or per simulated GPU on a machine without NVIDIA GPUs. The run
+configuration travels to the workers in the environment (no temporary file to leave behind).
+Several nodes join one run with ``--nnodes/--node_rank/--master_addr/--master_port`` (or the
+``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` environment variables), as with torchrun.
+The workers are :mod:`merak_integration.trainer`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-from merak_integration.config import RunConfig
+from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
+from merak_integration.supervisor import Supervisor
 from perseus.errors import InputError, PerseusError
 
 
@@ -47,6 +49,11 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw and raw.isdigit() else default
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bash run.sh",
@@ -69,10 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, help="Perseus server HOST:PORT (register, fetch the plan, report)")
     p.add_argument("--job_name", default="", help="job name at the server (default: derived from the run)")
     p.add_argument("--plan", default=None, help="plan JSON (from perseus optimize) to apply without a server")
-    p.add_argument("--device", choices=("auto", "sim", "nvml"), default=os.environ.get("PERSEUS_DEVICE", "auto"))
+    p.add_argument("--device", choices=("auto", "sim", "nvml"), default=os.environ.get("PERSEUS_DEVICE", "auto"),
+                   help="auto: NVML beside CUDA, simulated GPUs without CUDA; sim: simulate on purpose")
+    p.add_argument("--measure_only", nargs="?", const=True, default=False, type=_bool,
+                   help="never change a GPU setting: train at default clocks and only measure (said in every report)")
+    p.add_argument("--nnodes", type=_positive, default=_env_int("NNODES", 1), help="nodes in the run (env NNODES)")
+    p.add_argument("--node_rank", type=_non_negative, default=_env_int("NODE_RANK", 0),
+                   help="this node's rank, 0..nnodes-1 (env NODE_RANK)")
+    p.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR"),
+                   help="address of node 0, reachable from every node (env MASTER_ADDR)")
+    p.add_argument("--master_port", type=_positive, default=_env_int("MASTER_PORT", 29500),
+                   help="a free port on node 0 (env MASTER_PORT)")
+    p.add_argument("--nproc_per_node", type=_positive, default=None,
+                   help="workers (GPUs) on this node (default: pp*dp/nnodes)")
     p.add_argument("--sim_profile", default=None, help="profile.csv the simulated GPUs model (default: A100 GPT-3)")
     p.add_argument("--sim_time_scale", type=float, default=1.0, help="simulated instruction time multiplier")
     p.add_argument("--profile_frequencies", default=None, help="comma-separated MHz to profile (default: all)")
+    p.add_argument("--profile_window", type=float, default=None,
+                   help="seconds of instructions per kind and frequency each profile mean covers "
+                   "(default: 1 on NVIDIA GPUs, whose energy counters step; 0 on simulated ones)")
     p.add_argument("--data", default=None, help="text file (language models) or image folder (ResNets)")
     p.add_argument("--out_dir", default="out/train", help="where per-rank measurements are written")
     p.add_argument("--profile_dir", default="profiles", help="where --profile true writes the profile folder")
@@ -95,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise InputError("--plan", "give either --plan or --server, not both")
     if args.server and (":" not in args.server or not args.server.rsplit(":", 1)[1].isdigit()):
         raise InputError("--server", f"expected HOST:PORT, got {args.server!r}")
+    if args.profile_window is not None and args.profile_window < 0:
+        raise InputError("--profile_window", f"must be >= 0 seconds, got {args.profile_window}")
     if args.sim_time_scale <= 0:
         raise InputError("--sim_time_scale", f"must be positive, got {args.sim_time_scale}")
     freqs = None
@@ -103,10 +127,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             freqs = [int(x) for x in args.profile_frequencies.split(",")]
         except ValueError:
             raise InputError("--profile_frequencies", f"expected MHz values like 1410,1200; got {args.profile_frequencies!r}") from None
+    world = args.pp * args.dp
+    per_node = args.nproc_per_node or world // args.nnodes
+    if per_node * args.nnodes != world:
+        raise InputError("--nproc_per_node", f"{args.nnodes} node(s) x {per_node} workers != pp*dp = {world}")
+    if not args.node_rank < args.nnodes:
+        raise InputError("--node_rank", f"must be below --nnodes {args.nnodes}, got {args.node_rank}")
+    if args.nnodes > 1 and not args.master_addr:
+        raise InputError("--master_addr", "a run over several nodes needs node 0's address (or MASTER_ADDR)")
     if args.device == "nvml" or (args.device == "auto" and _cuda_count() > 0):
-        have = _cuda_count()
-        if have < args.pp * args.dp:
-            raise InputError("--pp/--dp", f"need {args.pp * args.dp} GPUs on this machine, found {have}")
+        have = _nvml_count(args.measure_only)
+        if have < per_node:
+            raise InputError("--pp/--dp", f"need {per_node} GPUs on this node, NVML sees {have}")
     return RunConfig(
         model=args.model,
         microbatch_size=args.microbatch_size,
@@ -129,10 +161,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         lr=args.lr,
         device=args.device,
+        measure_only=args.measure_only,
         sim_profile=args.sim_profile,
         sim_time_scale=args.sim_time_scale,
         profile_frequencies=freqs,
+        profile_window=args.profile_window,
         grad_dump=args.grad_dump,
+        nnodes=args.nnodes,
+        node_rank=args.node_rank,
+        master_addr=args.master_addr,
+        master_port=args.master_port,
+        nproc_per_node=per_node,
     )
 
 
@@ -140,6 +179,20 @@ def _cuda_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _nvml_count(measure_only: bool) -> int:
+    """GPUs NVML sees here; a one-line error naming NVML when it is unusable (before any worker starts)."""
+    from perseus.device.nvml import NoNvidiaGPU, nvml_gpus
+    from perseus.errors import DeviceError
+
+    try:
+        return len(nvml_gpus(mode="measure" if measure_only else "auto"))
+    except NoNvidiaGPU as exc:
+        raise DeviceError(
+            f"--device nvml: NVML is unusable: {exc}; Perseus measures and sets GPU clocks through NVML "
+            "(install the NVIDIA driver and nvidia-ml-py), or use --device sim to simulate GPUs"
+        ) from None
 
 
 def check_pipeline(cfg: RunConfig) -> str:
@@ -154,16 +207,21 @@ def check_pipeline(cfg: RunConfig) -> str:
     return f"{describe(model_cfg)}\n{part.table(kinds)}"
 
 
-def torchrun_command(cfg: RunConfig, config_path: Path) -> list[str]:
+def torchrun_command(cfg: RunConfig) -> list[str]:
+    """torchrun for this node: standalone on one node, static rendezvous at ``master_addr`` otherwise."""
+    if cfg.nnodes == 1 and not cfg.master_addr:
+        nodes = ["--standalone"]
+    else:
+        nodes = [f"--nnodes={cfg.nnodes}", f"--node_rank={cfg.node_rank}",
+                 f"--master_addr={cfg.master_addr or '127.0.0.1'}", f"--master_port={cfg.master_port}"]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={cfg.world_size}",
+        *nodes,
+        f"--nproc_per_node={cfg.nproc_per_node or cfg.world_size}",
         "-m",
         "merak_integration.trainer",
-        str(config_path),
     ]
 
 
@@ -175,15 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PerseusError as exc:
         print(f"perseus: error: {exc}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="perseus-run-") as tmp:
-        path = Path(tmp) / "run.json"
-        cfg.save(path)
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", "1")
-        try:
-            return subprocess.call(torchrun_command(cfg, path), env=env)
-        except KeyboardInterrupt:
-            return 130
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env[CONFIG_ENV] = cfg.to_json()
+    return Supervisor(torchrun_command(cfg), env).run()
 
 
 if __name__ == "__main__":

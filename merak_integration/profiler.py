@@ -1,9 +1,20 @@
 """Profiling sweep: every (stage, instruction)'s time and energy at every GPU frequency.
 
-For each frequency, highest first, every rank locks its GPU to it, runs ``num_warmup_steps``
-iterations that are discarded and ``num_prof_steps`` measured ones, and averages the forward and
-the backward instructions' time and energy. The blocking power is the average power drawn outside
-instructions (waiting on P2P receives, mostly) over all measured iterations. Rank 0 writes
+Real energy counters advance in steps and sample power only part of the time (HARDWARE.md), so a
+single instruction's counter delta is no measurement. For each frequency, highest first, every
+rank:
+
+1. requests the clock and runs warm-up iterations (at least one, ``num_warmup_steps`` normally)
+   until the clock read back from the GPU at both ends of every instruction is the requested one;
+   a clock the GPU never reaches (a power cap, no permission) is reported and not recorded;
+2. measures ``num_prof_steps`` iterations or more, until every instruction kind has accumulated
+   the GPU's trustworthy window (:attr:`perseus.device.GPU.min_measurement_window`, or
+   ``--profile_window``) of instructions that ran at that clock, and averages them;
+3. rejects a kind whose counter did not move over the whole window instead of recording 0 J.
+
+Ranks decide together (one all-reduce per iteration) when to move on, since a pipeline cannot run
+one stage alone. The blocking power is the average power drawn outside instructions (waiting on
+P2P receives, mostly) over all measured iterations. Rank 0 writes
 ``profiles/<model>+<partition>+pp<N>+mbs<MB>/profile.csv`` and ``meta.json``, ready for
 ``perseus optimize``. On simulated GPUs the measured profile reproduces the device's profile.
 """
@@ -22,6 +33,10 @@ from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
 
 Row = tuple[int, str, int, float, float]
+MAX_EXTRA_WARMUP = 10
+"""Warm-up iterations beyond ``num_warmup_steps`` a clock gets to show up in the read-back."""
+MAX_MEASURE_FACTOR = 100
+"""Measured iterations stop at this multiple of ``num_prof_steps`` even if the window is not full."""
 
 
 def profile_dir(trainer: Any) -> Path:
@@ -53,27 +68,68 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
 
     cfg, ctx = trainer.cfg, trainer.ctx
     freqs = sorted(cfg.profile_frequencies or gpu.supported_frequencies(), reverse=True)
+    window = cfg.profile_window if cfg.profile_window is not None else gpu.min_measurement_window
     rows: list[Row] = []
     idle: list[float] = []
     start = time.perf_counter()
     # Unmeasured iterations first: connection set-up and allocator warm-up must not land on the
     # first (highest) frequency.
-    for _ in range(max(2, cfg.num_warmup_steps)):
+    for _ in range(2):
         trainer.iteration(NullHooks())
     for i, f in enumerate(freqs):
-        local = LocalPerseus(gpu, controller, fixed_frequency=f)
+        target = gpu.nearest_frequency(f)
+        local = LocalPerseus(gpu, controller, fixed_frequency=target)
         hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
-        for _ in range(cfg.num_warmup_steps + cfg.num_prof_steps):
-            trainer.iteration(hooks)
-        for kind, (t, e) in sorted(local.per_kind_means(skip=cfg.num_warmup_steps).items()):
-            rows.append((ctx.pp_rank, kind, f, t, e))
-        p = local.idle_power(skip=cfg.num_warmup_steps)
+        if not _warm_up(trainer, hooks, local, target, cfg.num_warmup_steps):
+            seen = sorted({m.applied for m in local.iterations[-1].instructions if m.applied is not None})
+            print(f"perseus: stage {ctx.pp_rank} GPU {gpu.index} did not run at {target} MHz after "
+                  f"{len(local.iterations)} warm-up iterations (read back {seen} MHz); not recorded", flush=True)
+            continue
+        skip = len(local.iterations)
+        _measure(trainer, hooks, local, skip, cfg.num_prof_steps, window)
+        means = local.per_kind_means(skip=skip, at_clock_only=True)
+        rows += [(ctx.pp_rank, kind, target, t, e) for kind, (t, e) in sorted(means.items()) if e > 0]
+        for kind in sorted(k for k, (_, e) in means.items() if e <= 0):
+            print(f"perseus: stage {ctx.pp_rank} {kind} at {target} MHz rejected: the energy counter did not "
+                  "change over the measured window; measure longer (--num_prof_steps, --profile_window)", flush=True)
+        p = local.idle_power(skip=skip)
         if p is not None:
             idle.append(p)
         if ctx.rank == 0:
-            print(f"profiled {f} MHz ({i + 1}/{len(freqs)}, {time.perf_counter() - start:.1f} s)", flush=True)
+            print(f"profiled {target} MHz ({i + 1}/{len(freqs)}, {time.perf_counter() - start:.1f} s)", flush=True)
     controller.reset()
     return _gather_and_write(trainer, rows, idle)
+
+
+def _all_ranks(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (a host tensor: the group has a CPU backend)."""
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value[0])
+
+
+def _warm_up(trainer: Any, hooks: HookChain, local: LocalPerseus, target: int, steps: int) -> bool:
+    """Iterate until the clock is confirmed at ``target`` on every rank (at least ``max(1, steps)``
+    iterations, at most ``steps + MAX_EXTRA_WARMUP``); ``False`` if this rank's never was."""
+    done = 0
+    while True:
+        trainer.iteration(hooks)
+        done += 1
+        confirmed = all(m.at_planned_clock for m in local.iterations[-1].instructions)
+        if _all_ranks(confirmed and done >= max(1, steps)) or done >= max(1, steps) + MAX_EXTRA_WARMUP:
+            return confirmed
+
+
+def _measure(trainer: Any, hooks: HookChain, local: LocalPerseus, skip: int, steps: int, window: float) -> None:
+    """Iterate until ``steps`` iterations ran and every kind accumulated ``window`` seconds at the clock."""
+    done = 0
+    while True:
+        trainer.iteration(hooks)
+        done += 1
+        covered = local.time_at_clock(skip=skip)
+        enough = done >= steps and bool(covered) and min(covered.values()) >= window
+        if _all_ranks(enough) or done >= MAX_MEASURE_FACTOR * max(steps, 1):
+            return
 
 
 def _gather_and_write(

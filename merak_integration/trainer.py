@@ -24,11 +24,13 @@ import torch
 import torch.distributed as dist
 
 from merak_integration import collectives
-from merak_integration.config import RunConfig
+from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
+from merak_integration.supervisor import die_with_parent
+from perseus.device import safety
 from perseus.errors import DeviceError, InputError, PerseusError
 
 
@@ -153,8 +155,13 @@ def run_grad_dump(trainer: Trainer, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m merak_integration.trainer [CONFIG.json]`` (default: the launcher's ``PERSEUS_RUN_CONFIG``)."""
     argv = sys.argv[1:] if argv is None else argv
-    cfg = RunConfig.load(argv[0])
+    # Before any thread starts: signals are then handled by a thread of their own, which restores
+    # the GPU even while the main thread is blocked inside a collective.
+    die_with_parent()
+    safety.handle_signals_in_thread()
+    cfg = RunConfig.load(argv[0]) if argv else RunConfig.from_json(os.environ[CONFIG_ENV])
     try:
         ctx = init_distributed(cfg)
         try:

@@ -28,6 +28,9 @@ class GPU(abc.ABC):
     """``False`` in measure-only mode: clocks and power limits are never changed."""
     control_problem: str | None = None
     """Why :attr:`can_control` is ``False``, and what to do about it."""
+    min_measurement_window: float = 1.0
+    """Seconds of accumulated work an energy reading must span to be trusted: real counters advance
+    in steps and sample power part of the time, so shorter windows are noise (HARDWARE.md)."""
 
     # --- queries -------------------------------------------------------------------
     @abc.abstractmethod

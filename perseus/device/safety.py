@@ -6,7 +6,11 @@ worker would leave its GPU slow for the next job. Every change goes through
 recorded undo actions run on normal exit (``atexit``), on an uncaught exception
 (``sys.excepthook``), and on SIGTERM/SIGINT, after which the signal's previous
 behaviour is re-raised (default: the process dies by that signal; SIGINT raises
-``KeyboardInterrupt``). SIGKILL cannot be caught: ``perseus devices --reset`` undoes it.
+``KeyboardInterrupt``). A Python signal handler only runs when the main thread returns to the
+interpreter, so a process whose main thread can block in C for long (a worker inside an NCCL or
+gloo collective) calls :func:`handle_signals_in_thread` instead: a dedicated thread then restores
+and exits. SIGKILL and SIGABRT cannot be handled: the launcher that supervises the process, or
+``perseus devices --reset``, undoes what the per-GPU state files record.
 
 Once a final restore has run (exit or signal), later changes are refused, so a
 background controller thread cannot re-lock a clock while the process is dying.
@@ -137,6 +141,33 @@ def install() -> None:
             _previous_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, _on_signal)
         _signals_installed = True
+
+
+def handle_signals_in_thread() -> None:
+    """Handle SIGTERM/SIGINT on a thread of their own: restore, then exit with 128 + signal.
+
+    Call from the main thread before other threads start: they inherit the blocked signal mask,
+    so the signals wait for the handling thread whatever the main thread is doing.
+    """
+    install()
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("handle_signals_in_thread() must be called from the main thread")
+    for sig in HANDLED_SIGNALS:  # should a thread started earlier take one: same outcome
+        signal.signal(sig, _restore_and_exit)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    threading.Thread(target=_wait_for_signal, name="perseus-signals", daemon=True).start()
+
+
+def _wait_for_signal() -> None:
+    _restore_and_exit(signal.sigwait(HANDLED_SIGNALS), None)
+
+
+def _restore_and_exit(signum: int, frame: FrameType | None) -> None:
+    restored = restore_all(final=True)
+    name = signal.Signals(signum).name
+    print(f"perseus: {name}: exiting{'; restored ' + ', '.join(restored) if restored else ''}", file=sys.stderr,
+          flush=True)
+    os._exit(128 + signum)
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -79,6 +79,7 @@ class SimulatedGPU(GPU):
         self.lock_latency = lock_latency
         self.supports_energy_counter = True
         self.can_control = True
+        self.min_measurement_window = 0.0  # the model's counter is exact
         self._power_range = (float(power_limit_range[0]), float(power_limit_range[1]))
         self._clock = clock
         self._sleep = sleep

@@ -243,6 +243,11 @@ def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
         (["gpt3-tiny", "2", "1", "--pp", "2"], "1F1B needs at least as many microbatches"),
         (["gpt3-tiny", "2", "4", "--train_schedule", "zb"], "--train_schedule: must be one of"),
         (["gpt3-tiny", "2", "4", "--server", "localhost"], "--server: expected HOST:PORT"),
+        (["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "2"], "--master_addr: a run over several nodes needs"),
+        (["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "3", "--master_addr", "h"], "--nproc_per_node: 3 node(s)"),
+        (["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "2", "--node_rank", "2", "--master_addr", "h"],
+         "--node_rank: must be below --nnodes 2"),
+        (["gpt3-tiny", "2", "4", "--device", "nvml"], "--device nvml: NVML is unusable: NVML library libnvidia-ml.so.1"),
     ],
 )
 def test_launcher_rejects_bad_runs_at_once(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,8 +260,13 @@ def test_launcher_builds_torchrun_command(tmp_path: Path) -> None:
     args = launch.build_parser().parse_args(["gpt3-tiny", "2", "4", "--pp", "2", "--dp", "2", "--train_schedule", "gpipe"])
     cfg = launch.config_from_args(args)
     assert (cfg.world_size, cfg.schedule, cfg.num_chunks) == (4, "gpipe", 1)
-    cmd = launch.torchrun_command(cfg, tmp_path / "run.json")
-    assert "--nproc_per_node=4" in cmd and cmd[-2:] == ["merak_integration.trainer", str(tmp_path / "run.json")]
+    cmd = launch.torchrun_command(cfg)
+    assert "--standalone" in cmd and "--nproc_per_node=4" in cmd and cmd[-2:] == ["-m", "merak_integration.trainer"]
+    args = launch.build_parser().parse_args(["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "2", "--node_rank", "1",
+                                             "--master_addr", "10.0.0.1", "--master_port", "29600"])
+    cmd = launch.torchrun_command(launch.config_from_args(args))
+    assert "--standalone" not in cmd
+    assert {"--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1", "--master_port=29600", "--nproc_per_node=2"} <= set(cmd)
     assert "partition (uniform)" in launch.check_pipeline(cfg)
 
 

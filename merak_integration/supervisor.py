@@ -1,0 +1,187 @@
+"""Run torchrun as a supervised child, so that nothing outlives a run and no GPU stays changed.
+
+Real clusters end runs abnormally all the time: a worker is OOM-killed (SIGKILL), NCCL's watchdog
+aborts one (SIGABRT), a scheduler sends SIGTERM to the launcher. None of these let a worker undo
+what it changed, and torchrun gives stuck workers 30 s before it kills them. The supervisor:
+
+- starts torchrun in its own session and forwards SIGTERM, SIGINT and SIGHUP to it (torchrun passes
+  them on to the workers, which live in sessions of their own);
+- becomes the "child subreaper", so workers orphaned by a dead torchrun are still its descendants,
+  and asks the kernel to send torchrun SIGTERM if the launcher itself is killed;
+- when a worker vanishes and the rest do not follow within ``grace`` seconds, or a forwarded signal
+  is not obeyed within ``grace``, terminates every descendant (SIGTERM, then SIGKILL);
+- afterwards undoes the GPU changes recorded by workers that are gone (per-GPU state files, see
+  :mod:`perseus.device.statefile`), exactly those and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> bool:
+    """Linux ``prctl``; ``False`` where it is unavailable (the supervisor then relies on polling)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (used in torchrun and workers)."""
+    prctl(_PR_SET_PDEATHSIG, int(sig))
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root``, from ``/proc`` (parents before children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+@dataclass
+class Supervisor:
+    """Runs ``command`` and cleans up after it; :meth:`run` returns the exit status to report."""
+
+    command: Sequence[str]
+    env: Mapping[str, str]
+    grace: float = 5.0
+    """Seconds survivors get to follow a dead worker or obey a forwarded signal."""
+    kill_after: float = 3.0
+    """Seconds between SIGTERM and SIGKILL when terminating the process tree."""
+    poll: float = 0.1
+    _signal: int | None = field(default=None, init=False)
+    _signal_at: float = field(default=0.0, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def run(self) -> int:
+        prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        try:
+            self._proc = subprocess.Popen(
+                list(self.command), env=dict(self.env), start_new_session=True, preexec_fn=die_with_parent
+            )
+            status = self._watch(self._proc)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self._terminate_tree()
+        self._restore_gpus()
+        if self._signal is not None:
+            return 128 + self._signal
+        return status
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        if self._signal is None:
+            self._signal, self._signal_at = signum, time.monotonic()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signum)
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> int:
+        workers: set[int] = set()
+        lost_at: float | None = None
+        while True:
+            status = proc.poll()
+            if status is not None:
+                return status if status >= 0 else 128 - status
+            now = time.monotonic()
+            alive = set(descendants(proc.pid))
+            current = {pid for pid in alive if _parent(pid) == proc.pid}
+            if lost_at is None and workers - current:
+                lost_at = now  # normal at the end of a run: the others follow within moments
+            workers |= current
+            overdue = self._signal is not None and now - self._signal_at > self.grace
+            if overdue or (lost_at is not None and now - lost_at > self.grace):
+                why = "did not stop after the signal" if overdue else "outlived a worker that exited"
+                print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
+                      file=sys.stderr, flush=True)
+                self._terminate_tree()
+                proc.wait()
+                return 1
+            time.sleep(self.poll)
+
+    def _terminate_tree(self) -> None:
+        """SIGTERM every descendant, SIGKILL what is left after ``kill_after``, reap what is ours."""
+        me = os.getpid()
+        for sig, wait in ((signal.SIGTERM, self.kill_after), (signal.SIGKILL, self.kill_after)):
+            pids = descendants(me)
+            if not pids:
+                break
+            for pid in pids:
+                _kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while descendants(me) and time.monotonic() < deadline:
+                _reap_orphans()
+                time.sleep(0.05)
+        _reap_orphans()
+
+    def _restore_gpus(self) -> None:
+        from perseus.device import statefile
+
+        if not any(not c.owner_alive for c in statefile.all_changes()):
+            return
+        from perseus.device.nvml import reset_recorded
+        from perseus.errors import DeviceError
+
+        try:
+            lines = reset_recorded()
+        except DeviceError as exc:
+            lines = [f"could not restore GPU settings left by the workers: {exc}"]
+        for line in lines:
+            print(f"perseus: launcher: {line}", file=sys.stderr, flush=True)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _reap_orphans() -> None:
+    """Collect exited orphans re-parented to us (we are their subreaper), so none stays a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
