@@ -9,14 +9,20 @@
   the server returns, until every stage is done. Ranks keep iterating together (a pipeline cannot
   run one stage alone), so a stage whose sweep ended early runs unmeasured iterations meanwhile.
 - Serving: each rank applies its stage's frequencies instruction by instruction (or a power
-  limit), reports every iteration's time and energy, and refetches its schedule when the job's
-  version changes (new target, straggler).
+  limit). The training thread only queues each iteration's report and, at iteration boundaries,
+  picks up a schedule the watch stream delivered meanwhile (new target, straggler): both happen
+  on background threads (:mod:`perseus.client.reporter`, :mod:`perseus.client.follower`), so a
+  slow, restarting or absent server never slows or stops training. Every launch is one run (run
+  id) of the job; reports the server could not take in time are kept under ``--out_dir`` in
+  ``perseus-unsent/`` and sent by the next run of the job there, or with ``perseus jobs upload``.
 """
 
 from __future__ import annotations
 
 import re
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +31,12 @@ import torch.distributed as dist
 from merak_integration.devicehooks import GPUInstructionHooks, IterationMeasurement, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
 from merak_integration.plans import check_schedule
+from perseus.client.types import ServedSchedule
 from perseus.errors import PerseusError
+from perseus.reports import IterationReport
+
+#: Seconds a finished run keeps trying to deliver its last reports before it spills them.
+FLUSH_TIMEOUT = 10.0
 
 
 def default_job_id(trainer: Any) -> str:
@@ -49,15 +60,17 @@ class ServerSession:
         cfg, ctx = trainer.cfg, trainer.ctx
         self.client = PerseusClient(cfg.server, retry_timeout=60.0)
         self.job_id = cfg.job_name or default_job_id(trainer)
-        # Rank 0 decides what to do: ("use"|"profile"|"sweep"|"error", detail).
-        decision: list[Any] = [None]
+        self._link: _Link | None = None
+        # Rank 0 decides what to do: ("use"|"profile"|"sweep"|"error", detail), and names the run.
+        decision: list[Any] = [None, None]
         if ctx.rank == 0:
+            decision[1] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
             try:
                 decision[0] = self._lookup(with_profile)
             except PerseusError as exc:
                 decision[0] = ("error", str(exc))
         dist.broadcast_object_list(decision, src=0)
-        action, detail = decision[0]
+        (action, detail), self.run_id = decision
         blocking_power = 0.0
         if action == "sweep":
             # The server's sweep measures instructions only; the blocking power is measured here.
@@ -175,7 +188,7 @@ class ServerSession:
             print(f"perseus: job {job.job_id} serving plan {job.plan_name or '-'} (target {job.target})", flush=True)
 
     def apply(self, local: LocalPerseus) -> None:
-        """Make ``local`` apply the current served schedule."""
+        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline)."""
         served = self.served
         if served.mode == "plan":
             check_schedule(served, self.trainer.pipe.expected_order, f"server {self.client.target} job {self.job_id}")
@@ -187,15 +200,71 @@ class ServerSession:
             local.set_schedule(None)
 
     def report(self, step: int, it: IterationMeasurement, local: LocalPerseus) -> None:
-        version = self.client.report_iteration(
-            self.job_id, self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name
-        )
-        if version != self.served.version:
-            self.served = self.client.get_schedule(self.job_id, self.trainer.ctx.rank)
+        """Queue this iteration's report and apply a schedule that arrived meanwhile (no network here)."""
+        if self._link is None:  # the first report starts the background threads
+            self._link = _Link(self)
+            if self.trainer.ctx.rank == 0:
+                print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
+        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name))
+        newer = self._link.follower.take()
+        if newer is not None and _key(newer) != _key(self.served):
+            self._switch(newer, local)
+
+    def _switch(self, newer: ServedSchedule, local: LocalPerseus) -> None:
+        old = self.served
+        self.served = newer
+        try:
             self.apply(local)
+        except PerseusError as exc:
+            # A schedule that does not fit must not stop training: keep the one that runs, say so once.
+            self.served = old
+            print(f"perseus: warning: rank {self.trainer.ctx.rank}: ignoring the new schedule: {exc}", flush=True)
 
     def close(self) -> None:
+        if self._link is not None:
+            self._link.close(self.trainer.ctx.rank)
         if self.served.mode == "power_limit":
             self.gpu.reset_power_limit()
         self.client.close()
 
+
+def _key(s: ServedSchedule) -> tuple[Any, ...]:
+    return (s.mode, s.plan_id, s.plan_name, s.instructions, s.power_limit)
+
+
+def spill_path(out_dir: str | Path, job_id: str, rank: int) -> Path:
+    """Where one rank of a job keeps the reports the server could not take in time."""
+    return Path(out_dir) / "perseus-unsent" / f"{job_id}.rank{rank}.jsonl"
+
+
+class _Link:
+    """One rank's background connection while training: report sender and schedule follower."""
+
+    def __init__(self, session: ServerSession) -> None:
+        from perseus.client import PerseusClient
+        from perseus.client.follower import ScheduleFollower
+        from perseus.client.health import LinkHealth
+        from perseus.client.reporter import BackgroundReporter
+
+        cfg, rank = session.trainer.cfg, session.trainer.ctx.rank
+        # Rank 0 speaks for all ranks: one warning per outage, not one per rank.
+        say = (lambda line: print(line, flush=True)) if rank == 0 else None
+        self.client = PerseusClient(cfg.server, retry_timeout=0.0, timeout=5.0)
+        self.health = LinkHealth(self.client.target, say)
+        self.reporter = BackgroundReporter(
+            self.client, session.job_id, session.run_id, spill_path(cfg.out_dir, session.job_id, rank),
+            health=self.health, flush_timeout=FLUSH_TIMEOUT, warn=say,
+        )
+        self.follower = ScheduleFollower(self.client, session.job_id, rank, self.health)
+
+    def close(self, rank: int) -> None:
+        delivery = self.reporter.close()
+        self.follower.stop()
+        self.client.close()
+        if delivery.pending and rank == 0:
+            print(f"perseus: warning: server {self.client.target} did not take every report before training "
+                  f"ended; unsent reports are kept in {delivery.spill_path.parent} (rank 0: {delivery.pending}) "
+                  f"and sent by the next run of this job with this --out_dir, or now with "
+                  f"`perseus jobs upload {delivery.spill_path.parent}`", flush=True)
+        if self.follower.error and rank == 0:
+            print(f"perseus: warning: schedule updates stopped: {self.follower.error}", flush=True)

@@ -37,6 +37,7 @@ from perseus.v1 import scheduler_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:7787"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_RECONNECT_BACKOFF_MS = 5000
 T = TypeVar("T")
 
 
@@ -78,6 +79,8 @@ class PerseusClient:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC's default reconnect backoff grows to 120 s: a restarted server would go unnoticed that long.
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         ]
         if tls or tls_ca is not None:
             root = Path(tls_ca).read_bytes() if tls_ca is not None else None
