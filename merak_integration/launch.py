@@ -19,6 +19,7 @@ from pathlib import Path
 from merak_integration.config import RunConfig
 from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
+from merak_integration.precheck import precheck
 from perseus.errors import InputError, PerseusError
 
 
@@ -172,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         print(check_pipeline(cfg), flush=True)
+        cfg = precheck(cfg, warn=lambda line: print(line, file=sys.stderr, flush=True))
     except PerseusError as exc:
         print(f"perseus: error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from merak_integration.config import RunConfig
 from merak_integration.devicehooks import GPUInstructionHooks, IterationMeasurement, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
 from merak_integration.plans import check_schedule
@@ -41,8 +42,14 @@ FLUSH_TIMEOUT = 10.0
 
 def default_job_id(trainer: Any) -> str:
     """``<model>_<partition>_pp<N>_mbs<MB>_nmb<M>[_<schedule>]``, in the server's job id alphabet."""
-    cfg = trainer.cfg
-    name = f"{cfg.model}_{trainer.pipe.partition.tag}_pp{cfg.pp}_mbs{cfg.microbatch_size}_nmb{cfg.num_microbatches}"
+    return job_id_for(trainer.cfg, trainer.pipe.partition.tag)
+
+
+def job_id_for(cfg: RunConfig, partition_tag: str) -> str:
+    """The job name a run uses at the server: ``--job_name``, or one derived from the run's shape."""
+    if cfg.job_name:
+        return cfg.job_name
+    name = f"{cfg.model}_{partition_tag}_pp{cfg.pp}_mbs{cfg.microbatch_size}_nmb{cfg.num_microbatches}"
     if cfg.schedule != "1f1b":
         name += f"_{cfg.schedule}"
     if cfg.dp != 1:
@@ -59,7 +66,7 @@ class ServerSession:
         self.trainer, self.gpu = trainer, gpu
         cfg, ctx = trainer.cfg, trainer.ctx
         self.client = PerseusClient(cfg.server, retry_timeout=60.0)
-        self.job_id = cfg.job_name or default_job_id(trainer)
+        self.job_id = default_job_id(trainer)
         self._link: _Link | None = None
         # Rank 0 decides what to do: ("use"|"profile"|"sweep"|"error", detail), and names the run.
         decision: list[Any] = [None, None]
