@@ -172,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        print(check_pipeline(cfg), flush=True)
         cfg = precheck(cfg, warn=lambda line: print(line, file=sys.stderr, flush=True))
+        print(check_pipeline(cfg), flush=True)
     except PerseusError as exc:
         print(f"perseus: error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
+from merak_integration.stallwatch import StallWatch
 from perseus.errors import InputError, PerseusError
 
 
@@ -181,10 +182,13 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
     hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
     rows: list[dict[str, Any]] = []
+    watch = StallWatch.start(ctx.rank, ctx.world, cfg.pp, say=lambda line: print(line, flush=True))
     try:
         for step in range(cfg.max_steps):
             t0 = time.perf_counter()
             loss = trainer.iteration(hooks)
+            if watch is not None:
+                watch.progress(step)
             it = local.iterations[-1]
             if session is not None:
                 session.report(step, it, local)
@@ -197,6 +201,8 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
                     flush=True,
                 )
     finally:
+        if watch is not None:
+            watch.stop()
         if session is not None:
             session.close()
     out = Path(cfg.out_dir)

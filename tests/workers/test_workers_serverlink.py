@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from workers_helpers import ROOT, env
 
 from perseus.cli.main import main as perseus_main
@@ -108,6 +109,7 @@ def _stored(tmp: Path) -> dict[str, set[tuple[int, int]]]:
     return stored
 
 
+@pytest.mark.timeout(900)  # two trainings and three server starts
 def test_server_killed_mid_training_loses_nothing_and_reruns_keep_their_reports(tmp_path: Path) -> None:
     server = Server(tmp_path, _free_port())
     server.start()
@@ -116,7 +118,7 @@ def test_server_killed_mid_training_loses_nothing_and_reruns_keep_their_reports(
         first = Training(server, tmp_path / "out", steps=40)
         first.wait_for_iteration(3)
         server.kill9()
-        time.sleep(8)
+        first.wait_for_iteration(15)  # training goes on meanwhile
         server.start()
         out = first.finish()
         assert first.proc.returncode == 0, out[-4000:]
