@@ -14,7 +14,7 @@
   on background threads (:mod:`perseus.client.reporter`, :mod:`perseus.client.follower`), so a
   slow, restarting or absent server never slows or stops training. Every launch is one run (run
   id) of the job; reports the server could not take in time are kept under ``--out_dir`` in
-  ``perseus-unsent/`` and sent by the next run of the job there, or with ``perseus jobs upload``.
+  ``perseus-unsent/`` and sent by the next run of the job there, or with ``perseus upload``.
 """
 
 from __future__ import annotations
@@ -272,6 +272,6 @@ class _Link:
             print(f"perseus: warning: server {self.client.target} did not take every report before training "
                   f"ended; unsent reports are kept in {delivery.spill_path.parent} (rank 0: {delivery.pending}) "
                   f"and sent by the next run of this job with this --out_dir, or now with "
-                  f"`perseus jobs upload {delivery.spill_path.parent}`", flush=True)
+                  f"`perseus upload {delivery.spill_path.parent}`", flush=True)
         if self.follower.error and rank == 0:
             print(f"perseus: warning: schedule updates stopped: {self.follower.error}", flush=True)

@@ -3,7 +3,7 @@
 An :class:`IterationReport` is one rank's time and energy of one training iteration. Workers send
 them in batches under a run id (one launch of a job). Reports the server could not take before the
 buffer filled or training ended are appended to a spill file, one JSON object per line, and sent
-later (the next run against the same output folder, or ``perseus jobs upload FILE``). Sending a
+later (the next run against the same output folder, or ``perseus upload FILE``). Sending a
 report twice is harmless: the server stores each (job, run, rank, iteration) once.
 """
 

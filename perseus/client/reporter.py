@@ -35,7 +35,7 @@ class Delivery:
     sent: int
     """Acknowledged by the server (including reports replayed from the spill file)."""
     pending: int
-    """Waiting in the spill file for the next start or ``perseus jobs upload``."""
+    """Waiting in the spill file for the next start or ``perseus upload``."""
     rejected: int
     """Refused by the server for good; kept in ``<spill file>.rejected``."""
     dropped: int
@@ -167,7 +167,7 @@ class BackgroundReporter:
         try:
             groups, truncated = read_spill(self.spill_path)
         except (OSError, InputError) as exc:
-            self._say(f"perseus: warning: cannot replay {self.spill_path}: {exc}; left for `perseus jobs upload`")
+            self._say(f"perseus: warning: cannot replay {self.spill_path}: {exc}; left for `perseus upload`")
             self._replay = False
             return True
         for (job_id, run_id), reports in groups.items():

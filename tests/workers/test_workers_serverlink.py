@@ -6,6 +6,7 @@ torchrun workers on gloo with simulated GPUs, ``perseus upload`` for what a run 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
@@ -36,6 +37,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "perseus.server", "--port", str(self.port), "--db", self.db, "--log-level",
              "warning"], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # its own process group: a kill takes its frontier worker along
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -43,7 +45,7 @@ class Server:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -52,7 +54,7 @@ class Server:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
 
