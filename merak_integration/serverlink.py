@@ -32,9 +32,16 @@ from merak_integration.config import RunConfig
 from merak_integration.devicehooks import GPUInstructionHooks, IterationMeasurement, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
 from merak_integration.plans import check_schedule
-from perseus.client.types import ServedSchedule
+from perseus.client import PerseusClient, PerseusRpcError
+from perseus.client.follower import ScheduleFollower
+from perseus.client.health import TRANSIENT, LinkHealth
+from perseus.client.reporter import BackgroundReporter
+from perseus.client.types import ProfilingStep, ServedSchedule
 from perseus.errors import PerseusError
 from perseus.reports import IterationReport
+
+_Measured = tuple[int, dict[str, tuple[float, float]]]
+"""(frequency, {instruction kind: (mean time, mean energy)})"""
 
 #: Seconds a finished run keeps trying to deliver its last reports before it spills them.
 FLUSH_TIMEOUT = 10.0
@@ -61,8 +68,6 @@ class ServerSession:
     """One rank's connection to the server for one job."""
 
     def __init__(self, trainer: Any, gpu: Any, controller: Any, *, with_profile: bool) -> None:
-        from perseus.client import PerseusClient
-
         self.trainer, self.gpu = trainer, gpu
         cfg, ctx = trainer.cfg, trainer.ctx
         self.client = PerseusClient(cfg.server, retry_timeout=60.0)
@@ -105,8 +110,6 @@ class ServerSession:
         )
 
     def _lookup(self, with_profile: bool) -> tuple[str, str]:
-        from perseus.client import PerseusRpcError
-
         try:
             job = self.client.get_job(self.job_id)
         except PerseusRpcError as exc:
@@ -153,18 +156,26 @@ class ServerSession:
     # --- profiling --------------------------------------------------------------------------
 
     def run_profiling(self, controller: Any) -> list[tuple[int, str, int, float, float]]:
-        """Follow the server's sweep until every stage is done; returns this rank's rows."""
-        from merak_integration.trainer import gpu_stage
+        """Follow the server's sweep until every stage is done; returns this rank's rows.
 
+        While the server is unreachable the sweep pauses (the measurement waits to be reported) and
+        training goes on at default clocks; the sweep resumes when the server answers.
+        """
+        from merak_integration.trainer import gpu_stage
         trainer, ctx = self.trainer, self.trainer.ctx
         step = self.served.profiling if self.served.mode == "profiling" else None
         rows: list[tuple[int, str, int, float, float]] = []
+        pending: _Measured | None = None  # a measurement the server has not acknowledged yet
+        sweep_size = len(trainer.cfg.profile_frequencies or self.gpu.supported_frequencies())
+        swept = 0
+        client = PerseusClient(trainer.cfg.server, retry_timeout=2.0, timeout=10.0)
+        health = LinkHealth(client.target, (lambda line: print(line, flush=True)) if ctx.rank == 0 else None)
         start = time.perf_counter()
         if step is not None and not step.done:
             for _ in range(2):  # connection set-up must not land on the first measured frequency
                 trainer.iteration(NullHooks())
         while True:
-            done = step is None or step.done
+            done = (step is None or step.done) and pending is None
             counts = torch.tensor(
                 [0 if done else 1, step.warmup_iterations if step else 0, step.measure_iterations if step else 0]
             )
@@ -172,7 +183,7 @@ class ServerSession:
             if int(counts[0]) == 0:
                 break
             warmup, measure = int(counts[1]), max(1, int(counts[2]))
-            freq = None if done or step is None else step.frequency
+            freq = None if pending is not None or step is None or step.done else step.frequency
             local = LocalPerseus(self.gpu, controller, fixed_frequency=freq)
             hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx))])
             for _ in range(warmup + measure):
@@ -180,11 +191,29 @@ class ServerSession:
             if freq is not None:
                 means = local.per_kind_means(skip=warmup)
                 rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(means.items())]
-                step = self.client.report_profile(self.job_id, ctx.rank, freq, means).next
+                pending, swept = (freq, means), swept + 1
                 if ctx.rank == 0:
-                    print(f"profiled {freq} MHz ({time.perf_counter() - start:.1f} s)", flush=True)
+                    print(f"profiled {freq} MHz: frequency {swept}/{sweep_size} "
+                          f"({time.perf_counter() - start:.1f} s)", flush=True)
+            if pending is not None:
+                step, pending = self._report_profile(client, health, pending, step)
+        client.close()
         controller.reset()
         return rows
+
+    def _report_profile(
+        self, client: PerseusClient, health: LinkHealth, pending: _Measured, step: ProfilingStep | None
+    ) -> tuple[ProfilingStep | None, _Measured | None]:
+        """(next step, None) once the server took the measurement; (step, pending) while it is away."""
+        try:
+            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, *pending)
+        except PerseusRpcError as exc:
+            if exc.code not in TRANSIENT:
+                raise
+            health.failed(f"{exc.code.name}; the profiling sweep pauses")
+            return step, pending
+        health.ok()
+        return ack.next, None
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -248,11 +277,6 @@ class _Link:
     """One rank's background connection while training: report sender and schedule follower."""
 
     def __init__(self, session: ServerSession) -> None:
-        from perseus.client import PerseusClient
-        from perseus.client.follower import ScheduleFollower
-        from perseus.client.health import LinkHealth
-        from perseus.client.reporter import BackgroundReporter
-
         cfg, rank = session.trainer.cfg, session.trainer.ctx.rank
         # Rank 0 speaks for all ranks: one warning per outage, not one per rank.
         say = (lambda line: print(line, flush=True)) if rank == 0 else None
