@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
+from merak_integration.precheck import precheck
 from merak_integration.supervisor import Supervisor
 from perseus.errors import InputError, PerseusError
 
@@ -229,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        cfg = precheck(cfg, warn=lambda line: print(line, file=sys.stderr, flush=True))
         print(check_pipeline(cfg), flush=True)
     except PerseusError as exc:
         print(f"perseus: error: {exc}", file=sys.stderr)

@@ -15,13 +15,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
-from torch.distributed.pipelining.schedules import PipelineScheduleSingle
 
 from merak_integration.hooks import InstructionHooks, NullHooks, instruction_name
 from merak_integration.models import (
@@ -35,6 +33,10 @@ from merak_integration.models import (
 from merak_integration.partition import Partition, partition
 from perseus.errors import InputError
 from perseus.pipeline.schedules import stage_orders
+
+if TYPE_CHECKING:
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import PipelineScheduleSingle
 
 #: ``--train_schedule`` spellings and the schedule names Perseus plans use.
 SCHEDULES: dict[str, str] = {
@@ -105,6 +107,15 @@ class StagePipeline:
     hooks: InstructionHooks = field(default_factory=NullHooks)
 
     def __post_init__(self) -> None:
+        # Imported here: torch.distributed.pipelining pulls in dynamo (seconds), which the launcher's
+        # checks must not wait for.
+        from torch.distributed.pipelining import (
+            PipelineStage,
+            Schedule1F1B,
+            ScheduleGPipe,
+            ScheduleInterleaved1F1B,
+        )
+
         spec = self.spec
         self.config, self.partition, self.kinds = model_partition(spec)
         s, c = spec.num_stages, spec.num_chunks
@@ -167,6 +178,8 @@ class StagePipeline:
         lists microbatch 1 first on the last stage in torch 2.13, unlike what runs). Multi-stage
         schedules (interleaved) execute their ``pipeline_order_with_comms`` list, which is read.
         """
+        from torch.distributed.pipelining.schedules import PipelineScheduleSingle
+
         if isinstance(self.schedule, PipelineScheduleSingle):
             recorded = _dry_run(self.schedule)
             return [instruction_name(kind, mb) for kind, mb in recorded]

@@ -9,29 +9,54 @@
   the server returns, until every stage is done. Ranks keep iterating together (a pipeline cannot
   run one stage alone), so a stage whose sweep ended early runs unmeasured iterations meanwhile.
 - Serving: each rank applies its stage's frequencies instruction by instruction (or a power
-  limit), reports every iteration's time and energy, and refetches its schedule when the job's
-  version changes (new target, straggler).
+  limit). The training thread only queues each iteration's report and, at iteration boundaries,
+  picks up a schedule the watch stream delivered meanwhile (new target, straggler): both happen
+  on background threads (:mod:`perseus.client.reporter`, :mod:`perseus.client.follower`), so a
+  slow, restarting or absent server never slows or stops training. Every launch is one run (run
+  id) of the job; reports the server could not take in time are kept under ``--out_dir`` in
+  ``perseus-unsent/`` and sent by the next run of the job there, or with ``perseus upload``.
 """
 
 from __future__ import annotations
 
 import re
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from merak_integration.config import RunConfig
 from merak_integration.devicehooks import GPUInstructionHooks, IterationMeasurement, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
 from merak_integration.plans import check_schedule
+from perseus.client import PerseusClient, PerseusRpcError
+from perseus.client.follower import ScheduleFollower
+from perseus.client.health import TRANSIENT, LinkHealth
+from perseus.client.reporter import BackgroundReporter
+from perseus.client.types import ProfilingStep, ServedSchedule
 from perseus.errors import PerseusError
+from perseus.reports import IterationReport
+
+_Measured = tuple[int, dict[str, tuple[float, float]]]
+"""(frequency, {instruction kind: (mean time, mean energy)})"""
+
+#: Seconds a finished run keeps trying to deliver its last reports before it spills them.
+FLUSH_TIMEOUT = 10.0
 
 
 def default_job_id(trainer: Any) -> str:
     """``<model>_<partition>_pp<N>_mbs<MB>_nmb<M>[_<schedule>]``, in the server's job id alphabet."""
-    cfg = trainer.cfg
-    name = f"{cfg.model}_{trainer.pipe.partition.tag}_pp{cfg.pp}_mbs{cfg.microbatch_size}_nmb{cfg.num_microbatches}"
+    return job_id_for(trainer.cfg, trainer.pipe.partition.tag)
+
+
+def job_id_for(cfg: RunConfig, partition_tag: str) -> str:
+    """The job name a run uses at the server: ``--job_name``, or one derived from the run's shape."""
+    if cfg.job_name:
+        return cfg.job_name
+    name = f"{cfg.model}_{partition_tag}_pp{cfg.pp}_mbs{cfg.microbatch_size}_nmb{cfg.num_microbatches}"
     if cfg.schedule != "1f1b":
         name += f"_{cfg.schedule}"
     if cfg.dp != 1:
@@ -43,21 +68,21 @@ class ServerSession:
     """One rank's connection to the server for one job."""
 
     def __init__(self, trainer: Any, gpu: Any, controller: Any, *, with_profile: bool) -> None:
-        from perseus.client import PerseusClient
-
         self.trainer, self.gpu = trainer, gpu
         cfg, ctx = trainer.cfg, trainer.ctx
         self.client = PerseusClient(cfg.server, retry_timeout=60.0)
-        self.job_id = cfg.job_name or default_job_id(trainer)
-        # Rank 0 decides what to do: ("use"|"profile"|"sweep"|"error", detail).
-        decision: list[Any] = [None]
+        self.job_id = default_job_id(trainer)
+        self._link: _Link | None = None
+        # Rank 0 decides what to do: ("use"|"profile"|"sweep"|"error", detail), and names the run.
+        decision: list[Any] = [None, None]
         if ctx.rank == 0:
+            decision[1] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
             try:
                 decision[0] = self._lookup(with_profile)
             except PerseusError as exc:
                 decision[0] = ("error", str(exc))
         dist.broadcast_object_list(decision, src=0)
-        action, detail = decision[0]
+        (action, detail), self.run_id = decision
         blocking_power = 0.0
         if action == "sweep":
             # The server's sweep measures instructions only; the blocking power is measured here.
@@ -85,8 +110,6 @@ class ServerSession:
         )
 
     def _lookup(self, with_profile: bool) -> tuple[str, str]:
-        from perseus.client import PerseusRpcError
-
         try:
             job = self.client.get_job(self.job_id)
         except PerseusRpcError as exc:
@@ -133,18 +156,26 @@ class ServerSession:
     # --- profiling --------------------------------------------------------------------------
 
     def run_profiling(self, controller: Any) -> list[tuple[int, str, int, float, float]]:
-        """Follow the server's sweep until every stage is done; returns this rank's rows."""
-        from merak_integration.trainer import gpu_stage
+        """Follow the server's sweep until every stage is done; returns this rank's rows.
 
+        While the server is unreachable the sweep pauses (the measurement waits to be reported) and
+        training goes on at default clocks; the sweep resumes when the server answers.
+        """
+        from merak_integration.trainer import gpu_stage
         trainer, ctx = self.trainer, self.trainer.ctx
         step = self.served.profiling if self.served.mode == "profiling" else None
         rows: list[tuple[int, str, int, float, float]] = []
+        pending: _Measured | None = None  # a measurement the server has not acknowledged yet
+        sweep_size = len(trainer.cfg.profile_frequencies or self.gpu.supported_frequencies())
+        swept = 0
+        client = PerseusClient(trainer.cfg.server, retry_timeout=2.0, timeout=10.0)
+        health = LinkHealth(client.target, (lambda line: print(line, flush=True)) if ctx.rank == 0 else None)
         start = time.perf_counter()
         if step is not None and not step.done:
             for _ in range(2):  # connection set-up must not land on the first measured frequency
                 trainer.iteration(NullHooks())
         while True:
-            done = step is None or step.done
+            done = (step is None or step.done) and pending is None
             counts = torch.tensor(
                 [0 if done else 1, step.warmup_iterations if step else 0, step.measure_iterations if step else 0]
             )
@@ -152,7 +183,7 @@ class ServerSession:
             if int(counts[0]) == 0:
                 break
             warmup, measure = int(counts[1]), max(1, int(counts[2]))
-            freq = None if done or step is None else step.frequency
+            freq = None if pending is not None or step is None or step.done else step.frequency
             local = LocalPerseus(self.gpu, controller, fixed_frequency=freq)
             hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx))])
             for _ in range(warmup + measure):
@@ -160,11 +191,29 @@ class ServerSession:
             if freq is not None:
                 means = local.per_kind_means(skip=warmup)
                 rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(means.items())]
-                step = self.client.report_profile(self.job_id, ctx.rank, freq, means).next
+                pending, swept = (freq, means), swept + 1
                 if ctx.rank == 0:
-                    print(f"profiled {freq} MHz ({time.perf_counter() - start:.1f} s)", flush=True)
+                    print(f"profiled {freq} MHz: frequency {swept}/{sweep_size} "
+                          f"({time.perf_counter() - start:.1f} s)", flush=True)
+            if pending is not None:
+                step, pending = self._report_profile(client, health, pending, step)
+        client.close()
         controller.reset()
         return rows
+
+    def _report_profile(
+        self, client: PerseusClient, health: LinkHealth, pending: _Measured, step: ProfilingStep | None
+    ) -> tuple[ProfilingStep | None, _Measured | None]:
+        """(next step, None) once the server took the measurement; (step, pending) while it is away."""
+        try:
+            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, *pending)
+        except PerseusRpcError as exc:
+            if exc.code not in TRANSIENT:
+                raise
+            health.failed(f"{exc.code.name}; the profiling sweep pauses")
+            return step, pending
+        health.ok()
+        return ack.next, None
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -175,7 +224,7 @@ class ServerSession:
             print(f"perseus: job {job.job_id} serving plan {job.plan_name or '-'} (target {job.target})", flush=True)
 
     def apply(self, local: LocalPerseus) -> None:
-        """Make ``local`` apply the current served schedule."""
+        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline)."""
         served = self.served
         if served.mode == "plan":
             check_schedule(served, self.trainer.pipe.expected_order, f"server {self.client.target} job {self.job_id}")
@@ -187,15 +236,66 @@ class ServerSession:
             local.set_schedule(None)
 
     def report(self, step: int, it: IterationMeasurement, local: LocalPerseus) -> None:
-        version = self.client.report_iteration(
-            self.job_id, self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name
-        )
-        if version != self.served.version:
-            self.served = self.client.get_schedule(self.job_id, self.trainer.ctx.rank)
+        """Queue this iteration's report and apply a schedule that arrived meanwhile (no network here)."""
+        if self._link is None:  # the first report starts the background threads
+            self._link = _Link(self)
+            if self.trainer.ctx.rank == 0:
+                print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
+        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name))
+        newer = self._link.follower.take()
+        if newer is not None and _key(newer) != _key(self.served):
+            self._switch(newer, local)
+
+    def _switch(self, newer: ServedSchedule, local: LocalPerseus) -> None:
+        old = self.served
+        self.served = newer
+        try:
             self.apply(local)
+        except PerseusError as exc:
+            # A schedule that does not fit must not stop training: keep the one that runs, say so once.
+            self.served = old
+            print(f"perseus: warning: rank {self.trainer.ctx.rank}: ignoring the new schedule: {exc}", flush=True)
 
     def close(self) -> None:
+        if self._link is not None:
+            self._link.close(self.trainer.ctx.rank)
         if self.served.mode == "power_limit":
             self.gpu.reset_power_limit()
         self.client.close()
 
+
+def _key(s: ServedSchedule) -> tuple[Any, ...]:
+    return (s.mode, s.plan_id, s.plan_name, s.instructions, s.power_limit)
+
+
+def spill_path(out_dir: str | Path, job_id: str, rank: int) -> Path:
+    """Where one rank of a job keeps the reports the server could not take in time."""
+    return Path(out_dir) / "perseus-unsent" / f"{job_id}.rank{rank}.jsonl"
+
+
+class _Link:
+    """One rank's background connection while training: report sender and schedule follower."""
+
+    def __init__(self, session: ServerSession) -> None:
+        cfg, rank = session.trainer.cfg, session.trainer.ctx.rank
+        # Rank 0 speaks for all ranks: one warning per outage, not one per rank.
+        say = (lambda line: print(line, flush=True)) if rank == 0 else None
+        self.client = PerseusClient(cfg.server, retry_timeout=0.0, timeout=5.0)
+        self.health = LinkHealth(self.client.target, say)
+        self.reporter = BackgroundReporter(
+            self.client, session.job_id, session.run_id, spill_path(cfg.out_dir, session.job_id, rank),
+            health=self.health, flush_timeout=FLUSH_TIMEOUT, warn=say,
+        )
+        self.follower = ScheduleFollower(self.client, session.job_id, rank, self.health)
+
+    def close(self, rank: int) -> None:
+        delivery = self.reporter.close()
+        self.follower.stop()
+        self.client.close()
+        if delivery.pending and rank == 0:
+            print(f"perseus: warning: server {self.client.target} did not take every report before training "
+                  f"ended; unsent reports are kept in {delivery.spill_path.parent} (rank 0: {delivery.pending}) "
+                  f"and sent by the next run of this job with this --out_dir, or now with "
+                  f"`perseus upload {delivery.spill_path.parent}`", flush=True)
+        if self.follower.error and rank == 0:
+            print(f"perseus: warning: schedule updates stopped: {self.follower.error}", flush=True)

@@ -29,6 +29,7 @@ from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
+from merak_integration.stallwatch import StallWatch
 from merak_integration.supervisor import die_with_parent
 from perseus.device import safety
 from perseus.errors import DeviceError, InputError, PerseusError
@@ -215,10 +216,13 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
     hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
     rows: list[dict[str, Any]] = []
+    watch = StallWatch.start(ctx.rank, ctx.world, cfg.pp, say=lambda line: print(line, flush=True))
     try:
         for step in range(cfg.max_steps):
             t0 = time.perf_counter()
             loss = trainer.iteration(hooks)
+            if watch is not None:
+                watch.progress(step)
             it = local.iterations[-1]
             if session is not None:
                 session.report(step, it, local)
@@ -234,6 +238,8 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
                     flush=True,
                 )
     finally:
+        if watch is not None:
+            watch.stop()
         if session is not None:
             session.close()
     out = Path(cfg.out_dir)

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "perseus.cli.devices",
     "perseus.cli.serve",
     "perseus.cli.jobs",
+    "perseus.cli.upload",
     "perseus.cli.frontier",
     "perseus.cli.target",
     "perseus.cli.bso",

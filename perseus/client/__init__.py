@@ -21,6 +21,8 @@ from perseus.client.types import (
     PlanInfo,
     ProfileAck,
     ProfilingStep,
+    ReportAck,
+    RunInfo,
     ServedSchedule,
     Target,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "PlanInfo",
     "ProfileAck",
     "ProfilingStep",
+    "ReportAck",
+    "RunInfo",
     "ServedSchedule",
     "Target",
 ]

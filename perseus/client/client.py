@@ -24,17 +24,20 @@ from perseus.client.types import (
     JobInfo,
     ProfileAck,
     ProfilingStep,
+    ReportAck,
     ServedSchedule,
     Target,
 )
 from perseus.errors import PerseusError
 from perseus.profile import PipelineProfile
 from perseus.profile.io import format_profile
+from perseus.reports import IterationReport
 from perseus.v1 import scheduler_pb2 as pb
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:7787"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_RECONNECT_BACKOFF_MS = 5000
 T = TypeVar("T")
 
 
@@ -76,6 +79,8 @@ class PerseusClient:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC's default reconnect backoff grows to 120 s: a restarted server would go unnoticed that long.
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         ]
         if tls or tls_ca is not None:
             root = Path(tls_ca).read_bytes() if tls_ca is not None else None
@@ -224,12 +229,23 @@ class PerseusClient:
                           reply.version)
 
     def report_iteration(
-        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = ""
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
+        run_id: str = "",
     ) -> int:
         """Store one iteration's time and energy; returns the job's schedule version."""
         request = pb.ReportIterationRequest(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
-                                            energy=energy, plan_name=plan_name)
+                                            energy=energy, plan_name=plan_name, run_id=run_id)
         return int(self._call(self._stub.ReportIteration, request).version)
+
+    def report_iterations(self, job_id: str, run_id: str, reports: Sequence[IterationReport]) -> ReportAck:
+        """Store a batch of one run's iteration reports (at most 4096) in one call."""
+        request = pb.ReportIterationsRequest(
+            job_id=job_id, run_id=run_id,
+            reports=[pb.IterationReport(rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
+                                        plan_name=r.plan_name) for r in reports],
+        )
+        reply = self._call(self._stub.ReportIterations, request)
+        return ReportAck(reply.version, reply.stored, reply.duplicates)
 
     def set_target(self, job_id: str, target: Target) -> JobInfo:
         request = pb.SetTargetRequest(job_id=job_id, target=target.to_proto())

@@ -182,6 +182,10 @@ class JobInfo:
     stragglers: dict[int, float] = field(default_factory=dict)
     created_at: float = 0.0
     stages_profiled: int = 0
+    num_iterations: int = 0
+    """Training iterations reported, summed over runs (``num_iteration_reports`` counts per rank)."""
+    runs: tuple[RunInfo, ...] = ()
+    """Training runs (attempts) that reported iterations, oldest first."""
 
     @classmethod
     def from_proto(cls, msg: pb.JobInfo) -> JobInfo:
@@ -193,8 +197,34 @@ class JobInfo:
             plan_name=msg.plan_name, version=msg.version, num_ranks=msg.num_ranks,
             num_profile_reports=msg.num_profile_reports, num_iteration_reports=msg.num_iteration_reports,
             frontier_size=msg.frontier_size, error=msg.error, stragglers=dict(msg.stragglers),
-            created_at=msg.created_at, stages_profiled=msg.stages_profiled,
+            created_at=msg.created_at, stages_profiled=msg.stages_profiled, num_iterations=msg.num_iterations,
+            runs=tuple(RunInfo(r.run_id, r.num_ranks, r.num_iterations, r.num_reports, r.first_report_at,
+                               r.last_report_at) for r in msg.runs),
         )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One training run (attempt) of a job: the reports its ranks sent under one run id."""
+
+    run_id: str
+    num_ranks: int
+    num_iterations: int
+    """The most iterations any rank of the run reported."""
+    num_reports: int
+    first_report_at: float
+    last_report_at: float
+
+
+@dataclass(frozen=True)
+class ReportAck:
+    """The answer to a batch of iteration reports."""
+
+    version: int
+    """The job's schedule version (a change means a new schedule is waiting)."""
+    stored: int
+    duplicates: int
+    """Reports the server already had (retries), acknowledged without storing them again."""
 
 
 @dataclass(frozen=True)

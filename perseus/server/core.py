@@ -31,7 +31,9 @@ from perseus.errors import InputError, PerseusError
 from perseus.plan import FrequencyPlan, PlannedInstruction
 from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, parse_profile, save_profile
 from perseus.profile.io import format_profile
+from perseus.reports import IterationReport
 from perseus.server import models as m
+from perseus.server import runs
 from perseus.server.db import session_factory
 from perseus.server.sweep import (
     Measured,
@@ -77,6 +79,8 @@ class _Job:
     measured: Measured = field(default_factory=dict)
     num_profile_reports: int = 0
     num_iteration_reports: int = 0
+    runs: dict[str, runs.RunStats] = field(default_factory=dict)
+    """Statistics of every training run that reported iterations, by run id (insertion = oldest first)."""
     profile: PipelineProfile | None = None
     compatible: set[tuple[int, tuple[int, ...]]] = field(default_factory=set)
     """(stage, supported clocks) pairs already checked against the job's plans."""
@@ -156,6 +160,8 @@ class SchedulerCore:
                 select(m.IterationReportRow.job_id, func.count()).group_by(m.IterationReportRow.job_id)
             ):
                 self._jobs[job_id].num_iteration_reports = count
+            for job_id, job_runs in runs.load(s).items():
+                self._jobs[job_id].runs = dict(sorted(job_runs.items(), key=lambda kv: kv[1].first_report_at))
         for job in self._jobs.values():
             if job.phase == "optimizing":
                 log.info("job %s: resuming frontier computation", job.spec.job_id)
@@ -369,26 +375,41 @@ class SchedulerCore:
             return self._schedule(job, info)
 
     def report_iteration(
-        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = ""
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
+        run_id: str = "",
     ) -> int:
-        """Store one iteration's time and energy (a repeated iteration is ignored); returns the version."""
-        in_range("iteration", iteration, 0, 2**62)
-        finite("time", time_s, positive=True)
-        finite("energy", energy)
-        if len(plan_name) > MAX_TEXT:
-            raise InputError("plan_name", f"at most {MAX_TEXT} characters")
+        """Store one iteration's time and energy (a repeated report is ignored); returns the version."""
+        report = IterationReport(rank, iteration, time_s, energy, plan_name)
+        runs.validate_report(report)
+        version, _, _ = self.report_iterations(job_id, run_id, [report])
+        return version
+
+    def report_iterations(
+        self, job_id: str, run_id: str, reports: Sequence[IterationReport]
+    ) -> tuple[int, int, int]:
+        """Store a batch of one run's reports in one transaction: (version, stored, duplicates).
+
+        Reports already stored under the same (run, rank, iteration) are retries: acknowledged, not stored.
+        """
+        runs.validate(run_id, reports)
         with self._lock:
             job = self._job(job_id)
-            self._rank(job, rank)
+            for r in {r.rank for r in reports}:
+                self._rank(job, r)
+            now = time.time()
             with self._sessions() as s:
-                s.add(m.IterationReportRow(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
-                                           energy=energy, plan_name=plan_name))
                 try:
+                    new = runs.store(s, job_id, run_id, reports, now)
                     s.commit()
-                    job.num_iteration_reports += 1
-                except IntegrityError:
-                    s.rollback()  # already stored: a retry of an acknowledged report
-            return job.version
+                except IntegrityError:  # another server replica stored some of them meanwhile
+                    s.rollback()
+                    new = runs.store(s, job_id, run_id, reports, now)
+                    s.commit()
+            stats = job.runs.setdefault(run_id, runs.RunStats())
+            for report in new:
+                stats.add(report.rank, 1, now, now)
+            job.num_iteration_reports += len(new)
+            return job.version, len(new), len(reports) - len(new)
 
     def iteration_reports(self, job_id: str) -> list[tuple[int, int, float, float, str]]:
         """(rank, iteration, time, energy, plan_name) of every stored iteration report."""
@@ -674,6 +695,7 @@ class SchedulerCore:
             version=job.version, num_ranks=len(job.ranks), num_profile_reports=job.num_profile_reports,
             num_iteration_reports=job.num_iteration_reports, frontier_size=len(job.frontier), error=job.error,
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
+            runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
         )
 
 

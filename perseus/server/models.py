@@ -100,10 +100,12 @@ class IterationReportRow(Base):
     """Time and energy of one training iteration of one rank."""
 
     __tablename__ = "scheduler_iteration_reports"
-    __table_args__ = (UniqueConstraint("job_id", "rank", "iteration"),)
+    __table_args__ = (UniqueConstraint("job_id", "run_id", "rank", "iteration", name="uq_scheduler_iteration_run"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(64), ForeignKey("scheduler_jobs.id"), index=True)
+    run_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The training run (attempt); a rerun of a job never collides with an earlier run's reports."""
     rank: Mapped[int] = mapped_column(Integer)
     iteration: Mapped[int] = mapped_column(BigInteger)
     time: Mapped[float] = mapped_column(Float)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from perseus.errors import InputError, PerseusError
+from perseus.reports import IterationReport
 from perseus.server.core import SchedulerCore
 from perseus.server.sweep import ProfilingSettings
 from perseus.server.targets import TargetSpec
@@ -93,6 +94,10 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
         num_ranks=view.num_ranks, num_profile_reports=view.num_profile_reports,
         num_iteration_reports=view.num_iteration_reports, frontier_size=view.frontier_size, error=view.error,
         stragglers=view.stragglers, created_at=view.created_at, stages_profiled=view.stages_profiled,
+        num_iterations=view.num_iterations,
+        runs=[pb.RunInfo(run_id=r.run_id, num_ranks=r.num_ranks, num_iterations=r.num_iterations,
+                         num_reports=r.num_reports, first_report_at=r.first_report_at,
+                         last_report_at=r.last_report_at) for r in view.runs],
     )
 
 
@@ -240,8 +245,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.ReportIterationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationResponse:
         version = await self._call(context, self.core.report_iteration, request.job_id, request.rank,
-                                   request.iteration, request.time, request.energy, request.plan_name)
+                                   request.iteration, request.time, request.energy, request.plan_name,
+                                   request.run_id)
         return pb.ReportIterationResponse(version=version)
+
+    async def ReportIterations(
+        self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportIterationsResponse:
+        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name) for r in request.reports]
+        version, stored, duplicates = await self._call(context, self.core.report_iterations, request.job_id,
+                                                       request.run_id, reports)
+        return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:

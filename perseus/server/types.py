@@ -132,6 +132,26 @@ class JobView:
     stragglers: dict[int, float]
     created_at: float
     stages_profiled: int
+    runs: tuple[RunView, ...] = ()
+    """Training runs that reported iterations, oldest first."""
+
+    @property
+    def num_iterations(self) -> int:
+        """Training iterations reported, summed over runs (not per-rank reports)."""
+        return sum(r.num_iterations for r in self.runs)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One training run (attempt) of a job, as its iteration reports describe it."""
+
+    run_id: str
+    num_ranks: int
+    num_iterations: int
+    """The most iterations any rank of the run reported."""
+    num_reports: int
+    first_report_at: float
+    last_report_at: float
 
 
 

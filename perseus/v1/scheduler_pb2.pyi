@@ -173,7 +173,7 @@ class PowerStateSchedule(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., stage: _Optional[int] = ..., pipeline_id: _Optional[int] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., mode: _Optional[_Union[ScheduleMode, str]] = ..., plan_name: _Optional[str] = ..., plan_id: _Optional[int] = ..., version: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[PlannedInstruction, _Mapping]]] = ..., power_limit: _Optional[float] = ..., profiling: _Optional[_Union[ProfilingStep, _Mapping]] = ..., expected_iteration_time: _Optional[float] = ..., expected_energy: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled")
+    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs")
     class StragglersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +203,8 @@ class JobInfo(_message.Message):
     STRAGGLERS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STAGES_PROFILED_FIELD_NUMBER: _ClassVar[int]
+    NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model: str
     partition: str
@@ -225,7 +227,25 @@ class JobInfo(_message.Message):
     stragglers: _containers.ScalarMap[int, float]
     created_at: float
     stages_profiled: int
-    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ...) -> None: ...
+    num_iterations: int
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+
+class RunInfo(_message.Message):
+    __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_RANKS_FIELD_NUMBER: _ClassVar[int]
+    NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    NUM_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    num_ranks: int
+    num_iterations: int
+    num_reports: int
+    first_report_at: float
+    last_report_at: float
+    def __init__(self, run_id: _Optional[str] = ..., num_ranks: _Optional[int] = ..., num_iterations: _Optional[int] = ..., num_reports: _Optional[int] = ..., first_report_at: _Optional[float] = ..., last_report_at: _Optional[float] = ...) -> None: ...
 
 class RegisterTrainingJobResponse(_message.Message):
     __slots__ = ("job", "created")
@@ -302,20 +322,56 @@ class ReportProfileResponse(_message.Message):
     def __init__(self, next: _Optional[_Union[ProfilingStep, _Mapping]] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ReportIterationRequest(_message.Message):
-    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name")
+    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name", "run_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ENERGY_FIELD_NUMBER: _ClassVar[int]
     PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     rank: int
     iteration: int
     time: float
     energy: float
     plan_name: str
-    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ...) -> None: ...
+    run_id: str
+    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class IterationReport(_message.Message):
+    __slots__ = ("rank", "iteration", "time", "energy", "plan_name")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    iteration: int
+    time: float
+    energy: float
+    plan_name: str
+    def __init__(self, rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ...) -> None: ...
+
+class ReportIterationsRequest(_message.Message):
+    __slots__ = ("job_id", "run_id", "reports")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    run_id: str
+    reports: _containers.RepeatedCompositeFieldContainer[IterationReport]
+    def __init__(self, job_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[IterationReport, _Mapping]]] = ...) -> None: ...
+
+class ReportIterationsResponse(_message.Message):
+    __slots__ = ("version", "stored", "duplicates")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    stored: int
+    duplicates: int
+    def __init__(self, version: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class ReportIterationResponse(_message.Message):
     __slots__ = ("version",)

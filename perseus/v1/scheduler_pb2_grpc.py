@@ -66,6 +66,11 @@ class SchedulerStub:
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationRequest.SerializeToString,
                 response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationResponse.FromString,
                 _registered_method=True)
+        self.ReportIterations = channel.unary_unary(
+                '/perseus.v1.Scheduler/ReportIterations',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.FromString,
+                _registered_method=True)
         self.SetTarget = channel.unary_unary(
                 '/perseus.v1.Scheduler/SetTarget',
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.SetTargetRequest.SerializeToString,
@@ -135,6 +140,14 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportIterations(self, request, context):
+        """Many iteration reports of one run in one call (what workers' background senders use); exact
+        retries of a (run, rank, iteration) are acknowledged and not stored twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetTarget(self, request, context):
         """Choose which plan the job runs.
         """
@@ -195,6 +208,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ReportIteration,
                     request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationRequest.FromString,
                     response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationResponse.SerializeToString,
+            ),
+            'ReportIterations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportIterations,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.SerializeToString,
             ),
             'SetTarget': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTarget,
@@ -381,6 +399,33 @@ class Scheduler:
             '/perseus.v1.Scheduler/ReportIteration',
             perseus_dot_v1_dot_scheduler__pb2.ReportIterationRequest.SerializeToString,
             perseus_dot_v1_dot_scheduler__pb2.ReportIterationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportIterations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/ReportIterations',
+            perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,118 @@
+"""Stall detection: name the rank that stopped making progress instead of hanging in silence.
+
+Pipeline ranks wait for each other in collectives, which hang rather than fail when a peer stops
+(SIGSTOP, a stuck kernel, a dead host). Every rank runs a daemon thread that writes a heartbeat
+(a counter and its last finished iteration) to torchrun's key-value store once a second. When a
+rank has finished no iteration for ``PERSEUS_STALL_TIMEOUT`` seconds (default 60), its thread reads
+every rank's heartbeat and one rank prints one line: which rank (and stage) sent no heartbeat
+(process stopped or gone), or which ranks are behind (alive but stuck), or that every rank is
+alive at the same iteration (a communication deadlock or a very slow iteration). When progress
+resumes it says so. The thread only reads and writes small keys; it never blocks training.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import torch.distributed as dist
+
+#: Seconds without a new heartbeat after which a rank counts as stopped (heartbeats come every second).
+SILENT_AFTER = 5.0
+
+
+class StallWatch:
+    """One rank's heartbeat and stall check; :meth:`progress` is the training thread's only call."""
+
+    def __init__(self, store: dist.Store, rank: int, world: int, pp: int, timeout: float,
+                 say: Callable[[str], None] = print, interval: float = 1.0) -> None:
+        self._store, self.rank, self.world, self.pp = store, rank, world, pp
+        self.timeout, self.interval, self._say = timeout, interval, say
+        self.iteration = -1
+        self._progress_at = time.monotonic()
+        self._stopped = threading.Event()
+        self._stall_reported_at: float | None = None
+        self._seen: dict[int, tuple[bytes, float]] = {}
+        """rank -> (its last heartbeat value, when this rank saw it change)"""
+        self._thread = threading.Thread(target=self._run, name="perseus-stallwatch", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, rank: int, world: int, pp: int, say: Callable[[str], None] = print) -> StallWatch | None:
+        """A watch on torchrun's store, or None (said once) when there is none to reach."""
+        timeout = float(os.environ.get("PERSEUS_STALL_TIMEOUT", "60"))
+        host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if timeout <= 0 or not host or not port:
+            return None
+        try:
+            store = dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=10))
+        except (RuntimeError, ValueError) as exc:
+            if rank == 0:
+                say(f"perseus: warning: stall detection off: cannot reach torchrun's store at {host}:{port}: {exc}")
+            return None
+        return cls(dist.PrefixStore("perseus/heartbeat/", store), rank, world, pp, timeout, say)
+
+    def progress(self, iteration: int) -> None:
+        """Iteration ``iteration`` finished on this rank (two attribute writes: no lock, no I/O)."""
+        self.iteration = iteration
+        self._progress_at = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        beats = 0
+        while not self._stopped.wait(self.interval):
+            beats += 1
+            try:
+                self._store.set(str(self.rank), f"{beats} {self.iteration}")
+                if time.monotonic() - self._progress_at >= self.timeout:
+                    self._check()
+                elif self._stall_reported_at is not None:
+                    self._report_resumed()
+            except RuntimeError:  # the store went away: torchrun is shutting the job down
+                return
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        values = self._store.multi_get([str(r) for r in range(self.world)]) if self._all_set() else []
+        for r, value in enumerate(values):
+            if self._seen.get(r, (b"", 0.0))[0] != value:
+                self._seen[r] = (value, now)
+        if self._stall_reported_at is not None or len(values) < self.world:
+            return
+        silent = [r for r in range(self.world) if now - self._seen[r][1] > SILENT_AFTER]
+        alive = [r for r in range(self.world) if r not in silent]
+        if not alive or alive[0] != self.rank:
+            return  # the lowest live rank speaks for all
+        self._stall_reported_at = now
+        waited = now - self._progress_at
+        iterations = {r: int(self._seen[r][0].split()[1]) for r in range(self.world)}
+        if silent:
+            names = ", ".join(f"rank {r} (stage {r % self.pp}, last finished iteration {iterations[r]}, "
+                              f"silent for {now - self._seen[r][1]:.0f} s)" for r in silent)
+            what = f"no heartbeat from {names}: stopped, hung outside Python or gone"
+        else:
+            newest = max(iterations.values())
+            behind = [r for r in range(self.world) if iterations[r] < newest]
+            what = (", ".join(f"rank {r} (stage {r % self.pp}) is stuck after iteration {iterations[r]}"
+                              for r in behind) + " while its heartbeat goes on") if behind else (
+                f"every rank is alive after iteration {newest}: a deadlock in communication or a very slow "
+                "iteration")
+        self._say(f"perseus: stall: no iteration finished for {waited:.0f} s; {what}")
+
+    def _all_set(self) -> bool:
+        try:
+            return bool(self._store.check([str(r) for r in range(self.world)]))
+        except RuntimeError:
+            return False
+
+    def _report_resumed(self) -> None:
+        assert self._stall_reported_at is not None
+        self._say(f"perseus: progress resumed {time.monotonic() - self._stall_reported_at:.0f} s after the stall "
+                  "was reported")
+        self._stall_reported_at = None

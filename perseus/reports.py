@@ -1,0 +1,71 @@
+"""Iteration reports as values, and the spill file that keeps them when the server cannot take them.
+
+An :class:`IterationReport` is one rank's time and energy of one training iteration. Workers send
+them in batches under a run id (one launch of a job). Reports the server could not take before the
+buffer filled or training ended are appended to a spill file, one JSON object per line, and sent
+later (the next run against the same output folder, or ``perseus upload FILE``). Sending a
+report twice is harmless: the server stores each (job, run, rank, iteration) once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from perseus.errors import InputError
+
+
+@dataclass(frozen=True)
+class IterationReport:
+    """One rank's time (s) and energy (J) of one training iteration, under the plan it ran."""
+
+    rank: int
+    iteration: int
+    time: float
+    energy: float
+    plan_name: str = ""
+
+
+RunKey = tuple[str, str]
+"""(job id, run id)"""
+
+
+def append_spill(path: Path, job_id: str, run_id: str, reports: Iterable[IterationReport]) -> int:
+    """Append ``reports`` to the spill file ``path`` (created with its folder); returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"job_id": job_id, "run_id": run_id, "rank": r.rank, "iteration": r.iteration, "time": r.time,
+                    "energy": r.energy, "plan_name": r.plan_name})
+        for r in reports
+    ]
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())  # the process may be killed right after training ends
+    return len(lines)
+
+
+def read_spill(path: Path) -> tuple[dict[RunKey, list[IterationReport]], bool]:
+    """The reports of a spill file grouped by (job, run), and whether a cut-short last line was skipped.
+
+    A last line cut short (the process died while appending) cannot be recovered; callers say so.
+    Any other unreadable line raises InputError naming it.
+    """
+    text = path.read_text()
+    lines = text.splitlines()
+    grouped: dict[RunKey, list[IterationReport]] = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            d = json.loads(line)
+            report = IterationReport(int(d["rank"]), int(d["iteration"]), float(d["time"]), float(d["energy"]),
+                                     str(d.get("plan_name", "")))
+            key = (str(d["job_id"]), str(d["run_id"]))
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines) and not text.endswith("\n"):
+                return grouped, True
+            raise InputError(str(path), f"line {number} is not a Perseus iteration report") from None
+        grouped.setdefault(key, []).append(report)
+    return grouped, False

@@ -1,0 +1,97 @@
+"""Iteration reports grouped by training run (attempt): validation, batched storage, run statistics.
+
+A run id names one launch of a job's training. Reports are keyed by (job, run, rank, iteration),
+so a rerun of the same job never collides with an earlier run, while an exact retry of a report
+(a sender that did not see the acknowledgement) is recognised and not stored twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from perseus.errors import InputError
+from perseus.reports import IterationReport
+from perseus.server import models as m
+from perseus.server.types import MAX_TEXT, RunView, finite, in_range
+
+#: Reports one ReportIterations call may carry (about 0.3 MB of protobuf at most).
+MAX_BATCH = 4096
+RUN_ID = re.compile(r"[A-Za-z0-9._:-]{0,64}")
+
+
+@dataclass
+class RunStats:
+    """Counts of one run's stored reports, kept in memory (one entry per reporting rank)."""
+
+    reports_per_rank: dict[int, int] = field(default_factory=dict)
+    first_report_at: float = 0.0
+    last_report_at: float = 0.0
+
+    def add(self, rank: int, count: int, first: float, last: float) -> None:
+        self.reports_per_rank[rank] = self.reports_per_rank.get(rank, 0) + count
+        self.first_report_at = min(self.first_report_at or first, first)
+        self.last_report_at = max(self.last_report_at, last)
+
+    def view(self, run_id: str) -> RunView:
+        counts = self.reports_per_rank.values()
+        return RunView(run_id, len(counts), max(counts, default=0), sum(counts), self.first_report_at,
+                       self.last_report_at)
+
+
+def validate(run_id: str, reports: Sequence[IterationReport]) -> None:
+    """Raise InputError naming the first bad field of a batch."""
+    if not RUN_ID.fullmatch(run_id):
+        raise InputError("run_id", "at most 64 characters of A-Z a-z 0-9 . _ : -")
+    if len(reports) > MAX_BATCH:
+        raise InputError("reports", f"at most {MAX_BATCH} per call, got {len(reports)}")
+    for i, r in enumerate(reports):
+        validate_report(r, f"reports[{i}].")
+
+
+def validate_report(r: IterationReport, prefix: str = "") -> None:
+    """Raise InputError naming ``prefix`` + the field of a bad report."""
+    in_range(f"{prefix}iteration", r.iteration, 0, 2**62)
+    finite(f"{prefix}time", r.time, positive=True)
+    finite(f"{prefix}energy", r.energy)
+    if len(r.plan_name) > MAX_TEXT:
+        raise InputError(f"{prefix}plan_name", f"at most {MAX_TEXT} characters")
+
+
+def store(s: Session, job_id: str, run_id: str, reports: Sequence[IterationReport], now: float) -> list[IterationReport]:
+    """Add the reports not stored yet (in this batch or before) to ``s``; returns them (uncommitted)."""
+    if not reports:
+        return []
+    table = m.IterationReportRow
+    ranks = {r.rank for r in reports}
+    low, high = min(r.iteration for r in reports), max(r.iteration for r in reports)
+    query = select(table.rank, table.iteration).where(
+        table.job_id == job_id, table.run_id == run_id, table.rank.in_(ranks), table.iteration.between(low, high)
+    )
+    seen = {(rank, iteration) for rank, iteration in s.execute(query)}
+    new: list[IterationReport] = []
+    for r in reports:
+        if (r.rank, r.iteration) not in seen:
+            seen.add((r.rank, r.iteration))
+            new.append(r)
+    s.add_all(
+        table(job_id=job_id, run_id=run_id, rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
+              plan_name=r.plan_name, created_at=now)
+        for r in new
+    )
+    return new
+
+
+def load(s: Session) -> dict[str, dict[str, RunStats]]:
+    """Run statistics of every job from the stored reports (server start)."""
+    table = m.IterationReportRow
+    runs: dict[str, dict[str, RunStats]] = {}
+    query = select(table.job_id, table.run_id, table.rank, func.count(), func.min(table.created_at),
+                   func.max(table.created_at)).group_by(table.job_id, table.run_id, table.rank)
+    for job_id, run_id, rank, count, first, last in s.execute(query):
+        runs.setdefault(job_id, {}).setdefault(run_id, RunStats()).add(rank, count, first, last)
+    return runs

@@ -1,0 +1,82 @@
+"""Batched iteration reports keyed by run: reruns keep their reports, exact retries are stored once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from perseus.client import PerseusClient, PerseusRpcError
+from perseus.reports import IterationReport
+from perseus.server.app import ServerConfig, ServerThread
+
+JOB = "runs"
+
+
+def _job(client: PerseusClient, ranks: int = 4) -> None:
+    client.register_job(job_id=JOB, model="m", num_stages=ranks, num_microbatches=ranks)
+    for rank in range(ranks):
+        client.register_rank(JOB, rank, rank, [1410, 1005])
+
+
+def _reports(rank: int, iterations: range, time_s: float = 1.0) -> list[IterationReport]:
+    return [IterationReport(rank, i, time_s + i / 1000, 100.0 + i, "p000") for i in iterations]
+
+
+def test_two_runs_keep_their_reports_and_retries_are_stored_once(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'perseus.db'}"
+    with ServerThread(ServerConfig(port=0, db=db)) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
+        _job(client)
+        for run in ("run-a", "run-b"):
+            for rank in range(4):
+                ack = client.report_iterations(JOB, run, _reports(rank, range(6)))
+                assert (ack.stored, ack.duplicates) == (6, 0)
+        # An exact retry (the acknowledgement was lost) and a batch overlapping it: only the new ones are stored.
+        ack = client.report_iterations(JOB, "run-b", _reports(0, range(4, 8), time_s=9.0))
+        assert (ack.stored, ack.duplicates) == (2, 2)
+        ack = client.report_iterations(JOB, "run-b", _reports(1, range(6)) + _reports(1, range(6)))
+        assert (ack.stored, ack.duplicates) == (0, 12)
+        # The pre-runs RPC lands in run "" and never collides with a named run.
+        client.report_iteration(JOB, 2, 0, 1.0, 1.0)
+        info = client.get_job(JOB)
+        assert info.num_iteration_reports == 2 * 4 * 6 + 2 + 1
+        assert [(r.run_id, r.num_ranks, r.num_iterations, r.num_reports) for r in info.runs] == [
+            ("run-a", 4, 6, 24), ("run-b", 4, 8, 26), ("", 1, 1, 1)]
+        assert info.num_iterations == 6 + 8 + 1
+        stored = [r for r in srv.core.iteration_reports(JOB) if r[0] == 0]
+        assert len(stored) == 6 + 8 + 0
+        assert all(t < 2.0 for _, it, t, _, _ in stored if it < 6)  # the retried reports kept their first values
+    # Restart: run statistics are rebuilt from the database.
+    with ServerThread(ServerConfig(port=0, db=db)) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
+        again = client.get_job(JOB)
+        assert [(r.run_id, r.num_ranks, r.num_iterations, r.num_reports) for r in again.runs] == [
+            (r.run_id, r.num_ranks, r.num_iterations, r.num_reports) for r in info.runs]
+
+
+@pytest.mark.parametrize(
+    ("run_id", "reports", "field"),
+    [
+        ("bad run id!", [IterationReport(0, 0, 1.0, 1.0)], "run_id"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0), IterationReport(0, 1, float("nan"), 1.0)], "reports[1].time"),
+        ("r", [IterationReport(0, 0, 1.0, -1.0)], "reports[0].energy"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0, "x" * 300)], "reports[0].plan_name"),
+        ("r", [IterationReport(0, i, 1.0, 1.0) for i in range(4097)], "reports: at most 4096"),
+    ],
+)
+def test_bad_batches_are_rejected_whole_naming_the_field(
+    client: PerseusClient, run_id: str, reports: list[IterationReport], field: str
+) -> None:
+    _job(client, ranks=1)
+    with pytest.raises(PerseusRpcError) as err:
+        client.report_iterations(JOB, run_id, reports)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details
+    assert client.get_job(JOB).num_iteration_reports == 0
+
+
+def test_unregistered_rank_is_not_found(client: PerseusClient) -> None:
+    _job(client, ranks=1)
+    with pytest.raises(PerseusRpcError) as err:
+        client.report_iterations(JOB, "r", [IterationReport(0, 0, 1.0, 1.0), IterationReport(7, 0, 1.0, 1.0)])
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and "rank 7" in err.value.details
+    assert client.get_job(JOB).num_iteration_reports == 0
