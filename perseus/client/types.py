@@ -182,6 +182,12 @@ class JobInfo:
     stragglers: dict[int, float] = field(default_factory=dict)
     created_at: float = 0.0
     stages_profiled: int = 0
+    target_note: str = ""
+    """Why the served plan differs from the target (e.g. no plan meets it; the closest runs)."""
+    plan_iteration_time: float = 0.0
+    """Expected seconds per iteration of ``plan_name`` (0 without a plan)."""
+    plan_energy: float = 0.0
+    """Expected joules per iteration of one pipeline under ``plan_name``."""
 
     @classmethod
     def from_proto(cls, msg: pb.JobInfo) -> JobInfo:
@@ -193,7 +199,8 @@ class JobInfo:
             plan_name=msg.plan_name, version=msg.version, num_ranks=msg.num_ranks,
             num_profile_reports=msg.num_profile_reports, num_iteration_reports=msg.num_iteration_reports,
             frontier_size=msg.frontier_size, error=msg.error, stragglers=dict(msg.stragglers),
-            created_at=msg.created_at, stages_profiled=msg.stages_profiled,
+            created_at=msg.created_at, stages_profiled=msg.stages_profiled, target_note=msg.target_note,
+            plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
         )
 
 

@@ -9,7 +9,9 @@ under an existing id ALREADY_EXISTS, a request too early for the job's phase FAI
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ import grpc
 
 from perseus.errors import InputError, PerseusError
 from perseus.server.core import SchedulerCore
+from perseus.server.limits import LimitExceeded
 from perseus.server.sweep import ProfilingSettings
 from perseus.server.targets import TargetSpec
 from perseus.server.types import (
@@ -93,6 +96,7 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
         num_ranks=view.num_ranks, num_profile_reports=view.num_profile_reports,
         num_iteration_reports=view.num_iteration_reports, frontier_size=view.frontier_size, error=view.error,
         stragglers=view.stragglers, created_at=view.created_at, stages_profiled=view.stages_profiled,
+        target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
     )
 
 
@@ -131,6 +135,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: dict[str, asyncio.Event] = {}
+        self._watchers: Counter[str] = Counter()
+        """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
         core.add_listener(self._on_change)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -170,6 +176,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except Conflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except LimitExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (NotReady, PerseusError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception:
@@ -219,14 +227,23 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PowerStateSchedule]:
         last: tuple[Any, ...] | None = None
-        while True:
-            # Take the event before reading so a change in between is never missed.
-            event = self._changed.setdefault(request.job_id, asyncio.Event())
-            view = await self._schedule(context, request.job_id, request.rank)
-            if view.key() != last:
-                last = view.key()
-                yield schedule_to_proto(view)
-            await event.wait()
+        job_id = request.job_id
+        self._watchers[job_id] += 1
+        try:
+            while True:
+                # Take the event before reading so a change in between is never missed.
+                event = self._changed.setdefault(job_id, asyncio.Event())
+                view = await self._schedule(context, job_id, request.rank)
+                if view.key() != last:
+                    last = view.key()
+                    yield schedule_to_proto(view)
+                await event.wait()
+        finally:
+            # Unknown or deleted jobs, closed streams: nothing may stay behind per job id.
+            self._watchers[job_id] -= 1
+            if not self._watchers[job_id]:
+                del self._watchers[job_id]
+                self._changed.pop(job_id, None)
 
     async def ReportProfile(
         self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
@@ -246,6 +263,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:
             target, plan_json = target_from_proto(request.target)
+            if request.nearest:
+                target = dataclasses.replace(target, nearest=True)
             return self.core.set_target(request.job_id, target, plan_json)
 
         return pb.SetTargetResponse(job=job_to_proto(await self._call(context, run)))
@@ -269,3 +288,12 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         views = await self._call(context, self.core.list_jobs, list(request.job_ids))
         return pb.ListJobsResponse(jobs=[job_to_proto(v) for v in views])
+
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
+        return pb.DeleteJobResponse(job=job_to_proto(await self._call(context, self.core.delete_job, request.job_id)))
+
+    async def ReprofileJob(
+        self, request: pb.ReprofileJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReprofileJobResponse:
+        view = await self._call(context, self.core.reprofile_job, request.job_id)
+        return pb.ReprofileJobResponse(job=job_to_proto(view))
