@@ -109,3 +109,17 @@ def test_token_without_tls_beyond_loopback(tmp_path: Path, caplog: pytest.LogCap
         pass
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "serving on 0.0.0.0 without TLS (--insecure): anyone who can reach it can read the token"]
+
+
+def test_read_only_postgresql(postgres_url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("DROP DATABASE IF EXISTS standby"))
+        conn.execute(sqlalchemy.text("CREATE DATABASE standby"))
+        conn.execute(sqlalchemy.text("ALTER DATABASE standby SET default_transaction_read_only = on"))
+    engine.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/standby"
+    assert_refused(serve("--db", url), f"--db: database {url} is read-only (a standby?); the server writes every "
+                                       "job and report")
