@@ -76,7 +76,25 @@ def client_address(peer: str) -> str:
     return peer  # unix sockets and others: the whole peer string
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that swaps a method's handler for a wrapped one (subclasses implement :meth:`wrap`)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED
+        return self.wrap(handler, handler_call_details.method or "", handler_call_details.invocation_metadata)
+
+    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
+        """The handler to run for ``method`` instead of ``handler``."""
+        raise NotImplementedError
+
+
+class GuardInterceptor(HandlerInterceptor):
     """Token check, decode guard and stream limits (see the module docstring)."""
 
     def __init__(self, token: str | None, limits: Limits, rejections: RateLimitedLog | None = None) -> None:
@@ -89,17 +107,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     def open_streams(self) -> int:
         return sum(self._streams.values())
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method or ""
+    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
         if self._expected is not None and not method.startswith(OPEN_METHOD_PREFIXES):
-            given = _bearer(handler_call_details.invocation_metadata)
+            given = _bearer(metadata)
             if not hmac.compare_digest(given, self._expected):
                 reason = "missing bearer token" if not given else "wrong bearer token"
                 self._log.warning(f"auth:{method}", f"rejected {method}: {reason}")

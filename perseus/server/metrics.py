@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from perseus.errors import InputError
 from perseus.server import models as m
 from perseus.server.core import SchedulerCore
+from perseus.server.guard import HandlerInterceptor
 from perseus.server.types import JobView
 
 log = logging.getLogger("perseus.server")
@@ -160,21 +161,16 @@ class JobCollector(Collector):
         return energy
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Times every unary RPC into ``perseus_rpc_duration_seconds{method, code}``."""
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler.unary_unary:
+    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
+        if not handler.unary_unary:
             return handler  # streams live for hours: their duration is no latency
-        method = (handler_call_details.method or "").lstrip("/")
+        method = method.lstrip("/")
         behavior = handler.unary_unary
         observe = self._histogram.labels
 
