@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 LIMIT_HELP: dict[str, str] = {
     "max_message_bytes": "largest request or response in bytes",
     "max_jobs": "jobs stored at once",
+    "max_ranks_per_job": "ranks registered per job",
     "max_profile_bytes": "largest profile CSV a client may register, in bytes",
     "max_watch_streams": "open WatchSchedule streams in total",
     "max_watch_streams_per_client": "open WatchSchedule streams from one client address",

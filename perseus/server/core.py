@@ -278,6 +278,9 @@ class SchedulerCore:
             if num_microbatches and num_microbatches != spec.num_microbatches:
                 raise InputError("num_microbatches",
                                  f"rank runs {num_microbatches} but job {job_id!r} has {spec.num_microbatches}")
+            if rank not in job.ranks and len(job.ranks) >= self._limits.max_ranks_per_job:
+                raise LimitExceeded(f"job {job_id!r} has {len(job.ranks)} ranks, the server's limit "
+                                    "(perseus serve --max-ranks-per-job)")
             self._check_supported(job, stage, gpu_name, freqs)
             info = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
             if job.ranks.get(rank) != info:

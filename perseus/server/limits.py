@@ -27,6 +27,8 @@ class Limits:
     """Largest request or response on the wire; gRPC answers RESOURCE_EXHAUSTED above it."""
     max_jobs: int = 10_000
     """Jobs stored at once (``perseus jobs delete`` frees a slot)."""
+    max_ranks_per_job: int = 100_000
+    """Ranks registered per job (each is a row and a schedule to serve)."""
     max_profile_bytes: int = 8 * MIB
     """Largest profile CSV a client may register (a 1024-stage profile with 80 clocks is about 9 MB)."""
     max_watch_streams: int = 20_000
@@ -35,7 +37,8 @@ class Limits:
     """Open WatchSchedule streams from one client address (a host runs a few ranks; 2048 covers NAT)."""
 
     def validate(self) -> None:
-        for name, low in (("max_message_bytes", 64 * 1024), ("max_jobs", 1), ("max_profile_bytes", 1024),
+        for name, low in (("max_message_bytes", 64 * 1024), ("max_jobs", 1), ("max_ranks_per_job", 1),
+                          ("max_profile_bytes", 1024),
                           ("max_watch_streams", 1), ("max_watch_streams_per_client", 1)):
             value = getattr(self, name)
             if value < low:
@@ -50,7 +53,7 @@ class Limits:
     def describe(self) -> str:
         """One line for the start-up log."""
         return (f"messages {_size(self.max_message_bytes)}, profiles {_size(self.max_profile_bytes)}, "
-                f"{self.max_jobs} jobs, {self.max_watch_streams} watch streams "
+                f"{self.max_jobs} jobs of {self.max_ranks_per_job} ranks, {self.max_watch_streams} watch streams "
                 f"({self.max_watch_streams_per_client} per client)")
 
 

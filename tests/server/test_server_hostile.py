@@ -103,7 +103,8 @@ def test_watching_unknown_jobs_leaves_nothing_behind(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 next(iter(stub.WatchSchedule(pb.GetScheduleRequest(job_id=f"{i:05d}" + "x" * 5000), timeout=10)))
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert servicer._changed == {} and not servicer._watchers
+        # The client may see NOT_FOUND just before the server's stream has finished unwinding.
+        _wait(lambda: servicer._changed == {} and not servicer._watchers, "the unknown jobs' watch entries to go")
         # A watched job that is deleted ends its watchers with NOT_FOUND and frees its entry too.
         client.register_job(job_id="gone", num_stages=1, num_microbatches=1, blocking_power=70.0)
         client.register_rank("gone", 0, 0, [1410, 1000])
@@ -128,10 +129,16 @@ def _wait(condition: object, what: str, timeout: float = 10.0) -> None:
 def test_job_and_profile_limits(tmp_path: Path) -> None:
     profile = profile_slice(2, freq_step=3)
     text = profile_csv(profile)
-    limits = Limits(max_jobs=2, max_profile_bytes=len(text) + 10, max_message_bytes=256 * 1024)
+    limits = Limits(max_jobs=2, max_ranks_per_job=2, max_profile_bytes=len(text) + 10, max_message_bytes=256 * 1024)
     with _server(tmp_path, limits, token=None) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
         client.register_job(job_id="a", num_stages=2, num_microbatches=2, profile=text)
         client.register_job(job_id="b", num_stages=1, num_microbatches=1, blocking_power=70.0)
+        for rank in (0, 1, 1):  # re-registering a known rank is fine at the limit
+            client.register_rank("b", rank, 0, [1410])
+        with pytest.raises(PerseusRpcError) as err:
+            client.register_rank("b", 2, 0, [1410])
+        assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.value.details == "job 'b' has 2 ranks, the server's limit (perseus serve --max-ranks-per-job)"
         with pytest.raises(PerseusRpcError) as err:
             client.register_job(job_id="c", num_stages=1, num_microbatches=1, blocking_power=70.0)
         assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
