@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="list the server's jobs; delete or re-profile one",
         description=(
             "list (default): every job on a Perseus server, newest first, with phase, target and plan. "
-            "delete JOB: forget the job with its ranks, plans and reports (its ranks fall back to default "
-            "clocks). reprofile JOB: drop the job's profile and frontier; its ranks sweep the frequencies again "
+            "delete JOB: forget the job with its ranks, plans and reports (its ranks' calls then get "
+            "NOT_FOUND). reprofile JOB: drop the job's profile and frontier; its ranks sweep the frequencies again "
             "and a new frontier is computed."
         ),
     )
