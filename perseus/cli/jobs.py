@@ -1,4 +1,4 @@
-"""``perseus jobs``: list the jobs a Perseus server knows."""
+"""``perseus jobs [list | delete JOB | reprofile JOB]``: list, delete or re-profile a server's jobs."""
 
 from __future__ import annotations
 
@@ -8,16 +8,25 @@ from typing import TYPE_CHECKING
 from perseus.client.cli_args import add_connection_args
 
 if TYPE_CHECKING:
-    from perseus.client.types import JobInfo
+    from perseus.client import JobInfo
+
+ACTIONS = ("list", "delete", "reprofile")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "jobs",
-        help="list the server's jobs with their phase, target and current plan",
-        description="List every job on a Perseus server, newest first.",
+        help="list the server's jobs; delete or re-profile one",
+        description=(
+            "list (default): every job on a Perseus server, newest first, with phase, target and plan. "
+            "delete JOB: forget the job with its ranks, plans and reports (its ranks' calls then get "
+            "NOT_FOUND). reprofile JOB: drop the job's profile and frontier; its ranks sweep the frequencies again "
+            "and a new frontier is computed."
+        ),
     )
     parser.add_argument("--runs", action="store_true", help="also list each job's training runs")
+    parser.add_argument("action", nargs="?", choices=ACTIONS, default="list", help="what to do (default: list)")
+    parser.add_argument("job", nargs="?", metavar="JOB", help="the job to delete or re-profile")
     add_connection_args(parser)
     parser.set_defaults(handler=run)
 
@@ -26,11 +35,34 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from perseus.client.cli_args import client_from_args, table
+    from perseus.client.cli_args import client_from_args
+    from perseus.errors import InputError
 
+    if args.action != "list" and not args.job:
+        raise InputError("JOB", f"perseus jobs {args.action} needs the job id (see: perseus jobs)")
+    if args.action == "list" and args.job:
+        raise InputError("JOB", "perseus jobs lists every job; to act on one: perseus jobs delete|reprofile JOB")
     with client_from_args(args) as client:
-        jobs = client.list_jobs()
+        if args.action == "list":
+            return _list(client.list_jobs(), as_json=args.json, with_runs=args.runs)
+        job = client.delete_job(args.job) if args.action == "delete" else client.reprofile_job(args.job)
     if args.json:
+        print(json.dumps(dataclasses.asdict(job), indent=1))
+    elif args.action == "delete":
+        print(f"{job.job_id}: deleted ({job.num_ranks} ranks, {job.num_profile_reports} profile and "
+              f"{job.num_iteration_reports} iteration reports)")
+    else:
+        print(f"{job.job_id}: re-profiling; its {job.num_ranks} ranks sweep the frequencies again")
+    return 0
+
+
+def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int:
+    import dataclasses
+    import json
+
+    from perseus.client.cli_args import table
+
+    if as_json:
         print(json.dumps([dataclasses.asdict(j) for j in jobs], indent=1))
         return 0
     rows = [
@@ -45,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
                "STRAGGLERS"]
     print(table(headers, rows) if rows else "no jobs")
-    if args.runs:
+    if with_runs:
         print(runs_table(jobs))
     for j in jobs:
         if j.error:
             print(f"{j.job_id}: {j.error}")
+        if j.target_note:
+            print(f"{j.job_id}: note: {j.target_note}")
     return 0
 
 

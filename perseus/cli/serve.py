@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+
+from perseus.server.limits import Limits, flag
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,11 +30,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument(
-        "--insecure", action="store_true", help="allow binding a non-loopback address without --token"
+        "--insecure", action="store_true",
+        help="allow a non-loopback address without --token, or with --token but without TLS (behind a TLS proxy)",
     )
     parser.add_argument("--profile-dir", metavar="DIR", help="also write each assembled profile to DIR/JOB/")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a free port)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)")
+    limits = parser.add_argument_group("limits", "what clients may ask of the server (see README: Security)")
+    for name, help_text in LIMIT_HELP.items():
+        limits.add_argument(flag(name), type=int, default=getattr(Limits(), name), metavar="N",
+                            help=f"{help_text} (default %(default)s)")
     parser.set_defaults(handler=run)
+
+
+#: One flag per :class:`~perseus.server.limits.Limits` field.
+LIMIT_HELP: dict[str, str] = {
+    "max_message_bytes": "largest request or response in bytes",
+    "max_jobs": "jobs stored at once",
+    "max_ranks_per_job": "ranks registered per job",
+    "max_profile_bytes": "largest profile CSV a client may register, in bytes",
+    "max_watch_streams": "open WatchSchedule streams in total",
+    "max_watch_streams_per_client": "open WatchSchedule streams from one client address",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,5 +75,8 @@ def run(args: argparse.Namespace) -> int:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         insecure=args.insecure,
         profile_dir=Path(args.profile_dir) if args.profile_dir else None,
+        limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     return serve(config, announce=lambda line: print(line, file=sys.stdout, flush=True))

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="baseline watts: once for a global limit, once per stage for per-stage limits")
     parser.add_argument("--baseline-slowdown", type=float, default=1.0, metavar="F",
                         help="derived baseline power limits keep iteration time within F x (default 1.0)")
+    parser.add_argument("--nearest", action="store_true",
+                        help="when no plan meets --deadline or --energy-budget, run the closest plan instead of failing")
     add_connection_args(parser)
     parser.set_defaults(handler=run)
 
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.power_limit and not args.baseline:
         raise InputError("--power-limit", "only applies with --baseline")
+    if args.nearest and args.deadline is None and args.energy_budget is None:
+        raise InputError("--nearest", "only applies with --deadline or --energy-budget")
     if args.max_slowdown is not None:
         target = Target.max_slowdown(args.max_slowdown)
     elif args.deadline is not None:
@@ -58,10 +62,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = Target.fastest()
     with client_from_args(args) as client:
-        job = client.set_target(args.job, target)
+        job = client.set_target(args.job, target, nearest=args.nearest)
     if args.json:
         print(json.dumps(dataclasses.asdict(job), indent=1))
+        return 0
+    if job.plan_name:
+        t, e = job.plan_iteration_time, job.plan_energy
+        print(f"{job.job_id}: target {job.target}; serving {job.plan_name}: {t:.4g} s, {e:.4g} J, "
+              f"{e / t:.4g} W average per iteration")
     else:
-        plan = job.plan_name or f"(chosen once the frontier is ready; job is {job.phase})"
-        print(f"{job.job_id}: target {job.target}; serving {plan}")
+        print(f"{job.job_id}: target {job.target}; serving (chosen once the frontier is ready; job is {job.phase})")
+    if job.target_note:
+        print(f"{job.job_id}: note: {job.target_note}")
     return 0

@@ -247,9 +247,18 @@ class PerseusClient:
         reply = self._call(self._stub.ReportIterations, request)
         return ReportAck(reply.version, reply.stored, reply.duplicates)
 
-    def set_target(self, job_id: str, target: Target) -> JobInfo:
-        request = pb.SetTargetRequest(job_id=job_id, target=target.to_proto())
+    def set_target(self, job_id: str, target: Target, *, nearest: bool = False) -> JobInfo:
+        """Choose the job's plan; ``nearest`` runs the closest plan when no plan meets a deadline or budget."""
+        request = pb.SetTargetRequest(job_id=job_id, target=target.to_proto(), nearest=nearest)
         return JobInfo.from_proto(self._call(self._stub.SetTarget, request).job)
+
+    def delete_job(self, job_id: str) -> JobInfo:
+        """Delete a job with its ranks, plans and reports; returns the job as it was."""
+        return JobInfo.from_proto(self._call(self._stub.DeleteJob, pb.DeleteJobRequest(job_id=job_id)).job)
+
+    def reprofile_job(self, job_id: str) -> JobInfo:
+        """Drop the job's profile and frontier and sweep its frequencies again."""
+        return JobInfo.from_proto(self._call(self._stub.ReprofileJob, pb.ReprofileJobRequest(job_id=job_id)).job)
 
     def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobInfo, str]:
         """Pipeline ``pipeline_id`` runs ``factor`` x slower (1.0: recovered); returns (job, others' plan)."""

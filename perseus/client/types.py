@@ -186,6 +186,12 @@ class JobInfo:
     """Training iterations reported, summed over runs (``num_iteration_reports`` counts per rank)."""
     runs: tuple[RunInfo, ...] = ()
     """Training runs (attempts) that reported iterations, oldest first."""
+    target_note: str = ""
+    """Why the served plan differs from the target (e.g. no plan meets it; the closest runs)."""
+    plan_iteration_time: float = 0.0
+    """Expected seconds per iteration of ``plan_name`` (0 without a plan)."""
+    plan_energy: float = 0.0
+    """Expected joules per iteration of one pipeline under ``plan_name``."""
 
     @classmethod
     def from_proto(cls, msg: pb.JobInfo) -> JobInfo:
@@ -200,6 +206,8 @@ class JobInfo:
             created_at=msg.created_at, stages_profiled=msg.stages_profiled, num_iterations=msg.num_iterations,
             runs=tuple(RunInfo(r.run_id, r.num_ranks, r.num_iterations, r.num_reports, r.first_report_at,
                                r.last_report_at) for r in msg.runs),
+            target_note=msg.target_note,
+            plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
         )
 
 

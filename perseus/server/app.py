@@ -1,24 +1,24 @@
 """Building and running the Perseus gRPC server.
 
 One place lists the services (:data:`SERVICERS`): the scheduler, the batch size optimizer when
-:mod:`perseus.bso` is installed, plus standard health checking and server reflection. The
-database is migrated to ``head`` before serving. Security: optional bearer token
-(``authorization: Bearer ...``) and TLS; binding beyond loopback without a token needs ``insecure``.
+:mod:`perseus.bso` is installed, plus standard health checking and server reflection. Before
+serving, :mod:`perseus.server.startup` checks TLS files and the database (migrated to ``head``,
+writable, one scheduler per SQLite file). Every call passes :mod:`perseus.server.guard` (bearer
+token, undecodable bodies, stream limits) before any decoding. Binding beyond loopback needs a
+token, and TLS for it, unless ``insecure``. ``metrics_port`` serves Prometheus metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,16 +28,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from perseus.errors import InputError
 from perseus.server.core import SchedulerCore
-from perseus.server.db import make_engine, session_factory, upgrade
+from perseus.server.db import session_factory
+from perseus.server.guard import GuardInterceptor
+from perseus.server.limits import Limits
+from perseus.server.metrics import Metrics
 from perseus.server.service import SchedulerServicer
+from perseus.server.startup import DatabaseLock, check_tls, open_database, sqlite_file
 from perseus.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger("perseus.server")
 
 DEFAULT_PORT = 7787
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-#: Methods reachable without the token: load balancers and orchestrators probe health unauthenticated.
-OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,18 @@ class ServerConfig:
     insecure: bool = False
     profile_dir: Path | None = None
     """Where assembled profiles are also written (``<dir>/<job_id>/profile.csv``)."""
-    max_message_bytes: int = MAX_MESSAGE_BYTES
+    limits: Limits = field(default_factory=Limits)
     workers: int = 4
+    metrics_port: int | None = None
+    """Serve Prometheus metrics over HTTP on this port (0 picks a free one); None: no metrics."""
+    metrics_host: str = "127.0.0.1"
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InputError("--port", f"must be in [0, 65535], got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InputError("--metrics-port", f"must be in [0, 65535], got {self.metrics_port}")
+        self.limits.validate()
         if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
             raise InputError("--token", "must be non-empty and contain no whitespace")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -71,6 +78,12 @@ class ServerConfig:
                 "--host",
                 f"refusing to serve on non-loopback address {self.host!r} without --token "
                 "(anyone could change GPU clocks); pass --insecure to do it anyway",
+            )
+        if not is_loopback(self.host) and self.token and self.tls_cert is None and not self.insecure:
+            raise InputError(
+                "--host",
+                f"refusing to send the bearer token in clear text on non-loopback address {self.host!r}: give "
+                "--tls-cert and --tls-key, or pass --insecure (e.g. behind a TLS-terminating proxy)",
             )
 
 
@@ -114,56 +127,6 @@ def _mount_batch_size_optimizer(
 SERVICERS: tuple[Mount, ...] = (_mount_scheduler, _mount_batch_size_optimizer)
 
 
-# ------------------------------------------------------------------ auth
-
-
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>`` as UNAUTHENTICATED."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method = handler_call_details.method or ""
-        if method.startswith(OPEN_METHOD_PREFIXES):
-            return await continuation(handler_call_details)
-        got: str | bytes = ""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                got = value
-        given = got.encode() if isinstance(got, str) else got
-        if hmac.compare_digest(given, self._expected):
-            return await continuation(handler_call_details)
-        reason = "missing bearer token" if not given else "wrong bearer token"
-        return _deny(await continuation(handler_call_details), f"authorization: {reason}")
-
-
-def _deny(handler: Any, message: str) -> Any:
-    if handler is None:
-        return None
-
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - makes this an async generator
-
-    codecs = dict(request_deserializer=handler.request_deserializer,
-                  response_serializer=handler.response_serializer)
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming, **codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **codecs)
-    return grpc.stream_stream_rpc_method_handler(streaming, **codecs)
-
-
 # ------------------------------------------------------------------ server
 
 
@@ -179,21 +142,48 @@ class PerseusServer:
         self._health: AsyncHealthServicer | None = None
         self._closers: list[Callable[[], None]] = []
         self._sync_pool: ThreadPoolExecutor | None = None
+        self.metrics: Metrics | None = None
+        self.metrics_port = 0
 
     async def start(self) -> int:
+        """Check, open and serve; returns the bound port. A failed start releases what it took."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> int:
         cfg = self.config
-        engine = make_engine(cfg.db)
-        await asyncio.get_running_loop().run_in_executor(None, upgrade, engine)
-        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir)
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            check_tls(cfg.tls_cert, cfg.tls_key)
+        if not is_loopback(cfg.host) and (not cfg.token or cfg.tls_cert is None):
+            log.warning("serving on %s %s (--insecure): anyone who can reach it can %s", cfg.host,
+                        "without TLS" if cfg.token else "without a token",
+                        "read the token" if cfg.token else "change GPU clocks")
+        database = sqlite_file(cfg.db)
+        if database is not None and database.parent.is_dir():
+            lock = DatabaseLock(database)
+            lock.acquire()
+            self._closers.append(lock.release)
+        engine = await asyncio.get_running_loop().run_in_executor(None, open_database, cfg.db, _redact(cfg.db))
+        self._closers.append(engine.dispose)
+        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir, limits=cfg.limits)
         self._closers.append(core.close)
+        guard = GuardInterceptor(cfg.token, cfg.limits)
+        interceptors: list[grpc.aio.ServerInterceptor] = [guard]
+        if cfg.metrics_port is not None:
+            self.metrics = Metrics(core, session_factory(engine), lambda: guard.open_streams)
+            interceptors.insert(0, self.metrics.interceptor)  # outermost: times refused calls too
+            self._closers.append(self.metrics.close)
         # Synchronous servicers (the batch size optimizer) run in this pool.
         self._sync_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="perseus-sync")
         self._server = server = grpc.aio.server(
             migration_thread_pool=self._sync_pool,
-            interceptors=[BearerTokenInterceptor(cfg.token)] if cfg.token else [],
+            interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", cfg.max_message_bytes),
-                ("grpc.max_send_message_length", cfg.max_message_bytes),
+                ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
             ],
         )
@@ -222,7 +212,10 @@ class PerseusServer:
         if self.port == 0:
             raise InputError("--port", f"cannot bind {address} (in use?)")
         await server.start()
-        log.info("serving %s on %s:%d", ", ".join(names), cfg.host, self.port)
+        if self.metrics is not None and cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.metrics_port)
+        log.info("serving %s on %s:%d; limits: %s", ", ".join(names), cfg.host, self.port, cfg.limits.describe())
         return self.port
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -252,7 +245,8 @@ def run(config: ServerConfig, *, announce: Callable[[str], None] = print) -> int
             loop.add_signal_handler(sig, stop.set)
         port = await server.start()
         scheme = "tls" if config.tls_cert else "plaintext"
-        announce(f"perseus: serving on {config.host}:{port} ({scheme}, db {_redact(config.db)})")
+        metrics = f"; metrics on http://{config.metrics_host}:{server.metrics_port}/metrics" if server.metrics else ""
+        announce(f"perseus: serving on {config.host}:{port} ({scheme}, db {_redact(config.db)}){metrics}")
         await stop.wait()
         await server.stop(grace=2.0)
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from perseus.db import Base
 from perseus.errors import InputError, PerseusError
 from perseus.plan import FrequencyPlan, PlannedInstruction
 from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, parse_profile, save_profile
@@ -35,6 +36,7 @@ from perseus.reports import IterationReport
 from perseus.server import models as m
 from perseus.server import runs
 from perseus.server.db import session_factory
+from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.sweep import (
     Measured,
     ProfilingSettings,
@@ -43,7 +45,7 @@ from perseus.server.sweep import (
     nearest,
     next_frequency,
 )
-from perseus.server.targets import TargetSpec, pace_index, select_index
+from perseus.server.targets import TargetSpec, choose, pace_index
 from perseus.server.types import (
     MAX_FREQUENCY_GAP,
     MAX_TEXT,
@@ -84,6 +86,8 @@ class _Job:
     profile: PipelineProfile | None = None
     compatible: set[tuple[int, tuple[int, ...]]] = field(default_factory=set)
     """(stage, supported clocks) pairs already checked against the job's plans."""
+    target_note: str = ""
+    """Why the served plan differs from the target (e.g. no plan meets it and the closest runs)."""
 
 
 class SchedulerCore:
@@ -95,8 +99,11 @@ class SchedulerCore:
         *,
         pool_factory: Callable[[], Executor] | None = None,
         profile_dir: Path | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._sessions = session_factory(engine)
+        self._limits = limits or Limits()
+        self._frontier_futures: dict[str, Future[list[dict[str, Any]]]] = {}
         self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
         self._pool_factory = pool_factory
@@ -185,6 +192,10 @@ class SchedulerCore:
         spec.validate()
         profiling = profiling or ProfilingSettings()
         target = target or TargetSpec()
+        if len(profile_csv) > self._limits.max_profile_bytes:
+            raise InputError("profile_csv", f"{len(profile_csv) / 1e6:.1f} MB is over the server's limit of "
+                                            f"{self._limits.max_profile_bytes / 1e6:.1f} MB "
+                                            "(perseus serve --max-profile-bytes)")
         profile = self._parse_profile(spec, profile_csv) if profile_csv else None
         user_plan = self._parse_user_plan(spec, target_plan_json) if target.kind == "plan" else None
         with self._lock:
@@ -193,6 +204,9 @@ class SchedulerCore:
                 if existing.spec != spec:
                     raise Conflict(f"job_id: job {spec.job_id!r} already exists with a different specification")
                 return self._view(existing), False
+            if len(self._jobs) >= self._limits.max_jobs:
+                raise LimitExceeded(f"the server holds {len(self._jobs)} jobs, its limit (perseus serve "
+                                    "--max-jobs); delete finished ones with: perseus jobs delete JOB")
             if profile is not None:
                 phase = "optimizing"
             elif user_plan is not None:
@@ -270,6 +284,9 @@ class SchedulerCore:
             if num_microbatches and num_microbatches != spec.num_microbatches:
                 raise InputError("num_microbatches",
                                  f"rank runs {num_microbatches} but job {job_id!r} has {spec.num_microbatches}")
+            if rank not in job.ranks and len(job.ranks) >= self._limits.max_ranks_per_job:
+                raise LimitExceeded(f"job {job_id!r} has {len(job.ranks)} ranks, the server's limit "
+                                    "(perseus serve --max-ranks-per-job)")
             self._check_supported(job, stage, gpu_name, freqs)
             info = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
             if job.ranks.get(rank) != info:
@@ -428,12 +445,15 @@ class SchedulerCore:
             with self._sessions() as s:
                 plan_id = self._resolve(s, job, target, plan_json)
                 job.target, job.plan_id = target, plan_id
+                if not (target.follows_frontier and job.frontier):
+                    job.target_note = ""  # only a frontier pick leaves a note
                 row = s.get_one(m.JobRow, job_id)
                 row.target_json, row.plan_id = target.to_json(), plan_id
                 self._bump(s, job)
                 s.commit()
             self._notify(job)
-            log.info("job %s: target %s", job_id, target.describe())
+            log.info("job %s: target %s%s", job_id, target.describe(),
+                     f" ({job.target_note})" if job.target_note else "")
             return self._view(job)
 
     def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobView, str]:
@@ -462,6 +482,65 @@ class SchedulerCore:
             others = [p for p in range(job.spec.dp_degree) if job.stragglers.get(p, 1.0) <= 1.0]
             plan = self._pipeline_plan(job, others[0]) if others else None
             return self._view(job), plan.name if plan else ""
+
+    # ---------------------------------------------------------------- delete and re-profile
+
+    def delete_job(self, job_id: str) -> JobView:
+        """Forget a job and every row that refers to it; returns the job as it was."""
+        with self._lock:
+            job = self._job(job_id)
+            view = self._view(job)
+            self._cancel_frontier(job_id)
+            with self._sessions() as s:
+                # Every table with a foreign key to the jobs table, children first (covers future tables).
+                for table in reversed(Base.metadata.sorted_tables):
+                    for fk in table.foreign_keys:
+                        if fk.column.table.name == m.JobRow.__tablename__:
+                            s.execute(delete(table).where(fk.parent == job_id))
+                s.execute(delete(m.JobRow).where(m.JobRow.id == job_id))
+                s.commit()
+            del self._jobs[job_id]
+            self._notify(job)  # watchers wake up to NOT_FOUND
+            log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
+                     view.num_iteration_reports)
+            return view
+
+    def reprofile_job(self, job_id: str) -> JobView:
+        """Drop the job's profile, frontier and profiling reports and start its sweep again.
+
+        A user plan chosen as the target is kept (it needs no profile); frontier and baseline
+        plans are dropped and chosen again from the new frontier.
+        """
+        with self._lock:
+            job = self._job(job_id)
+            self._cancel_frontier(job_id)
+            keep = job.plan_id if job.target.kind == "plan" else None
+            if not job.profiling.frequencies and job.ranks:
+                job.profiling = dataclasses.replace(job.profiling, frequencies=job.ranks[min(job.ranks)].frequencies)
+            with self._sessions() as s:
+                s.execute(delete(m.ProfileReportRow).where(m.ProfileReportRow.job_id == job_id))
+                s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id != (keep or -1)))
+                row = s.get_one(m.JobRow, job_id)
+                row.phase, row.profile_csv, row.error, row.plan_id = "profiling", None, "", keep
+                row.profiling_json = job.profiling.to_json()
+                self._bump(s, job)
+                s.commit()
+            job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
+            job.plans = {keep: job.plans[keep]} if keep is not None else {}
+            job.frontier, job.measured, job.num_profile_reports, job.target_note = [], {}, 0, ""
+            job.compatible.clear()
+            self._notify(job)
+            log.info("job %s: re-profiling", job_id)
+            return self._view(job)
+
+    def _cancel_frontier(self, job_id: str) -> None:
+        """Drop the job's pending frontier computation (delete, re-profile): its result will be ignored.
+
+        The hook for the frontier pool: a pool that can stop a running computation stops it here.
+        """
+        future = self._frontier_futures.pop(job_id, None)
+        if future is not None:
+            future.cancel()
 
     # ---------------------------------------------------------------- internals
 
@@ -525,7 +604,8 @@ class SchedulerCore:
             if job.phase == "serving":
                 raise NotReady(f"job {job.spec.job_id!r} has no frontier (it serves a plan without a profile)")
             return None  # chosen when the frontier is ready
-        return job.frontier[select_index([p.plan for p in job.frontier], target)].id
+        index, job.target_note = choose([p.plan for p in job.frontier], target)
+        return job.frontier[index].id
 
     def _store_plan(
         self, s: Any, job: _Job, kind: str, plan: FrequencyPlan, power_limits: tuple[float, ...] | None,
@@ -597,12 +677,14 @@ class SchedulerCore:
         spec = job.spec
         future = self._pool.submit(compute_frontier_plans, job.profile_csv or "", spec.blocking_power,
                                    spec.schedule, spec.num_stages, spec.num_microbatches, spec.num_chunks)
+        self._frontier_futures[spec.job_id] = future
         future.add_done_callback(functools.partial(self._frontier_done, spec.job_id))
 
     def _frontier_done(self, job_id: str, future: Future[list[dict[str, Any]]]) -> None:
         with self._lock:
-            if self._closed or future.cancelled():
-                return
+            if self._closed or future.cancelled() or self._frontier_futures.get(job_id) is not future:
+                return  # the job was deleted or re-profiled meanwhile: this result is stale
+            del self._frontier_futures[job_id]
             job = self._jobs[job_id]
             try:
                 plans = [FrequencyPlan.from_dict(d) for d in future.result()]
@@ -630,6 +712,7 @@ class SchedulerCore:
                     except PerseusError as exc:  # e.g. a baseline that cannot be built: serve the fastest
                         log.warning("job %s: target %s unusable (%s); serving fastest", job_id,
                                     job.target.describe(), exc)
+                        job.target_note = f"target {job.target.describe()} unusable ({exc}); serving fastest"
                         job.target, job.plan_id = TargetSpec(), job.frontier[0].id
                 job.phase = "serving"
                 row = s.get_one(m.JobRow, job_id)
@@ -689,13 +772,16 @@ class SchedulerCore:
             stages_profiled = sum(self._next_frequency(job, st) is None for st in range(job.spec.num_stages))
         else:
             stages_profiled = job.spec.num_stages if job.profile is not None else 0
+        stored = job.plans.get(job.plan_id) if job.plan_id is not None else None
         return JobView(
             spec=job.spec, phase=job.phase, target=job.target,
-            plan_name=job.plans[job.plan_id].name if job.plan_id in job.plans else "",
+            plan_name=stored.name if stored is not None else "",
             version=job.version, num_ranks=len(job.ranks), num_profile_reports=job.num_profile_reports,
             num_iteration_reports=job.num_iteration_reports, frontier_size=len(job.frontier), error=job.error,
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
+            target_note=job.target_note, plan_iteration_time=stored.plan.iteration_time if stored else 0.0,
+            plan_energy=stored.plan.energy if stored else 0.0,
         )
 
 

@@ -9,7 +9,9 @@ under an existing id ALREADY_EXISTS, a request too early for the job's phase FAI
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ import grpc
 from perseus.errors import InputError, PerseusError
 from perseus.reports import IterationReport
 from perseus.server.core import SchedulerCore
+from perseus.server.limits import LimitExceeded
 from perseus.server.sweep import ProfilingSettings
 from perseus.server.targets import TargetSpec
 from perseus.server.types import (
@@ -98,6 +101,7 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
         runs=[pb.RunInfo(run_id=r.run_id, num_ranks=r.num_ranks, num_iterations=r.num_iterations,
                          num_reports=r.num_reports, first_report_at=r.first_report_at,
                          last_report_at=r.last_report_at) for r in view.runs],
+        target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
     )
 
 
@@ -136,6 +140,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: dict[str, asyncio.Event] = {}
+        self._watchers: Counter[str] = Counter()
+        """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
         core.add_listener(self._on_change)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -175,6 +181,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except Conflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except LimitExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (NotReady, PerseusError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception:
@@ -224,14 +232,23 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PowerStateSchedule]:
         last: tuple[Any, ...] | None = None
-        while True:
-            # Take the event before reading so a change in between is never missed.
-            event = self._changed.setdefault(request.job_id, asyncio.Event())
-            view = await self._schedule(context, request.job_id, request.rank)
-            if view.key() != last:
-                last = view.key()
-                yield schedule_to_proto(view)
-            await event.wait()
+        job_id = request.job_id
+        self._watchers[job_id] += 1
+        try:
+            while True:
+                # Take the event before reading so a change in between is never missed.
+                event = self._changed.setdefault(job_id, asyncio.Event())
+                view = await self._schedule(context, job_id, request.rank)
+                if view.key() != last:
+                    last = view.key()
+                    yield schedule_to_proto(view)
+                await event.wait()
+        finally:
+            # Unknown or deleted jobs, closed streams: nothing may stay behind per job id.
+            self._watchers[job_id] -= 1
+            if not self._watchers[job_id]:
+                del self._watchers[job_id]
+                self._changed.pop(job_id, None)
 
     async def ReportProfile(
         self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
@@ -260,6 +277,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:
             target, plan_json = target_from_proto(request.target)
+            if request.nearest:
+                target = dataclasses.replace(target, nearest=True)
             return self.core.set_target(request.job_id, target, plan_json)
 
         return pb.SetTargetResponse(job=job_to_proto(await self._call(context, run)))
@@ -283,3 +302,12 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         views = await self._call(context, self.core.list_jobs, list(request.job_ids))
         return pb.ListJobsResponse(jobs=[job_to_proto(v) for v in views])
+
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext) -> pb.DeleteJobResponse:
+        return pb.DeleteJobResponse(job=job_to_proto(await self._call(context, self.core.delete_job, request.job_id)))
+
+    async def ReprofileJob(
+        self, request: pb.ReprofileJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReprofileJobResponse:
+        view = await self._call(context, self.core.reprofile_job, request.job_id)
+        return pb.ReprofileJobResponse(job=job_to_proto(view))

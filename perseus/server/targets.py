@@ -39,6 +39,8 @@ class TargetSpec:
     value: float = 0.0
     baseline: str = ""
     power_limits: tuple[float, ...] = ()
+    nearest: bool = False
+    """A deadline or energy budget no plan meets runs the closest plan instead of being refused."""
     plan_json: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +87,8 @@ class TargetSpec:
             data["baseline"] = self.baseline
         if self.power_limits:
             data["power_limits"] = list(self.power_limits)
+        if self.nearest:
+            data["nearest"] = True
         return json.dumps(data)
 
     @classmethod
@@ -95,6 +99,7 @@ class TargetSpec:
             value=float(data.get("value", 0.0)),
             baseline=data.get("baseline", ""),
             power_limits=tuple(float(w) for w in data.get("power_limits", ())),
+            nearest=bool(data.get("nearest", False)),
         )
 
 
@@ -108,18 +113,41 @@ def pace_index(plans: Sequence[TimedPlan], time_limit: float) -> int:
 
 
 def select_index(plans: Sequence[TimedPlan], target: TargetSpec) -> int:
-    """The frontier index a frontier-kind target picks."""
+    """The frontier index a frontier-kind target picks (see :func:`choose` for the reasons)."""
+    return choose(plans, target)[0]
+
+
+def choose(plans: Sequence[TimedPlan], target: TargetSpec) -> tuple[int, str]:
+    """(frontier index, note) for a frontier-kind target.
+
+    A deadline below the fastest plan's time or an energy budget below the least-energy plan's
+    energy is met by no plan: it raises :class:`InputError` saying what the frontier can do, or
+    with ``target.nearest`` picks the closest plan and says so in the note (empty otherwise).
+    """
     if not plans:
         raise ValueError("empty frontier")
     if target.kind == "fastest":
-        return 0
+        return 0, ""
     if target.kind == "max_slowdown":
-        return pace_index(plans, plans[0].iteration_time * target.value)
+        return pace_index(plans, plans[0].iteration_time * target.value), ""
     if target.kind == "deadline":
-        return pace_index(plans, target.value)
+        fastest = plans[0]
+        if target.value < fastest.iteration_time * (1 - 1e-12):
+            return _unreachable(target, 0, f"the fastest plan takes {fastest.iteration_time:.4g} s per iteration")
+        return pace_index(plans, target.value), ""
     if target.kind == "energy_budget":
         for i, plan in enumerate(plans):
             if plan.energy <= target.value * (1 + 1e-12):
-                return i
-        return len(plans) - 1
+                return i, ""
+        least = plans[-1]
+        return _unreachable(target, len(plans) - 1, f"the least-energy plan uses {least.energy:.4g} J per iteration")
     raise ValueError(f"target {target.kind!r} does not select from the frontier")
+
+
+def _unreachable(target: TargetSpec, nearest: int, limit: str) -> tuple[int, str]:
+    unit = "s" if target.kind == "deadline" else "J"
+    what = f"{target.kind.replace('_', ' ')} {target.value:g} {unit}"
+    if not target.nearest:
+        raise InputError(f"target.{target.kind}", f"no plan meets the {what}: {limit} "
+                                                  "(perseus target --nearest runs the closest plan instead)")
+    return nearest, f"no plan meets the {what} ({limit}); running the closest plan"

@@ -16,7 +16,8 @@ from perseus.pipeline.schedules import stage_orders
 from perseus.plan import SCHEDULES, FrequencyPlan, PlannedInstruction
 from perseus.server.targets import TargetSpec
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Matched with fullmatch: ``$`` would also accept a trailing newline."""
 MAX_TEXT = 256
 #: A plan frequency further than this from every frequency a GPU supports is rejected.
 MAX_FREQUENCY_GAP = 100
@@ -50,7 +51,7 @@ class JobSpec:
     blocking_power: float = 0.0
 
     def validate(self) -> None:
-        if not JOB_ID_RE.match(self.job_id):
+        if not JOB_ID_RE.fullmatch(self.job_id):
             raise InputError("job_id", "must be 1-64 characters of letters, digits, '.', '_' or '-'")
         for name in ("model", "partition"):
             if len(getattr(self, name)) > MAX_TEXT:
@@ -134,6 +135,9 @@ class JobView:
     stages_profiled: int
     runs: tuple[RunView, ...] = ()
     """Training runs that reported iterations, oldest first."""
+    target_note: str = ""
+    plan_iteration_time: float = 0.0
+    plan_energy: float = 0.0
 
     @property
     def num_iterations(self) -> int:

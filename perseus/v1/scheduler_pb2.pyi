@@ -173,7 +173,7 @@ class PowerStateSchedule(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., stage: _Optional[int] = ..., pipeline_id: _Optional[int] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., mode: _Optional[_Union[ScheduleMode, str]] = ..., plan_name: _Optional[str] = ..., plan_id: _Optional[int] = ..., version: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[PlannedInstruction, _Mapping]]] = ..., power_limit: _Optional[float] = ..., profiling: _Optional[_Union[ProfilingStep, _Mapping]] = ..., expected_iteration_time: _Optional[float] = ..., expected_energy: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs")
+    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy")
     class StragglersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,9 @@ class JobInfo(_message.Message):
     STAGES_PROFILED_FIELD_NUMBER: _ClassVar[int]
     NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NOTE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ITERATION_TIME_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ENERGY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model: str
     partition: str
@@ -229,7 +232,10 @@ class JobInfo(_message.Message):
     stages_profiled: int
     num_iterations: int
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
-    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+    target_note: str
+    plan_iteration_time: float
+    plan_energy: float
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at")
@@ -380,12 +386,14 @@ class ReportIterationResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class SetTargetRequest(_message.Message):
-    __slots__ = ("job_id", "target")
+    __slots__ = ("job_id", "target", "nearest")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     target: Target
-    def __init__(self, job_id: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+    nearest: bool
+    def __init__(self, job_id: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., nearest: _Optional[bool] = ...) -> None: ...
 
 class SetTargetResponse(_message.Message):
     __slots__ = ("job",)
@@ -456,3 +464,27 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class ReprofileJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ReprofileJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...

@@ -91,6 +91,16 @@ class SchedulerStub:
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/perseus.v1.Scheduler/DeleteJob',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
+        self.ReprofileJob = channel.unary_unary(
+                '/perseus.v1.Scheduler/ReprofileJob',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -176,6 +186,20 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Forget a job: its ranks, plans and reports; its watchers get NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReprofileJob(self, request, context):
+        """Drop a job's profile, frontier and profiling reports and sweep its frequencies again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +257,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ListJobsRequest.FromString,
                     response_serializer=perseus_dot_v1_dot_scheduler__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.DeleteJobRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'ReprofileJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReprofileJob,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +568,60 @@ class Scheduler:
             '/perseus.v1.Scheduler/ListJobs',
             perseus_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
             perseus_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/DeleteJob',
+            perseus_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReprofileJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/ReprofileJob',
+            perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

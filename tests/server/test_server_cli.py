@@ -55,12 +55,12 @@ def test_cli_end_to_end(running: ServerProcess, tmp_path: Path) -> None:
     slow = perseus("target", "cli-job", "--max-slowdown", "1.05", *server, token="tok")
     assert slow.returncode == 0 and slow.stdout.startswith("cli-job: target max-slowdown 1.05; serving p")
     plan = perseus("target", "cli-job", "--plan", str(tmp_path / "p001.json"), *server, token="tok")
-    assert plan.stdout.strip() == "cli-job: target plan; serving p001"
+    assert plan.stdout.startswith("cli-job: target plan; serving p001: ")
     base = perseus("target", "cli-job", "--baseline", "global-power-limit", "--power-limit", "250", *server,
                    token="tok")
-    assert base.stdout.strip() == "cli-job: target baseline global-power-limit 250 W; serving baseline:global-power-limit"
+    assert base.stdout.startswith("cli-job: target baseline global-power-limit 250 W; serving baseline:global-power-limit: ")
     back = perseus("target", "cli-job", "--fastest", *server, token="tok")
-    assert back.stdout.strip() == "cli-job: target fastest; serving p000"
+    assert back.stdout.startswith("cli-job: target fastest; serving p000: ")
 
 
 def test_cli_errors_are_one_line(running: ServerProcess) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from perseus.errors import InputError
 from perseus.server.sweep import ProfilingSettings, nearest, next_frequency
-from perseus.server.targets import TargetSpec, pace_index, select_index
+from perseus.server.targets import TargetSpec, choose, pace_index, select_index
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,27 @@ def test_target_selection() -> None:
     assert select_index(FRONTIER, TargetSpec()) == 0
     assert select_index(FRONTIER, TargetSpec("max_slowdown", 1.15)) == 1
     assert select_index(FRONTIER, TargetSpec("max_slowdown", 1.2)) == 2  # boundary is inclusive
-    assert select_index(FRONTIER, TargetSpec("deadline", 0.5)) == 0
+    assert select_index(FRONTIER, TargetSpec("deadline", 1.0)) == 0  # boundary is inclusive
     assert select_index(FRONTIER, TargetSpec("deadline", 9.0)) == 3
     assert select_index(FRONTIER, TargetSpec("energy_budget", 86.0)) == 2
-    assert select_index(FRONTIER, TargetSpec("energy_budget", 1.0)) == 3
+    assert select_index(FRONTIER, TargetSpec("energy_budget", 80.0)) == 3
     assert pace_index(FRONTIER, 1.49) == 2
+
+
+def test_impossible_targets_are_refused_or_clamped_with_a_note() -> None:
+    with pytest.raises(InputError, match=r"target\.deadline: no plan meets the deadline 0\.5 s: the fastest plan "
+                                         r"takes 1 s per iteration \(perseus target --nearest"):
+        select_index(FRONTIER, TargetSpec("deadline", 0.5))
+    with pytest.raises(InputError, match=r"target\.energy_budget: no plan meets the energy budget 1 J: the "
+                                         r"least-energy plan uses 80 J per iteration"):
+        select_index(FRONTIER, TargetSpec("energy_budget", 1.0))
+    assert choose(FRONTIER, TargetSpec("deadline", 0.5, nearest=True)) == (
+        0, "no plan meets the deadline 0.5 s (the fastest plan takes 1 s per iteration); running the closest plan")
+    assert choose(FRONTIER, TargetSpec("energy_budget", 1.0, nearest=True)) == (
+        3, "no plan meets the energy budget 1 J (the least-energy plan uses 80 J per iteration); running the "
+           "closest plan")
+    assert choose(FRONTIER, TargetSpec("deadline", 1.3, nearest=True)) == (2, "")  # reachable: no note
+    assert TargetSpec.from_json(TargetSpec("deadline", 0.5, nearest=True).to_json()).nearest
 
 
 @pytest.mark.parametrize(

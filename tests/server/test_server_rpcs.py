@@ -80,8 +80,13 @@ def test_frontier_matches_solver_and_fastest_is_default(served) -> None:
 def test_each_frontier_target_selects_the_right_plan(served, make_target) -> None:
     _, client, frontier, _ = served
     target, expected = make_target(frontier)
-    job = client.set_target(JOB, target)
+    # nearest: the infeasible ones run the closest plan and say so (without it they are refused, see
+    # test_server_admin.py); a feasible target leaves no note.
+    job = client.set_target(JOB, target, nearest=True)
     assert job.target == target and job.plan_name == expected.name
+    infeasible = ((target.kind == "deadline" and target.value < frontier.fastest.iteration_time)
+                  or (target.kind == "energy_budget" and target.value < frontier.min_energy.energy))
+    assert job.target_note.startswith("no plan meets") == infeasible
     _expect_plan(client, expected)
     client.set_target(JOB, Target.fastest())
 

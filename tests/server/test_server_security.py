@@ -73,7 +73,13 @@ def test_non_loopback_needs_a_token_or_insecure(tmp_path: Path) -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
     with pytest.raises(InputError, match=r"--host: refusing to serve on non-loopback address '0\.0\.0\.0'"):
         ServerConfig(host="0.0.0.0", port=0).validate()
-    ServerConfig(host="0.0.0.0", port=0, token=TOKEN).validate()
+    # A token in clear text beyond loopback is refused too: it needs TLS, or --insecure behind a TLS proxy.
+    with pytest.raises(InputError, match=r"--host: refusing to send the bearer token in clear text on non-loopback"):
+        ServerConfig(host="0.0.0.0", port=0, token=TOKEN).validate()
+    pem = tmp_path / "exists.pem"
+    pem.write_text("checked at start-up, not here")
+    ServerConfig(host="0.0.0.0", port=0, token=TOKEN, tls_cert=pem, tls_key=pem).validate()
+    ServerConfig(host="0.0.0.0", port=0, token=TOKEN, insecure=True).validate()
     ServerConfig(host="0.0.0.0", port=0, insecure=True).validate()
     with pytest.raises(InputError, match="--tls-cert"):
         ServerConfig(tls_cert=tmp_path / "c.pem").validate()
