@@ -43,7 +43,8 @@ class TrainFailError(PerseusError):
 
 
 class _Window(Protocol):
-    time: float
+    @property
+    def time(self) -> float: ...
 
     @property
     def total_energy(self) -> float: ...

@@ -81,7 +81,12 @@ class EnergyMonitor:
         energy = {g.index: g.energy() for g in self.gpus}
         self._open[name] = _Open(time.time(), self._clock(), energy)
 
-    def end_window(self, name: str, sync: bool = True) -> Window:
+    def end_window(self, name: str, sync: bool = True, *, cancel: bool = False) -> Window:
+        """Close ``name`` and return its time and energy.
+
+        ``cancel=True`` discards the window (an interrupted measurement): it is neither
+        measured nor logged, and the returned window is empty (zero time and energy).
+        """
         try:
             opened = self._open.pop(name)
         except KeyError:
@@ -90,6 +95,8 @@ class EnergyMonitor:
             ) from None
         if sync:
             self._synchronize()
+        if cancel:
+            return Window(name, 0.0, {g.index: 0.0 for g in self.gpus}, opened.start_unix)
         end = self._clock()
         energy = {g.index: g.energy() - opened.energy[g.index] for g in self.gpus}
         window = Window(name, end - opened.start, energy, opened.start_unix)

@@ -63,9 +63,10 @@ class WindowMonitor(Protocol):
 
 @dataclass
 class Ready:
-    """Waiting for the next step to start profiling ``next_power_limit``."""
+    """Waiting for the next step to start profiling ``next_power_limit``, after ``wait`` more steps."""
 
     next_power_limit: float
+    wait: int = 0
 
 
 @dataclass
@@ -118,6 +119,8 @@ class GlobalPowerLimitOptimizer:
         pl_step: watts between consecutive profiled power limits (> 0, at most the GPU's range).
         profile_path: JSON file the measurements are saved to and reused from; None keeps
             them in memory only.
+        wait_steps: steps at the start of training left alone before the first warmup (>= 0),
+            e.g. when the first iterations autotune kernels and are unlike the rest.
         gpus: the GPUs whose power limit is set; default ``monitor.gpus``.
     """
 
@@ -130,9 +133,11 @@ class GlobalPowerLimitOptimizer:
         pl_step: float = 25.0,
         profile_path: str | Path | None = None,
         *,
+        wait_steps: int = 0,
         gpus: Sequence[GPU] | None = None,
     ) -> None:
         name = type(self).__name__
+        _check_int(f"{name}.wait_steps", wait_steps, minimum=0)
         _check_int(f"{name}.warmup_steps", warmup_steps, minimum=0)
         _check_int(f"{name}.profile_steps", profile_steps, minimum=1)
         if (
@@ -186,7 +191,7 @@ class GlobalPowerLimitOptimizer:
         self.measurements: list[PowerLimitMeasurement] = []
         self.current_power_limit: float | None = None
 
-        self.state: State = Ready(self.power_limits[0])
+        self.state: State = Ready(self.power_limits[0], wait=int(wait_steps))
         if not self.can_control:
             logger.warning(
                 "power limits cannot be changed on this machine; training runs at the current limit"
@@ -196,7 +201,7 @@ class GlobalPowerLimitOptimizer:
             saved = load_saved_profile(self.profile_path)
             if measurements_match(saved.measurements, self.power_limits):
                 self.measurements = list(saved.measurements)
-                optimal = self.selector.select(self.measurements, saved.num_gpus)
+                optimal = self.selector.select(self.measurements, saved.num_gpus or self.num_gpus)
                 logger.info(
                     "loaded power-limit profile %s; optimal power limit %g W", self.profile_path, optimal
                 )
@@ -218,7 +223,9 @@ class GlobalPowerLimitOptimizer:
     def on_step_begin(self) -> None:
         """Start profiling the next power limit when ready."""
         state = self.state
-        if isinstance(state, Ready):
+        if isinstance(state, Ready) and state.wait > 0:
+            state.wait -= 1
+        elif isinstance(state, Ready):
             self._start(state.next_power_limit)
         elif isinstance(state, Done):
             self._apply(state.optimal_power_limit)

@@ -7,7 +7,9 @@ A JSON file so a person can read it::
      "measurements": [{"power_limit": 300.0, "time": 9.2, "energy": 2053.7}, ...]}
 
 It keeps the raw measurements rather than the chosen limit, so a later run may use
-another selector on the same profile.
+another selector on the same profile. Zeus's profile files (``{"measurements": [...]}``
+with no ``version``) are read too, so a job moving from Zeus keeps its profile; Perseus's
+files carry the same ``measurements`` list, so Zeus reads them back.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class SavedProfile:
     """Aggregated measurements of one profiling run and the settings that produced them."""
 
     measurements: tuple[PowerLimitMeasurement, ...]
-    num_gpus: int
+    num_gpus: int | None
+    """GPUs whose energy the measurements add up; None when the file does not say (Zeus's)."""
     power_limit_range: tuple[float, float] = (0.0, 0.0)
     pl_step: float = 0.0
     warmup_steps: int = 0
@@ -80,15 +83,14 @@ def load_saved_profile(path: str | Path) -> SavedProfile:
         raise InputError(source, f"not valid JSON: {e.msg}", line=e.lineno) from None
     if not isinstance(data, dict):
         raise InputError(source, "expected a JSON object with 'measurements' and 'num_gpus'")
+    if "version" not in data and set(data) == {"measurements"}:
+        return _zeus_profile(data["measurements"], source)
     if data.get("version") != FORMAT_VERSION:
         raise InputError(source, f"unsupported version {data.get('version')!r}; expected {FORMAT_VERSION}")
     num_gpus = data.get("num_gpus")
     if not isinstance(num_gpus, int) or isinstance(num_gpus, bool) or num_gpus < 1:
         raise InputError(source, f"'num_gpus' must be a positive integer, got {num_gpus!r}")
-    rows = data.get("measurements")
-    if not isinstance(rows, list) or not rows:
-        raise InputError(source, "'measurements' must be a non-empty list")
-    measurements = tuple(_measurement(row, i, source) for i, row in enumerate(rows))
+    measurements = _measurements(data.get("measurements"), source)
     pl_range = data.get("power_limit_range", [0.0, 0.0])
     if not (isinstance(pl_range, list) and len(pl_range) == 2 and all(_is_number(v) for v in pl_range)):
         raise InputError(source, f"'power_limit_range' must be [min_watts, max_watts], got {pl_range!r}")
@@ -104,6 +106,19 @@ def load_saved_profile(path: str | Path) -> SavedProfile:
         warmup_steps=int(settings["warmup_steps"]),
         profile_steps=int(settings["profile_steps"]),
     )
+
+
+def _zeus_profile(rows: object, source: str) -> SavedProfile:
+    """A Zeus profile file: measurements only; the settings that produced them are not recorded."""
+    measurements = _measurements(rows, source)
+    limits = sorted({m.power_limit for m in measurements}, reverse=True)
+    return SavedProfile(measurements=measurements, num_gpus=None, power_limit_range=(limits[-1], limits[0]))
+
+
+def _measurements(rows: object, source: str) -> tuple[PowerLimitMeasurement, ...]:
+    if not isinstance(rows, list) or not rows:
+        raise InputError(source, "'measurements' must be a non-empty list")
+    return tuple(_measurement(row, i, source) for i, row in enumerate(rows))
 
 
 def _is_number(value: object) -> bool:
