@@ -164,6 +164,8 @@ class SchedulerCore:
             ):
                 self._jobs[job_id].num_iteration_reports = count
         for job in self._jobs.values():
+            if job.target.nearest and job.frontier:  # the note is derived, not stored
+                _, job.target_note = choose([p.plan for p in job.frontier], job.target)
             if job.phase == "optimizing":
                 log.info("job %s: resuming frontier computation", job.spec.job_id)
                 self._submit_frontier(job)
