@@ -170,6 +170,8 @@ class SchedulerCore:
             for job_id, job_runs in runs.load(s).items():
                 self._jobs[job_id].runs = dict(sorted(job_runs.items(), key=lambda kv: kv[1].first_report_at))
         for job in self._jobs.values():
+            if job.target.nearest and job.frontier:  # the note is derived, not stored
+                _, job.target_note = choose([p.plan for p in job.frontier], job.target)
             if job.phase == "optimizing":
                 log.info("job %s: resuming frontier computation", job.spec.job_id)
                 self._submit_frontier(job)

@@ -72,6 +72,9 @@ class DatabaseLock:
             raise InputError("--db", f"{self.path.with_suffix('')} is in use by another perseus server (pid "
                                      f"{holder}, holding {self.path}); one SQLite file serves one scheduler, use "
                                      "PostgreSQL for replicas") from None
+        except OSError as exc:  # e.g. a network file system without locks
+            handle.close()
+            raise InputError("--db", f"cannot lock {self.path}: {exc.strerror}") from None
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()

@@ -63,13 +63,17 @@ def test_impossible_targets_are_refused_or_clamped(server: ServerThread, client:
                       f"{fastest.iteration_time:.4g} s per iteration); running the closest plan")
     code, out, _ = perseus(capsys, server, "target", serving, "--energy-budget", "1", "--nearest")
     assert code == 0 and out[0].startswith(f"j: target energy-budget 1; serving {frugal.name}: ")
-    assert client.get_job(serving).target_note.startswith("no plan meets the energy budget 1 J")
-    # A reachable target clears the note; the RPC refuses the same way without the CLI.
-    assert client.set_target(serving, Target.fastest()).target_note == ""
-    with pytest.raises(PerseusRpcError) as exc:
-        client.set_target(serving, Target.deadline(fastest.iteration_time * 0.99))
-    assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _, err = perseus(capsys, server, "target", serving, "--fastest", "--nearest")
+    note = client.get_job(serving).target_note
+    assert note.startswith("no plan meets the energy budget 1 J")
+    server.stop()  # the note survives a restart
+    with ServerThread(server.server.config) as again, PerseusClient(f"127.0.0.1:{again.port}") as fresh:
+        assert fresh.get_job(serving).target_note == note
+        # A reachable target clears the note; the RPC refuses the same way without the CLI.
+        assert fresh.set_target(serving, Target.fastest()).target_note == ""
+        with pytest.raises(PerseusRpcError) as exc:
+            fresh.set_target(serving, Target.deadline(fastest.iteration_time * 0.99))
+        assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        code, _, err = perseus(capsys, again, "target", serving, "--fastest", "--nearest")
     assert code == 2 and err == ["perseus: error: --nearest: only applies with --deadline or --energy-budget"]
 
 

@@ -51,10 +51,15 @@ def test_undecodable_bodies_get_invalid_argument_and_one_log_line(tmp_path: Path
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert err.value.details() == (f"/perseus.v1.Scheduler/{method}: the request body is not a valid "
                                                "protobuf message")
+        # The batch size optimizer's handlers are synchronous (they run in a thread pool): same answer.
+        bso = channel.unary_unary("/perseus.v1.BatchSizeOptimizer/GetJob")
+        with pytest.raises(grpc.RpcError) as err:
+            bso(GARBAGE, metadata=AUTH, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # The server still works, and decoded nothing into a job.
         assert pb.ListJobsResponse.FromString(_raw(channel, "ListJobs")(b"", metadata=AUTH, timeout=10)).jobs == []
     decode_lines = [r for r in caplog.records if "request body is not a valid protobuf message" in r.getMessage()]
-    assert len(decode_lines) == 2  # one per method within the minute, not one per call
+    assert len(decode_lines) == 3  # one per method within the minute, not one per call
     assert all(r.levelno == logging.WARNING for r in decode_lines)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]  # no traceback
 
