@@ -37,14 +37,14 @@ def solve(toy: ToyProfile, schedule: str, stages: int, microbatches: int, chunks
 # optimum at its iteration time. Bounds = measurement + about 15% of it (at least 0.5 points on the
 # worst, 0.1 on the mean), room for harmless changes in tie-breaking, none for a real regression.
 BRUTE_FORCE_CASES = [
-    ("1f1b", 2, 2, 1, 3, 0.085, 0.006),  # measured 7.69% / 0.43%
-    ("1f1b", 2, 3, 1, 2, 0.050, 0.004),  # measured 4.14% / 0.28%
-    ("1f1b", 3, 2, 1, 2, 0.050, 0.003),  # measured 4.53% / 0.17%
-    ("1f1b", 2, 2, 1, 4, 0.110, 0.012),  # measured 9.63% / 0.93%; without reclaim 15.4% / 1.32%
-    ("gpipe", 2, 2, 1, 3, 0.075, 0.008),  # measured 6.40% / 0.58%; without reclaim 8.5%
-    ("gpipe", 2, 3, 1, 2, 0.035, 0.0025),  # measured 2.75% / 0.15%; without reclaim 5.9% / 0.30%
-    ("gpipe", 3, 2, 1, 2, 0.050, 0.005),  # measured 4.41% / 0.37%
-    ("interleaved-1f1b", 2, 2, 2, 2, 0.050, 0.003),  # measured 3.99% / 0.22%
+    pytest.param("1f1b", 2, 2, 1, 3, 0.085, 0.006, id="1f1b-2x2x1-3clk"),  # measured 7.69% / 0.43%
+    pytest.param("1f1b", 2, 3, 1, 2, 0.050, 0.004, id="1f1b-2x3x1-2clk"),  # measured 4.14% / 0.28%
+    pytest.param("1f1b", 3, 2, 1, 2, 0.050, 0.003, id="1f1b-3x2x1-2clk"),  # measured 4.53% / 0.17%
+    pytest.param("1f1b", 2, 2, 1, 4, 0.110, 0.012, id="1f1b-2x2x1-4clk"),  # measured 9.63% / 0.93%; without reclaim 15.4% / 1.32%
+    pytest.param("gpipe", 2, 2, 1, 3, 0.075, 0.008, id="gpipe-2x2x1-3clk"),  # measured 6.40% / 0.58%; without reclaim 8.5%
+    pytest.param("gpipe", 2, 3, 1, 2, 0.035, 0.0025, id="gpipe-2x3x1-2clk"),  # measured 2.75% / 0.15%; without reclaim 5.9% / 0.30%
+    pytest.param("gpipe", 3, 2, 1, 2, 0.050, 0.005, id="gpipe-3x2x1-2clk"),  # measured 4.41% / 0.37%
+    pytest.param("interleaved-1f1b", 2, 2, 2, 2, 0.050, 0.003, id="interleaved-2x2x2-2clk"),  # measured 3.99% / 0.22%
 ]
 
 
