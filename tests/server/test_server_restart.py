@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice
+from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice, wait_until
 
 from perseus.client import PerseusClient, Target
 from perseus.profile import parse_profile
@@ -67,8 +67,7 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         reporters = [Reporter(target, "live", rank) for rank in range(3)]
         for r in reporters:
             r.start()
-        while min(len(r.acked) for r in reporters) < 5:
-            pass
+        wait_until(lambda: min(len(r.acked) for r in reporters) >= 5, 60, "every reporter has 5 acknowledged reports")
         # A second job still optimizing when the server dies must finish after the restart.
         client.register_job(job_id="pending", num_stages=2, num_microbatches=2, profile=profile_csv(profile_slice(2)),
                             blocking_power=80.0)
@@ -80,8 +79,13 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
             first.kill9()
     try:
         # Reporters ride through the restart on their own (retries on UNAVAILABLE).
-        while min(len(r.acked) - n for r, n in zip(reporters, acked_at_kill, strict=True)) < 5:
-            assert all(r.error is None for r in reporters), [r.error for r in reporters]
+        def five_more_or_error() -> bool:
+            if any(r.error is not None for r in reporters):
+                return True
+            return min(len(r.acked) - n for r, n in zip(reporters, acked_at_kill, strict=True)) >= 5
+
+        wait_until(five_more_or_error, 120, "every reporter has 5 more acknowledged reports after the restart")
+        assert all(r.error is None for r in reporters), [r.error for r in reporters]
         for r in reporters:
             r.stop.set()
             r.join(timeout=30)
@@ -120,8 +124,9 @@ def test_kill9_mid_sweep_then_restart(tmp_path: Path) -> None:
     ranks = [SimulatedRank(server.target, "sweep", r, r, profile) for r in range(2)]
     for r in ranks:
         r.start()
-    while min(len(r.reported) for r in ranks) < 10:
-        pass
+    wait_until(lambda: min(len(r.reported) for r in ranks) >= 10 or any(r.error for r in ranks), 120,
+               "both ranks have reported 10 sweep measurements")
+    assert all(r.error is None for r in ranks), [r.error for r in ranks]
     server.kill9()
     second = ServerProcess(db, port=server.port)
     try:
