@@ -38,7 +38,7 @@ REPORTS = (
     "tests/server/test_server_restart.py::test_kill9_while_serving_then_restart",
     "tests/server/test_server_db.py",
 )
-SAFETY = ("tests/device/test_device_safety.py",)
+SAFETY = ("tests/device/test_device_safety.py", "tests/power_limit/test_power_limit_restore.py")
 
 
 @dataclass(frozen=True)

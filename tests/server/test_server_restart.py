@@ -89,6 +89,7 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         for r in reporters:
             r.stop.set()
             r.join(timeout=30)
+            assert not r.is_alive(), f"reporter {r.rank} still running 30 s after stop"
             assert r.error is None
         after = {rank: client.get_schedule("live", rank) for rank in range(6)}
         for rank in range(6):  # same plans, ids and version: ranks continue where they were
@@ -107,6 +108,7 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         # The watcher reconnected without a duplicate and sees the next change.
         client.report_straggler("live", 1, 1.0)
         watcher.join(timeout=30)
+        assert not watcher.is_alive(), f"the watcher saw {len(watched)} schedules, not 2, in 30 s"
         assert [w.plan_name for w in watched] == [before[0].plan_name, job.plan_name]
         assert client.wait_for_phase("pending", "serving").frontier_size > 0
     finally:
@@ -132,7 +134,7 @@ def test_kill9_mid_sweep_then_restart(tmp_path: Path) -> None:
     try:
         for r in ranks:
             r.join(timeout=120)
-            assert r.error is None, r.error
+            assert not r.is_alive() and r.error is None, r.error
         job = client.wait_for_phase("sweep", "serving", timeout=120)
         assembled = parse_profile(_profile_of(tmp_path), source="db", blocking_power=profile.blocking_power)
         for key in profile.instructions:
