@@ -127,6 +127,14 @@ MUTANTS = [
         "solver step: the next faster clock, ignoring the convex hull",
     ),
     Mutant(
+        "solver-no-series-ties",
+        "perseus/solver/frontier.py",
+        "    return np.array(sorted(chosen), dtype=np.int64)",
+        "    return cut",
+        CORE,
+        "solver: equally priced series neighbours are no longer sped up with the cut (a speed-up only)",
+    ),
+    Mutant(
         "pareto-keeps-dominated",
         "perseus/profile/pareto.py",
         "if cost < best_cost:",
@@ -149,6 +157,15 @@ MUTANTS = [
         "                    job.stragglers[pipeline_id] = factor\n                self._bump(s, job)",
         REPORTS,
         "server: a straggler report lives only in memory",
+    ),
+    Mutant(
+        "server-target-not-committed",
+        "perseus/server/core.py",
+        "                row.target_json, row.plan_id = target.to_json(), plan_id\n                self._bump(s, job)\n"
+        "                s.commit()",
+        "                row.target_json, row.plan_id = target.to_json(), plan_id\n                self._bump(s, job)",
+        REPORTS,
+        "server: a new target (and the plan it picks) lives only in memory",
     ),
     Mutant(
         "signal-no-restore",
