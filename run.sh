@@ -24,6 +24,24 @@ bootstrap() {
   echo "$want" > "$stamp"
 }
 
+provision_postgres() {
+  # The PostgreSQL tests start a throwaway cluster from Debian's packages: install them before
+  # pytest, never during it. Without them those tests fail under CI and skip elsewhere.
+  if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; then
+    return
+  fi
+  local sudo=()
+  [[ "$(id -u)" -eq 0 ]] || sudo=(sudo -n)
+  if command -v apt-get >/dev/null && { [[ ${#sudo[@]} -eq 0 ]] || sudo -n true 2>/dev/null; }; then
+    echo "run.sh: installing PostgreSQL (Debian packages) for the database tests" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "run.sh: PostgreSQL is not installed and cannot be installed here (needs apt-get as root);" \
+      "its tests will skip (and fail under CI)" >&2
+  fi
+}
+
 usage() {
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
 }
@@ -39,6 +57,7 @@ case "${1:-}" in
   test)
     shift
     bootstrap
+    provision_postgres
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy" perseus merak_integration
     exec "$PY" -m pytest -q "$@"

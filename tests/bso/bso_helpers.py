@@ -9,19 +9,15 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from perseus.bso.service import BatchSizeOptimizerServicer, add_to_server
+from perseus.server.db import make_engine
 
 
 def make_sqlite_engine(path: Path) -> Engine:
-    """The control plane's engine setup when it exists (WAL, busy timeout), else a plain one."""
-    try:
-        from perseus.server.db import make_engine
-    except ImportError:
-        return create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+    """The control plane's engine setup (WAL, busy timeout) on a SQLite file."""
     return make_engine(f"sqlite:///{path}")
 
 

@@ -1,22 +1,15 @@
 """Fixtures: the real Perseus server (SQLite, migrated by Alembic), a plain gRPC server with just the BSO
-servicer on a settable clock (lease tests), and PostgreSQL for the replica tests."""
+servicer on a settable clock (lease tests), and a fresh database on the shared PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from bso_helpers import Clock, free_port, make_sqlite_engine, start_server
+from bso_helpers import Clock, make_sqlite_engine, start_server
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,66 +62,6 @@ def clock_stub(clock_server: str) -> Iterator[bso_pb2_grpc.BatchSizeOptimizerStu
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------
-
-
-def _server_tests_postgres() -> Any:
-    """The control plane's session PostgreSQL fixture (tests/server/conftest.py), if it loads."""
-    path = Path(__file__).resolve().parents[1] / "server" / "conftest.py"
-    try:
-        sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location("perseus_server_tests_conftest", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.postgres_url
-    except Exception:
-        return None
-
-
-def _pg_bin(name: str) -> str | None:
-    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (root / name).exists():
-            return str(root / name)
-    return shutil.which(name)
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """initdb/postgres refuse to run as root: run them as the postgres user."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-@pytest.fixture(scope="session")
-def _own_postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster in a temp dir on a free 127.0.0.1 port (skips if not installed)."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
-    pytest.importorskip("psycopg")
-    base = Path(tempfile.mkdtemp(prefix="perseus-bso-pg-"))
-    data = base / "data"
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]),
-                   check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-_shared = _server_tests_postgres()
-if _shared is not None:
-    postgres_url = _shared  # reuse the control plane's fixture (one definition of how to start PostgreSQL)
-else:
-
-    @pytest.fixture(scope="session")
-    def postgres_url(_own_postgres_url: str) -> str:
-        return _own_postgres_url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def drive(converges: dict[int, bool], costs: dict[int, float], rounds: int = 2) 
     """Run pruning to the end against a fixed outcome per batch size; returns the order and survivors."""
     results: list[R] = []
     order = []
-    while True:
+    for _ in range(10 * len(SIZES) * rounds):  # far more trials than pruning can take
         state = replay_pruning(SIZES, 64, rounds, results)
         if state.done:
             return order, state.survivors
@@ -22,6 +22,7 @@ def drive(converges: dict[int, bool], costs: dict[int, float], rounds: int = 2) 
         assert bs is not None
         order.append(bs)
         results.append(R(bs, costs[bs], converges[bs]))
+    raise AssertionError(f"pruning did not finish after {len(order)} trials: {order}")
 
 
 def test_explores_down_then_up_and_drops_failures() -> None:

@@ -1,4 +1,4 @@
-"""Frontier properties, checked against brute force, the LP bound and the baselines."""
+"""Frontier properties, checked against the LP bound and the baselines (brute force: test_core_oracles)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import evaluate_plan
 from perseus.plan import FrequencyPlan
-from perseus.profile import PipelineProfile, parse_profile
+from perseus.profile import PipelineProfile
 from perseus.solver import compute_frontier
 from perseus.solver.baselines import max_frequency_plan
 from perseus.solver.frontier import GraphCutSolver
@@ -21,57 +21,6 @@ from perseus.solver.lower_bound import LowerBound
 from perseus.solver.mincut import CutNetwork
 
 from .conftest import A100
-
-
-def synthetic_profile(seed: int, stages: int = 2, options: int = 3) -> PipelineProfile:
-    """Random but physically shaped: lower frequency = slower, usually less energy."""
-    rng = np.random.default_rng(seed)
-    lines = ["stage,instruction,frequency,time,energy"]
-    for s in range(stages):
-        for kind, base in (("forward", 1.0), ("backward", 2.0)):
-            t0 = base * rng.uniform(0.6, 1.4)
-            for k in range(options):
-                slow = 1 + k * rng.uniform(0.1, 0.4)
-                power = 300 * rng.uniform(0.9, 1.1) / slow**2
-                lines.append(f"{s},{kind},{1400 - 200 * k},{t0 * slow},{power * t0 * slow}")
-    return parse_profile("\n".join(lines), source=f"synthetic-{seed}", blocking_power=60.0)
-
-
-def brute_force(profile: PipelineProfile, stages: int, microbatches: int) -> list[tuple[float, float]]:
-    dag = PipelineDAG.build("1f1b", stages, microbatches)
-    table = OptionTable.build(profile, dag)
-    counts = table.node_count
-    points = []
-    for combo in itertools.product(*[range(int(c)) for c in counts]):
-        choice = np.array(combo)
-        t = float(dag.finish_times(table.durations(choice)).max())
-        points.append((t, table.iteration_energy(choice, t)))
-    return points
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_matches_brute_force_on_small_pipelines(seed: int) -> None:
-    profile = synthetic_profile(seed)
-    frontier = compute_frontier(profile, "1f1b", 2, 2)
-    everything = brute_force(profile, 2, 2)
-    best_time = min(t for t, _ in everything)
-    assert frontier.fastest.iteration_time == pytest.approx(best_time)
-    assert frontier.min_energy.energy == pytest.approx(min(e for _, e in everything), rel=0.01)
-    gaps = []
-    for plan in frontier.plans:
-        optimum = min(e for t, e in everything if t <= plan.iteration_time + 1e-12)
-        assert optimum <= plan.energy + 1e-9  # nothing beats brute force: the evaluator agrees with it
-        gaps.append(plan.energy / optimum - 1)
-    # The greedy cut sequence is a heuristic for an NP-hard problem: with options 10-40% apart
-    # (far coarser than real 15 MHz steps) it can take a locally expensive cut (seed 0: one
-    # stretch up to 8.5% above optimal, 2.4% on average); seeds 1-3 are exactly optimal.
-    assert max(gaps) <= 0.10
-    assert sum(gaps) / len(gaps) <= 0.03
-
-
-@pytest.fixture(scope="module")
-def a100_frontier(a100_profile: PipelineProfile):  # type: ignore[no-untyped-def]
-    return compute_frontier(a100_profile, "1f1b", 8, 6)
 
 
 def test_frontier_is_monotone_and_exact(a100_profile: PipelineProfile, a100_frontier) -> None:  # type: ignore[no-untyped-def]
@@ -99,11 +48,20 @@ def test_frontier_endpoints(a100_profile: PipelineProfile, a100_frontier) -> Non
 
 
 def test_lower_bound_holds_and_gap_is_small(a100_profile: PipelineProfile, a100_frontier) -> None:  # type: ignore[no-untyped-def]
+    """Every plan within the measured gap of the convex relaxation.
+
+    Measured 2026-11-30 on all 155 plans: 0.041% to 0.150% above the bound, 0.083% on average.
+    Bounds 10% above that: 0.165% worst, 0.09% mean. Without the reclaim pass the gaps are 0.37% /
+    0.24%; with the forward reclaim sweep only, 0.177% / 0.094%.
+    """
     bound = LowerBound(OptionTable.build(a100_profile, PipelineDAG.build("1f1b", 8, 6)))
-    for plan in a100_frontier.plans[::10]:
+    gaps = []
+    for plan in a100_frontier.plans:
         lb = bound.energy_at(plan.iteration_time)
-        assert lb <= plan.energy * (1 + 1e-9)
-        assert plan.energy <= lb * 1.01
+        assert lb <= plan.energy * (1 + 1e-9), plan.name
+        gaps.append(plan.energy / lb - 1)
+    assert max(gaps) <= 0.00165, f"worst gap {max(gaps):.4%}"
+    assert sum(gaps) / len(gaps) <= 0.0009, f"mean gap {sum(gaps) / len(gaps):.4%}"
     assert bound.energy_at(a100_frontier.fastest.iteration_time * 0.9) == float("inf")
 
 

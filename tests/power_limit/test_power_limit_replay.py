@@ -8,6 +8,7 @@ were checked by hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,17 +102,33 @@ def train(plo: GlobalPowerLimitOptimizer, steps_per_epoch: int, epochs: int) -> 
 # ---- tests -------------------------------------------------------------------------------------
 
 
-def test_hand_checked_values() -> None:
-    """Literal expectations worked out by hand from A40_resnet50_gpu0.csv and V100_bert."""
-    log = ReplayLog.read("A40_resnet50_gpu0.csv")
-    # 0.5*E + 0.5*300*T: 200 W -> 2508.75 + 3777.80 = 6286.55, the least (225 W: 6432.2, 175 W: 6624.6).
-    assert expected_zeus(log, 0.5) == 200
-    # 300 W takes 24.01 s; 24.01 * 1.1 = 26.41 s admits 200 W (25.19 s), not 175 W (27.94 s).
-    assert expected_slowdown(log, 1.1) == 200
-    assert expected_energy(log) == 175  # 4867.5 J
-    assert expected_time(log) == 300
-    # 125 W (2400.31 J) beats 150 W (2401.01 J) by less than a joule.
-    assert expected_energy(ReplayLog.read("V100_bert-base-uncased_gpu0.csv")) == 125
+# (log, selector, limit in W) worked out by hand from the CSV rows:
+# A40 ResNet-50, 0.5*E + 0.5*300*T: 200 W -> 2508.75 + 3777.80 = 6286.55, the least (225 W: 6432.2, 175 W: 6624.6).
+# 300 W takes 24.01 s; 24.01 * 1.1 = 26.41 s admits 200 W (25.19 s), not 175 W (27.94 s).
+# Least energy 175 W (4867.5 J); fastest 300 W. V100 BERT: 125 W (2400.31 J) beats 150 W (2401.01 J) by < 1 J.
+HAND_CHECKED: list[tuple[str, OptimumSelector, Callable[[ReplayLog], int], int]] = [
+    ("A40_resnet50_gpu0.csv", ZeusCost(0.5), lambda log: expected_zeus(log, 0.5), 200),
+    ("A40_resnet50_gpu0.csv", MaxSlowdownConstraint(1.1), lambda log: expected_slowdown(log, 1.1), 200),
+    ("A40_resnet50_gpu0.csv", Energy(), expected_energy, 175),
+    ("A40_resnet50_gpu0.csv", Time(), expected_time, 300),
+    ("V100_bert-base-uncased_gpu0.csv", Energy(), expected_energy, 125),
+]
+
+
+@pytest.mark.parametrize(("log_name", "selector", "helper", "watts"), HAND_CHECKED, ids=lambda v: str(v))
+def test_hand_checked_values(
+    log_name: str, selector: OptimumSelector, helper: Callable[[ReplayLog], int], watts: int, tmp_path: Path
+) -> None:
+    """The optimizer, profiling the log for real, picks the hand-computed limit (and so do the helpers)."""
+    log = ReplayLog.read(log_name)
+    monitor = make_monitor(log)
+    plo = GlobalPowerLimitOptimizer(monitor, selector, WARMUP, PROFILE, 25, tmp_path / "pl.json")
+    train(plo, steps_per_epoch=(WARMUP + PROFILE) * len(log.power_limits) + 1, epochs=1)
+    assert isinstance(plo.state, Done)
+    assert plo.optimal_power_limit == watts
+    assert [gpu.limit for gpu in monitor.gpus] == [watts] * log.num_gpus
+    plo.close()
+    assert helper(log) == watts  # the helpers the other tests trust agree with the hand computation
 
 
 @pytest.mark.parametrize("log_name", LOGS)
@@ -191,18 +208,6 @@ def test_saved_profile_reused_with_every_selector(log_name: str, tmp_path: Path)
         assert [g.applied for g in monitor.gpus] == [[float(expected)]] * len(monitor.gpus), selector
         assert monitor.completed == []
         plo.close()
-
-
-def test_pinned_choices_on_a40_resnet50(tmp_path: Path) -> None:
-    log = ReplayLog.read("A40_resnet50_gpu0.csv")
-    path = tmp_path / "pl.json"
-    train(GlobalPowerLimitOptimizer(make_monitor(log), Energy(), 1, 1, 25, path), 18, 1)
-    pinned = {ZeusCost(0.5): 200, MaxSlowdownConstraint(1.1): 200, Energy(): 175, Time(): 300}
-    for selector, watts in pinned.items():
-        assert (
-            GlobalPowerLimitOptimizer(make_monitor(log), selector, 1, 1, 25, path).optimal_power_limit
-            == watts
-        )
 
 
 def test_profile_for_other_limits_is_profiled_again(tmp_path: Path) -> None:

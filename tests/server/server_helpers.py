@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from perseus.client import PerseusClient
@@ -17,6 +18,15 @@ from perseus.profile.io import format_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 A100 = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(poll)
 
 
 def profile_slice(num_stages: int, path: Path = A100, freq_step: int = 1) -> PipelineProfile:
@@ -73,6 +83,8 @@ class SimulatedRank(threading.Thread):
                             break
                         f = ack.next.frequency
                     schedule = client.get_schedule(self.job_id, self.rank)
+                if schedule.phase == "profiling":
+                    raise TimeoutError(f"rank {self.rank}: job {self.job_id} still profiling after 120 s")
         except BaseException as exc:  # surfaced by the test
             self.error = exc
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice
+from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice, wait_until
 
 from perseus.client import PerseusClient, Target
 from perseus.profile import parse_profile
@@ -67,8 +67,7 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         reporters = [Reporter(target, "live", rank) for rank in range(3)]
         for r in reporters:
             r.start()
-        while min(len(r.acked) for r in reporters) < 5:
-            pass
+        wait_until(lambda: min(len(r.acked) for r in reporters) >= 5, 60, "every reporter has 5 acknowledged reports")
         # A second job still optimizing when the server dies must finish after the restart.
         client.register_job(job_id="pending", num_stages=2, num_microbatches=2, profile=profile_csv(profile_slice(2)),
                             blocking_power=80.0)
@@ -80,11 +79,17 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
             first.kill9()
     try:
         # Reporters ride through the restart on their own (retries on UNAVAILABLE).
-        while min(len(r.acked) - n for r, n in zip(reporters, acked_at_kill, strict=True)) < 5:
-            assert all(r.error is None for r in reporters), [r.error for r in reporters]
+        def five_more_or_error() -> bool:
+            if any(r.error is not None for r in reporters):
+                return True
+            return min(len(r.acked) - n for r, n in zip(reporters, acked_at_kill, strict=True)) >= 5
+
+        wait_until(five_more_or_error, 120, "every reporter has 5 more acknowledged reports after the restart")
+        assert all(r.error is None for r in reporters), [r.error for r in reporters]
         for r in reporters:
             r.stop.set()
             r.join(timeout=30)
+            assert not r.is_alive(), f"reporter {r.rank} still running 30 s after stop"
             assert r.error is None
         after = {rank: client.get_schedule("live", rank) for rank in range(6)}
         for rank in range(6):  # same plans, ids and version: ranks continue where they were
@@ -103,6 +108,7 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         # The watcher reconnected without a duplicate and sees the next change.
         client.report_straggler("live", 1, 1.0)
         watcher.join(timeout=30)
+        assert not watcher.is_alive(), f"the watcher saw {len(watched)} schedules, not 2, in 30 s"
         assert [w.plan_name for w in watched] == [before[0].plan_name, job.plan_name]
         assert client.wait_for_phase("pending", "serving").frontier_size > 0
     finally:
@@ -120,14 +126,15 @@ def test_kill9_mid_sweep_then_restart(tmp_path: Path) -> None:
     ranks = [SimulatedRank(server.target, "sweep", r, r, profile) for r in range(2)]
     for r in ranks:
         r.start()
-    while min(len(r.reported) for r in ranks) < 10:
-        pass
+    wait_until(lambda: min(len(r.reported) for r in ranks) >= 10 or any(r.error for r in ranks), 120,
+               "both ranks have reported 10 sweep measurements")
+    assert all(r.error is None for r in ranks), [r.error for r in ranks]
     server.kill9()
     second = ServerProcess(db, port=server.port)
     try:
         for r in ranks:
             r.join(timeout=120)
-            assert r.error is None, r.error
+            assert not r.is_alive() and r.error is None, r.error
         job = client.wait_for_phase("sweep", "serving", timeout=120)
         assembled = parse_profile(_profile_of(tmp_path), source="db", blocking_power=profile.blocking_power)
         for key in profile.instructions:

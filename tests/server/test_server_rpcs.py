@@ -125,6 +125,7 @@ def test_straggler_moves_other_pipelines_and_back(served) -> None:
     assert job.stragglers == {} and others == "p000"
     _expect_plan(client, frontier.fastest)
     thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_straggler_slower_than_target_keeps_target(served) -> None:
