@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from perseus.errors import InputError
 from perseus.server.core import SchedulerCore
 from perseus.server.db import make_engine, session_factory, upgrade
+from perseus.server.pool import PoolLimits
 from perseus.server.service import SchedulerServicer
 from perseus.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -55,8 +56,11 @@ class ServerConfig:
     """Where assembled profiles are also written (``<dir>/<job_id>/profile.csv``)."""
     max_message_bytes: int = MAX_MESSAGE_BYTES
     workers: int = 4
+    frontier: PoolLimits = field(default_factory=PoolLimits)
+    """Frontier processes at once, and each one's time and memory limits."""
 
     def validate(self) -> None:
+        self.frontier.validate()
         if not 0 <= self.port <= 65535:
             raise InputError("--port", f"must be in [0, 65535], got {self.port}")
         if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
@@ -184,7 +188,7 @@ class PerseusServer:
         cfg = self.config
         engine = make_engine(cfg.db)
         await asyncio.get_running_loop().run_in_executor(None, upgrade, engine)
-        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir)
+        self.core = core = SchedulerCore(engine, limits=cfg.frontier, profile_dir=cfg.profile_dir)
         self._closers.append(core.close)
         # Synchronous servicers (the batch size optimizer) run in this pool.
         self._sync_pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="perseus-sync")

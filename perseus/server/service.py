@@ -152,10 +152,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
     async def _schedule(self, context: grpc.aio.ServicerContext, job_id: str, rank: int) -> ScheduleView:
         """Schedules are read from memory: answer on the loop unless a writer holds the lock."""
-        try:
-            view = self.core.try_schedule_for(job_id, rank)
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        view = self.core.try_schedule_for(job_id, rank)
         if view is not None:
             return view
         return await self._call(context, self.core.schedule_for, job_id, rank)

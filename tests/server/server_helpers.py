@@ -77,6 +77,21 @@ class SimulatedRank(threading.Thread):
             self.error = exc
 
 
+def solver_processes(parent: int | None = None) -> list[int]:
+    """Pids of live frontier children (``python -m perseus.server.optimize``), of ``parent`` or of anyone."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or it just exited
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if b"perseus.server.optimize" in cmdline and state != "Z" and (parent is None or int(ppid) == parent):
+            found.append(int(proc.name))
+    return found
+
+
 def free_port() -> int:
     import socket
 
