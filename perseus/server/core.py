@@ -216,7 +216,7 @@ class SchedulerCore:
         """About once a second with replicas: catch changes whose notification was missed, take over
         frontiers whose replica died (its claim went with its connection)."""
         with self._sessions() as s:
-            versions = dict(s.execute(select(m.JobRow.id, m.JobRow.version)).tuples())
+            versions = dict(s.execute(select(m.JobRow.id, m.JobRow.version)).all())
         with self._lock:
             if self._closed:
                 return
@@ -313,7 +313,7 @@ class SchedulerCore:
                     if not job_ids:  # jobs other replicas registered
                         missing = set(s.scalars(select(m.JobRow.id))) - set(self._jobs)
                         self._jobs.update(self._read_jobs(s, missing) if missing else {})
-                    counts = dict(self._iteration_counts(s, job_ids or None).tuples())
+                    counts = dict(self._iteration_counts(s, job_ids or None).all())
                 for job_id, job in self._jobs.items():  # other replicas store reports too
                     job.num_iteration_reports = counts.get(job_id, job.num_iteration_reports)
             jobs = [self._job(j) for j in job_ids] if job_ids else list(self._jobs.values())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice
+from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice, solver_processes
 
 from perseus.client import PerseusClient, Target
 from perseus.profile import parse_profile
@@ -107,6 +108,37 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         assert client.wait_for_phase("pending", "serving").frontier_size > 0
     finally:
         assert second.stop() == 0
+
+
+def test_kill9_leaves_no_solver_behind_and_restart_resumes(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'perseus.db'}"
+    first = ServerProcess(db)
+    client = PerseusClient(first.target, retry_timeout=60)
+    client.register_job(job_id="big", num_stages=8, num_microbatches=4000, profile=profile_slice(8, freq_step=3))
+    solvers = _solvers_of(first)
+    first.kill9()
+    deadline = time.monotonic() + 30
+    while set(solver_processes()) & set(solvers):
+        assert time.monotonic() < deadline, f"solver processes {solvers} outlived the killed server"
+        time.sleep(0.05)
+    second = ServerProcess(db, port=first.port)
+    try:
+        resumed = _solvers_of(second)  # the job was left optimizing: computed again
+        client.register_job(job_id="small", num_stages=2, num_microbatches=2,
+                            profile=profile_csv(profile_slice(2)), blocking_power=80.0)
+        assert client.wait_for_phase("small", "serving", timeout=120).frontier_size > 0
+        assert client.get_job("big").phase == "optimizing"
+    finally:
+        assert second.stop() == 0
+    assert not set(solver_processes()) & set(resumed)
+
+
+def _solvers_of(server: ServerProcess) -> list[int]:
+    deadline = time.monotonic() + 60
+    while not (found := solver_processes(server.proc.pid)):
+        assert time.monotonic() < deadline, "the server started no solver process"
+        time.sleep(0.05)
+    return found
 
 
 @pytest.mark.slow
