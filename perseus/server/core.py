@@ -216,16 +216,19 @@ class SchedulerCore:
         """About once a second with replicas: catch changes whose notification was missed, take over
         frontiers whose replica died (its claim went with its connection)."""
         with self._sessions() as s:
-            versions = dict(s.execute(select(m.JobRow.id, m.JobRow.version)).all())
+            stored = {job_id: (version, phase) for job_id, version, phase
+                      in s.execute(select(m.JobRow.id, m.JobRow.version, m.JobRow.phase))}
         with self._lock:
             if self._closed:
                 return
             for job_id, job in list(self._jobs.items()):
-                if versions.get(job_id) != job.version:
+                if stored.get(job_id, (None,))[0] != job.version:
                     self._refreshed(job_id)
-            for job in list(self._jobs.values()):
-                if job.phase == "optimizing" and job.spec.job_id not in self._computing:
-                    self._submit_frontier(job)
+            for job_id, (_, phase) in stored.items():
+                if phase == "optimizing" and job_id not in self._computing:
+                    optimizing = self._cached_or_stored(job_id)
+                    if optimizing is not None:
+                        self._submit_frontier(optimizing)
 
     @contextmanager
     def _writing(self, job_id: str) -> Iterator[tuple[Any, _Job]]:

@@ -77,6 +77,28 @@ class SimulatedRank(threading.Thread):
             self.error = exc
 
 
+class Reporter(threading.Thread):
+    """A rank that reports iterations non-stop and remembers which ones the server acknowledged."""
+
+    def __init__(self, target: str, job_id: str, rank: int) -> None:
+        super().__init__(daemon=True)
+        self.client = PerseusClient(target, retry_timeout=60)
+        self.job_id, self.rank = job_id, rank
+        self.acked: list[int] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            iteration = 0
+            while not self.stop.is_set():
+                self.client.report_iteration(self.job_id, self.rank, iteration, 1.0 + iteration * 1e-3, 100.0)
+                self.acked.append(iteration)
+                iteration += 1
+        except BaseException as exc:
+            self.error = exc
+
+
 def solver_processes(parent: int | None = None) -> list[int]:
     """Pids of live frontier children (``python -m perseus.server.optimize``), of ``parent`` or of anyone."""
     found = []

@@ -8,33 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice, solver_processes
+from server_helpers import (
+    Reporter,
+    ServerProcess,
+    SimulatedRank,
+    profile_csv,
+    profile_slice,
+    solver_processes,
+)
 
 from perseus.client import PerseusClient, Target
 from perseus.profile import parse_profile
 from perseus.solver import compute_frontier
-
-
-class Reporter(threading.Thread):
-    """A rank that reports iterations non-stop and remembers which ones the server acknowledged."""
-
-    def __init__(self, target: str, job_id: str, rank: int) -> None:
-        super().__init__(daemon=True)
-        self.client = PerseusClient(target, retry_timeout=60)
-        self.job_id, self.rank = job_id, rank
-        self.acked: list[int] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            iteration = 0
-            while not self.stop.is_set():
-                self.client.report_iteration(self.job_id, self.rank, iteration, 1.0 + iteration * 1e-3, 100.0)
-                self.acked.append(iteration)
-                iteration += 1
-        except BaseException as exc:
-            self.error = exc
 
 
 def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
