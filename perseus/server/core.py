@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from perseus.server.db import session_factory
 from perseus.server.notify import make_feed
 from perseus.server.optimize import FrontierRequest
 from perseus.server.pool import FrontierPool, PoolLimits
+from perseus.server.reports import ReportWriter
 from perseus.server.sweep import (
     Measured,
     ProfilingSettings,
@@ -112,6 +114,7 @@ class SchedulerCore:
         self._computing: set[str] = set()
         """Jobs whose frontier this server has queued or is computing."""
         self._feed = make_feed(engine)
+        self._reports = ReportWriter(engine)
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
         with self._lock:
@@ -133,6 +136,7 @@ class SchedulerCore:
             self._closed = True
         self._feed.close()
         self._pool.close()
+        self._reports.close()
 
     def cancel_frontier(self, job_id: str) -> bool:
         """Stop computing a job's frontier on this server (job deleted or re-profiled); True if one was."""
@@ -368,7 +372,10 @@ class SchedulerCore:
                                  f"rank runs {num_microbatches} but job {job_id!r} has {spec.num_microbatches}")
             self._check_supported(job, stage, gpu_name, freqs)
             info = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
-            if job.ranks.get(rank) != info:
+            sweep_unset = job.phase == "profiling" and not job.profiling.frequencies
+            if rank not in job.ranks and not sweep_unset and self._insert_rank(job_id, info):
+                job.ranks[rank] = info  # a new rank changes no schedule: no version, no lock on the job
+            elif job.ranks.get(rank) != info:
                 with self._writing(job_id) as (s, job):
                     row = s.get(m.RankRow, (job_id, rank))
                     if row is None:
@@ -386,6 +393,17 @@ class SchedulerCore:
                         self._bump(s, job)
                     job.ranks[rank] = info
             return self._schedule(job, info)
+
+    def _insert_rank(self, job_id: str, info: RankInfo) -> bool:
+        """Store a rank no replica has stored yet (False if one has: then it is an update)."""
+        with self._sessions() as s:
+            s.add(m.RankRow(job_id=job_id, rank=info.rank, stage=info.stage, pipeline_id=info.pipeline_id,
+                            gpu_name=info.gpu_name, frequencies_json=",".join(map(str, info.frequencies))))
+            try:
+                s.commit()
+            except IntegrityError:
+                return False
+        return True
 
     def _check_supported(self, job: _Job, stage: int, gpu_name: str, freqs: tuple[int, ...]) -> None:
         """Every frequency the job may ask of this stage must have a close supported clock."""
@@ -478,22 +496,49 @@ class SchedulerCore:
         self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = ""
     ) -> int:
         """Store one iteration's time and energy (a repeated iteration is ignored); returns the version."""
-        in_range("iteration", iteration, 0, 2**62)
-        finite("time", time_s, positive=True)
-        finite("energy", energy)
-        if len(plan_name) > MAX_TEXT:
-            raise InputError("plan_name", f"at most {MAX_TEXT} characters")
+        _check_iteration(iteration, time_s, energy, plan_name)
         with self._lock:
-            job, _ = self._job_rank(job_id, rank)
-            with self._sessions() as s:
-                s.add(m.IterationReportRow(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
-                                           energy=energy, plan_name=plan_name))
-                try:
-                    s.commit()
-                    job.num_iteration_reports += 1
-                except IntegrityError:
-                    s.rollback()  # already stored: a retry of an acknowledged report
-            return job.version
+            self._job_rank(job_id, rank)
+        return self._queue_iteration(job_id, rank, iteration, time_s, energy, plan_name).result()
+
+    def try_report_iteration(
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = ""
+    ) -> Future[int] | None:
+        """:meth:`report_iteration` without blocking: the future resolves once the report is stored.
+
+        None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
+        """
+        _check_iteration(iteration, time_s, energy, plan_name)
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            job = self._jobs.get(job_id)
+            if job is None or rank not in job.ranks:
+                return None
+        finally:
+            self._lock.release()
+        return self._queue_iteration(job_id, rank, iteration, time_s, energy, plan_name)
+
+    def _queue_iteration(
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str
+    ) -> Future[int]:
+        """Store the report with those other ranks send meanwhile, in one transaction, outside the lock."""
+        done: Future[int] = Future()
+
+        def stored(write: Future[bool]) -> None:
+            try:
+                new = write.result()
+            except Exception as exc:
+                done.set_exception(exc)
+                return
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    job.num_iteration_reports += new  # a retry of an acknowledged report is not new
+                done.set_result(job.version if job is not None else 0)
+
+        self._reports.submit(job_id, rank, iteration, time_s, energy, plan_name).add_done_callback(stored)
+        return done
 
     def iteration_reports(self, job_id: str) -> list[tuple[int, int, float, float, str]]:
         """(rank, iteration, time, energy, plan_name) of every stored iteration report."""
@@ -804,6 +849,14 @@ class SchedulerCore:
             num_iteration_reports=job.num_iteration_reports, frontier_size=len(job.frontier), error=job.error,
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
         )
+
+
+def _check_iteration(iteration: int, time_s: float, energy: float, plan_name: str) -> None:
+    in_range("iteration", iteration, 0, 2**62)
+    finite("time", time_s, positive=True)
+    finite("energy", energy)
+    if len(plan_name) > MAX_TEXT:
+        raise InputError("plan_name", f"at most {MAX_TEXT} characters")
 
 
 def _stored(row: m.PlanRow) -> StoredPlan:

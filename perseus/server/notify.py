@@ -97,18 +97,31 @@ class PostgresFeed:
         with self._lock_mutex:
             if job_id in self._claimed:
                 return True
-            got = self._lock_conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                          (LOCK_SPACE, job_id)).fetchone()
-            if got and got[0]:
+            got = self._locking("SELECT pg_try_advisory_lock(%s, hashtext(%s))", job_id)
+            if got:
                 self._claimed.add(job_id)
-                return True
-            return False
+            return got
 
     def release(self, job_id: str) -> None:
         with self._lock_mutex:
             if job_id in self._claimed:
                 self._claimed.discard(job_id)
-                self._lock_conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_SPACE, job_id))
+                self._locking("SELECT pg_advisory_unlock(%s, hashtext(%s))", job_id)
+
+    def _locking(self, query: str, job_id: str) -> bool:
+        """Run an advisory-lock query; a lost connection lost every claim with it (the next tick retries)."""
+        try:
+            row = self._lock_conn.execute(query, (LOCK_SPACE, job_id)).fetchone()
+            return bool(row and row[0])
+        except self._psycopg.Error as exc:
+            log.warning("frontier claims: %s; reconnecting", exc)
+            self._claimed.clear()
+            try:
+                self._lock_conn.close()
+                self._lock_conn = self._psycopg.connect(self._conninfo, autocommit=True)
+            except self._psycopg.Error as again:
+                log.warning("frontier claims: cannot reconnect: %s", again)
+            return False
 
     def start(self, on_change: OnChange, on_tick: Callable[[], None]) -> None:
         self._thread = threading.Thread(target=self._listen, args=(on_change, on_tick), name="perseus-feed",

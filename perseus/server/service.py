@@ -1,7 +1,8 @@
 """The ``perseus.v1.Scheduler`` gRPC service: protobuf in, :class:`SchedulerCore` calls, protobuf out.
 
-Core calls run in a small thread pool so the asyncio event loop keeps serving (and streaming
-schedule updates) while one call waits on the database. Errors become status codes:
+Core calls run in a thread pool so the asyncio event loop keeps serving (and streaming
+schedule updates) while calls wait on the database; it is large enough that many iteration
+reports wait for one group commit together (:mod:`perseus.server.reports`). Errors become status codes:
 a bad field is INVALID_ARGUMENT naming it, an unknown job or rank NOT_FOUND, a different job
 under an existing id ALREADY_EXISTS, a request too early for the job's phase FAILED_PRECONDITION.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -126,7 +127,7 @@ def plan_to_proto(stored: StoredPlan, include_json: bool) -> pb.PlanSummary:
 class SchedulerServicer(pb_grpc.SchedulerServicer):
     """Serves :class:`SchedulerCore` over gRPC (grpc.aio)."""
 
-    def __init__(self, core: SchedulerCore, *, workers: int = 4) -> None:
+    def __init__(self, core: SchedulerCore, *, workers: int = 32) -> None:
         self.core = core
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,8 +160,13 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
+        return await self._answer(context, getattr(fn, "__name__", str(fn)),
+                                  loop.run_in_executor(self._executor, lambda: fn(*args, **kw)))
+
+    async def _answer(self, context: grpc.aio.ServicerContext, name: str, pending: Awaitable[T]) -> T:
+        """The result of ``pending``, or the call aborted with the status code its error maps to."""
         try:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kw))
+            return await pending
         except InputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:
@@ -170,7 +176,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         except (NotReady, PerseusError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception:
-            log.exception("internal error in %s", getattr(fn, "__name__", fn))
+            log.exception("internal error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
         raise AssertionError("unreachable")  # context.abort always raises
 
@@ -236,9 +242,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIteration(
         self, request: pb.ReportIterationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationResponse:
-        version = await self._call(context, self.core.report_iteration, request.job_id, request.rank,
-                                   request.iteration, request.time, request.energy, request.plan_name)
-        return pb.ReportIterationResponse(version=version)
+        args = (request.job_id, request.rank, request.iteration, request.time, request.energy, request.plan_name)
+
+        async def report() -> int:
+            # Usually queued for the next group commit straight from the event loop, no thread involved.
+            queued = self.core.try_report_iteration(*args)
+            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.core.report_iteration(*args))
+            return await asyncio.wrap_future(queued)
+
+        return pb.ReportIterationResponse(version=await self._answer(context, "report_iteration", report()))
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:
