@@ -7,7 +7,8 @@ subprocess on 127.0.0.1, registers one serving job (GPT-3 175B A100 profile, 8 s
 ReportIteration once a second for ``--seconds`` seconds, spread evenly over each second, as a
 training job does. Prints per run RegisterRank latencies and the steady-state ReportIteration
 latencies (p50, p99, max) and rate. PostgreSQL is a throwaway cluster started from Debian's
-packages the way the tests start it.
+packages the way the tests start it. With PostgreSQL it also runs two replicas of this tree and
+measures how long a target set through one takes to reach ranks watching the other.
 
     .venv/bin/python benchmarks/server.py [--ranks 1024] [--seconds 20] [--baseline /work/main] [--db sqlite,postgres]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
-from perseus.client import PerseusClient  # noqa: E402
+from server_helpers import scratch_database  # noqa: E402  (tests/server)
+
+from perseus.client import PerseusClient, Target  # noqa: E402
 from perseus.profile import load_profile  # noqa: E402
 from perseus.v1 import scheduler_pb2 as pb  # noqa: E402
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -107,17 +112,6 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def fresh_postgres_db(cluster: str, name: str) -> str:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(cluster, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return cluster.rsplit("/", 1)[0] + f"/{name}"
-
-
 async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: list[int]) -> tuple[
         list[float], list[float], int, float]:
     """(RegisterRank latencies, ReportIteration latencies, failed calls, reports per second)."""
@@ -158,7 +152,7 @@ async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: l
     await asyncio.gather(*(report(r, t0) for r in range(ranks)))
     rate = len(reports) / max(1e-9, time.perf_counter() - t0 - 2)
     for channel in channels:
-        await channel.close()
+        await channel.close(None)
     return register, reports, errors, rate
 
 
@@ -178,6 +172,51 @@ def run_one(code: str, code_root: Path, db: str, args: argparse.Namespace) -> Re
     return Result(code, db.split(":")[0].split("+")[0], register, reports, errors, rate)
 
 
+def propagation(cluster: str, changes: int = 20, watchers: int = 8) -> list[float]:
+    """Seconds from SetTarget on replica A until every rank watching replica B has the new plan."""
+    with scratch_database(cluster, "replicas") as db:
+        (a, port_a), (b, port_b) = start_server(ROOT, db), start_server(ROOT, db)
+        try:
+            return _propagation(port_a, port_b, changes, watchers)
+        finally:
+            stop_server(a)
+            stop_server(b)
+
+
+def _propagation(port_a: int, port_b: int, changes: int, watchers: int) -> list[float]:
+    """See :func:`propagation`."""
+    profile = load_profile(PROFILE)
+    via_a = PerseusClient(f"127.0.0.1:{port_a}")
+    via_a.register_job(job_id="r", num_stages=STAGES, num_microbatches=MICROBATCHES, profile=profile)
+    for rank in range(watchers):
+        via_a.register_rank("r", rank, rank % STAGES, list(profile.frequencies()))
+    via_a.wait_for_phase("r", "serving", timeout=300)
+    seen: dict[int, str] = {}
+    changed = threading.Condition()
+
+    def watch(rank: int) -> None:
+        for schedule in PerseusClient(f"127.0.0.1:{port_b}").watch_schedule("r", rank):
+            with changed:
+                seen[rank] = schedule.plan_name
+                changed.notify_all()
+
+    for rank in range(watchers):
+        threading.Thread(target=watch, args=(rank,), daemon=True).start()
+    delays = []
+    for i in range(changes):
+        start = time.perf_counter()
+        plan = via_a.set_target("r", Target.max_slowdown(1.2 if i % 2 == 0 else 1.0)).plan_name
+        with changed:
+            if not changed.wait_for(functools.partial(_all_on, seen, plan, watchers), timeout=30):
+                raise SystemExit("a change through replica A did not reach replica B's watchers in 30 s")
+        delays.append(time.perf_counter() - start)
+    return delays
+
+
+def _all_on(seen: dict[int, str], plan: str, watchers: int) -> bool:
+    return all(seen.get(rank) == plan for rank in range(watchers))
+
+
 def percentiles(values: list[float]) -> tuple[float, float, float]:
     values = sorted(values)
     p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
@@ -194,9 +233,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: sys.exit("benchmark timed out"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped"))  # still stops servers, PostgreSQL
     signal.alarm(int(args.timeout))
     codes = [("this tree", ROOT)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])
     results: list[Result] = []
+    delays: list[float] = []
     with tempfile.TemporaryDirectory(prefix="perseus-bench-") as tmp:
         for db_kind in args.db.split(","):
             if db_kind == "sqlite":
@@ -204,8 +245,10 @@ def main() -> int:
                     results.append(run_one(code, root, f"sqlite:///{tmp}/bench{i}.db", args))
             elif db_kind == "postgres":
                 with postgres_cluster() as cluster:
-                    for i, (code, root) in enumerate(codes):
-                        results.append(run_one(code, root, fresh_postgres_db(cluster, f"bench{i}"), args))
+                    for code, root in codes:
+                        with scratch_database(cluster, "bench") as db:
+                            results.append(run_one(code, root, db, args))
+                    delays = propagation(cluster)
             else:
                 raise SystemExit(f"--db: unknown database {db_kind!r} (sqlite or postgres)")
 
@@ -219,6 +262,10 @@ def main() -> int:
         p50, p99, worst = percentiles(r.reports)
         print(f"{r.code:<10} {r.db:<10} {f'{reg50:.1f} / {reg99:.1f}':>20} {p50:>14.2f} {p99:>8.2f} {worst:>8.1f} "
               f"{r.rate:>10.0f} {r.errors:>7}")
+    if delays:
+        p50, _, worst = percentiles(delays)
+        print(f"replicas: a target set through replica A reached 8 ranks watching replica B in {p50:.0f} ms "
+              f"(median of {len(delays)}), at most {worst:.0f} ms")
     return 0
 
 

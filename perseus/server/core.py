@@ -524,6 +524,7 @@ class SchedulerCore:
     ) -> Future[int]:
         """Store the report with those other ranks send meanwhile, in one transaction, outside the lock."""
         done: Future[int] = Future()
+        done.set_running_or_notify_cancel()  # a caller that gives up cannot cancel a report being stored
 
         def stored(write: Future[bool]) -> None:
             try:

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from typing import Any
 import grpc
 import pytest
 from bso_helpers import Clock, free_port, make_sqlite_engine, start_server
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import perseus.bso.models  # noqa: F401 (registers the tables)
@@ -134,13 +131,7 @@ else:
 @pytest.fixture
 def postgres_db(postgres_url: str) -> Iterator[str]:
     """A fresh, empty database on the shared cluster (the servers migrate it themselves)."""
-    name = f"bso_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    from server_helpers import scratch_database  # tests/server, on sys.path via _server_tests_postgres
+
+    with scratch_database(postgres_url, "bso") as url:
+        yield url

@@ -6,12 +6,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import free_port, profile_slice
+from server_helpers import free_port, profile_slice, scratch_database
 
 from perseus.client import PerseusClient
 from perseus.profile import PipelineProfile
@@ -95,16 +94,5 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def postgres_db(postgres_url: str) -> Iterator[str]:
     """A fresh, empty database on the session's PostgreSQL cluster (servers migrate it on start)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"perseus_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(postgres_url, "perseus") as url:
+        yield url
