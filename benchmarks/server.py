@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class Result:
     db: str
     register: list[float]
     reports: list[float]
-    errors: int
+    errors: Counter[str]
     rate: float
 
 
@@ -113,13 +114,13 @@ def postgres_cluster() -> Iterator[str]:
 
 
 async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: list[int]) -> tuple[
-        list[float], list[float], int, float]:
-    """(RegisterRank latencies, ReportIteration latencies, failed calls, reports per second)."""
+        list[float], list[float], Counter[str], float]:
+    """(RegisterRank latencies, ReportIteration latencies, failed calls by status code, reports per second)."""
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(CHANNELS)]
     stubs = [pb_grpc.SchedulerStub(c) for c in channels]
     register: list[float] = []
     reports: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     limit = asyncio.Semaphore(concurrency)
 
     async def register_rank(r: int) -> None:
@@ -132,7 +133,6 @@ async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: l
             assert reply.schedule.mode == pb.SCHEDULE_MODE_PLAN
 
     async def report(r: int, t0: float) -> None:
-        nonlocal errors
         stub = stubs[r % CHANNELS]
         for iteration in range(int(seconds)):
             # Rank r reports at r/ranks into every second: the load is even, as in a real job.
@@ -141,8 +141,8 @@ async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: l
             try:
                 await stub.ReportIteration(pb.ReportIterationRequest(
                     job_id="bench", rank=r, iteration=iteration, time=1.0, energy=100.0), timeout=30)
-            except grpc.aio.AioRpcError:
-                errors += 1
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
                 continue
             if iteration >= 2:  # the first two seconds warm up connections and caches
                 reports.append(time.perf_counter() - start)
@@ -256,12 +256,12 @@ def main() -> int:
           f"({STAGES} stages), each reporting one iteration per second for {args.seconds:g} s; loopback, "
           f"{os.cpu_count()} CPUs; baseline: {args.baseline or '-'}")
     print(f"{'code':<10} {'db':<10} {'register p50/p99 ms':>20} {'report p50 ms':>14} {'p99 ms':>8} "
-          f"{'max ms':>8} {'reports/s':>10} {'errors':>7}")
+          f"{'max ms':>8} {'reports/s':>10}  errors")
     for r in results:
         reg50, reg99, _ = percentiles(r.register)
         p50, p99, worst = percentiles(r.reports)
         print(f"{r.code:<10} {r.db:<10} {f'{reg50:.1f} / {reg99:.1f}':>20} {p50:>14.2f} {p99:>8.2f} {worst:>8.1f} "
-              f"{r.rate:>10.0f} {r.errors:>7}")
+              f"{r.rate:>10.0f}  {', '.join(f'{n} {c}' for c, n in r.errors.items()) or '0'}")
     if delays:
         p50, _, worst = percentiles(delays)
         print(f"replicas: a target set through replica A reached 8 ranks watching replica B in {p50:.0f} ms "
