@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="allow a non-loopback address without --token, or with --token but without TLS (behind a TLS proxy)",
     )
     parser.add_argument("--profile-dir", metavar="DIR", help="also write each assembled profile to DIR/JOB/")
+    parser.add_argument("--frontier-workers", type=int, default=2, metavar="N",
+                        help="frontier computations at once, smallest job first (default 2)")
+    parser.add_argument("--frontier-time-limit", type=float, default=6 * 3600.0, metavar="S",
+                        help="fail a job whose frontier takes longer than S seconds (default 21600)")
+    parser.add_argument("--frontier-memory-limit", type=int, default=16 * 1024, metavar="MIB",
+                        help="fail a job whose frontier needs more than MIB of memory (default 16384; 0: none)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
                         help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a free port)")
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from perseus.server.app import ServerConfig
     from perseus.server.app import run as serve
+    from perseus.server.pool import PoolLimits
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -78,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        frontier=PoolLimits(args.frontier_workers, args.frontier_time_limit, args.frontier_memory_limit),
     )
     return serve(config, announce=lambda line: print(line, file=sys.stdout, flush=True))

@@ -12,8 +12,8 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         default=os.environ.get("PERSEUS_SERVER", DEFAULT_TARGET),
-        metavar="HOST:PORT",
-        help=f"Perseus server (default: env PERSEUS_SERVER or {DEFAULT_TARGET})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=f"Perseus server, or replicas to fail over between (default: env PERSEUS_SERVER or {DEFAULT_TARGET})",
     )
     parser.add_argument("--token", default=None, help="bearer token (default: env PERSEUS_TOKEN)")
     parser.add_argument("--tls-ca", default=None, metavar="PEM", help="use TLS, trusting this CA certificate")

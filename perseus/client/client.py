@@ -2,8 +2,10 @@
 
 Every call is idempotent on the server (jobs and ranks re-register, reports are keyed), so the
 client retries UNAVAILABLE (server restarting, network blip) with backoff for up to
-``retry_timeout`` seconds; ``watch_schedule`` reconnects the same way. Other errors raise
-:class:`PerseusRpcError`, a :class:`~perseus.errors.PerseusError` the CLI prints as one line.
+``retry_timeout`` seconds; ``watch_schedule`` reconnects the same way. Given several servers
+(replicas on one database, ``"a:7787,b:7787"``), it fails over to the next one on UNAVAILABLE
+and backs off only after trying them all. Other errors raise :class:`PerseusRpcError`, a
+:class:`~perseus.errors.PerseusError` the CLI prints as one line.
 """
 
 from __future__ import annotations
@@ -50,11 +52,40 @@ class PerseusRpcError(PerseusError):
         super().__init__(f"server {target}: {code.name}: {details}")
 
 
+class _FailoverStub:
+    """A Scheduler stub over several servers: each call goes to the current one; :meth:`failover` moves on."""
+
+    def __init__(self, channels: Sequence[grpc.Channel]) -> None:
+        self._stubs = [pb_grpc.SchedulerStub(channel) for channel in channels]
+        self.index = 0
+
+    def failover(self) -> bool:
+        """Switch to the next server; True when a full round of servers has been tried."""
+        self.index = (self.index + 1) % len(self._stubs)
+        return self.index == 0
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self._stubs[self.index], name)(*args, **kwargs)
+
+        return call
+
+
+def parse_targets(target: str | Sequence[str]) -> tuple[str, ...]:
+    """``"a:1,b:2"`` or ``["a:1", "b:2"]`` as a tuple of ``host:port`` (empty entries dropped)."""
+    items = target.split(",") if isinstance(target, str) else list(target)
+    targets = tuple(t.strip() for t in items if t.strip())
+    if not targets:
+        raise PerseusError(f"no Perseus server given in {target!r}")
+    return targets
+
+
 class PerseusClient:
-    """Talks to one Perseus server.
+    """Talks to a Perseus server, or to several replicas of one with failover.
 
     Args:
-        target: ``host:port`` of the server (default env ``PERSEUS_SERVER`` or 127.0.0.1:7787).
+        target: ``host:port`` of the server, or several, comma-separated or as a list (default env
+            ``PERSEUS_SERVER`` or 127.0.0.1:7787).
         token: Bearer token (default env ``PERSEUS_TOKEN``).
         tls: Use TLS; ``tls_ca`` is the CA certificate file to trust (system roots if None).
         retry_timeout: How long to keep retrying while the server is UNAVAILABLE.
@@ -63,7 +94,7 @@ class PerseusClient:
 
     def __init__(
         self,
-        target: str | None = None,
+        target: str | Sequence[str] | None = None,
         token: str | None = None,
         *,
         tls: bool = False,
@@ -71,7 +102,7 @@ class PerseusClient:
         retry_timeout: float = 30.0,
         timeout: float = 30.0,
     ) -> None:
-        self.target = target or os.environ.get("PERSEUS_SERVER") or DEFAULT_TARGET
+        self.targets = parse_targets(target or os.environ.get("PERSEUS_SERVER") or DEFAULT_TARGET)
         token = token if token is not None else os.environ.get("PERSEUS_TOKEN") or None
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.retry_timeout = retry_timeout
@@ -84,13 +115,20 @@ class PerseusClient:
         ]
         if tls or tls_ca is not None:
             root = Path(tls_ca).read_bytes() if tls_ca is not None else None
-            self._channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(root), options=options)
+            self._channels = [grpc.secure_channel(t, grpc.ssl_channel_credentials(root), options=options)
+                              for t in self.targets]
         else:
-            self._channel = grpc.insecure_channel(self.target, options=options)
-        self._stub = pb_grpc.SchedulerStub(self._channel)
+            self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
+        self._stub = _FailoverStub(self._channels)
+
+    @property
+    def target(self) -> str:
+        """The server the next call goes to."""
+        return self.targets[self._stub.index]
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> PerseusClient:
         return self
@@ -109,10 +147,16 @@ class PerseusClient:
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    delay = self._next_server(delay)
                     continue
                 raise PerseusRpcError(self.target, code, exc.details() or "") from None
+
+    def _next_server(self, delay: float) -> float:
+        """Fail over to the next server, backing off once every server was tried; returns the next delay."""
+        if not self._stub.failover():
+            return delay
+        time.sleep(delay)
+        return min(delay * 2, 1.0)
 
     def register_job(
         self,
@@ -208,8 +252,7 @@ class PerseusClient:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if code == grpc.StatusCode.UNAVAILABLE and now - failing_since < self.retry_timeout:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    delay = self._next_server(delay)
                     continue
                 if code == grpc.StatusCode.CANCELLED:
                     return

@@ -32,6 +32,7 @@ from perseus.server.db import session_factory
 from perseus.server.guard import GuardInterceptor
 from perseus.server.limits import Limits
 from perseus.server.metrics import Metrics
+from perseus.server.pool import PoolLimits
 from perseus.server.service import SchedulerServicer
 from perseus.server.startup import DatabaseLock, check_tls, open_database, sqlite_file
 from perseus.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -59,8 +60,11 @@ class ServerConfig:
     metrics_port: int | None = None
     """Serve Prometheus metrics over HTTP on this port (0 picks a free one); None: no metrics."""
     metrics_host: str = "127.0.0.1"
+    frontier: PoolLimits = field(default_factory=PoolLimits)
+    """Frontier processes at once, and each one's time and memory limits."""
 
     def validate(self) -> None:
+        self.frontier.validate()
         if not 0 <= self.port <= 65535:
             raise InputError("--port", f"must be in [0, 65535], got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -168,7 +172,7 @@ class PerseusServer:
             self._closers.append(lock.release)
         engine = await asyncio.get_running_loop().run_in_executor(None, open_database, cfg.db, _redact(cfg.db))
         self._closers.append(engine.dispose)
-        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir, limits=cfg.limits)
+        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir, limits=cfg.limits, pool=cfg.frontier)
         self._closers.append(core.close)
         guard = GuardInterceptor(cfg.token, cfg.limits)
         interceptors: list[grpc.aio.ServerInterceptor] = [guard]

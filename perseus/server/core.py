@@ -1,15 +1,22 @@
 """The scheduler's job logic: profiling sweeps, frontiers, targets, stragglers and reports.
 
 :class:`SchedulerCore` is synchronous and thread-safe (one lock; the gRPC layer calls it from a
-thread pool). Every change is committed to the database before the call returns, so whatever
-a caller saw acknowledged survives a killed server; on start the in-memory state is rebuilt
-from the tables. Reads (schedules, the frontier) are served from memory.
+thread pool). The database holds the jobs' state; memory holds a cache of it. Every change is
+committed to the database before the call returns, so whatever a caller saw acknowledged
+survives a killed server; on start the cache is rebuilt from the tables. Reads (schedules, the
+frontier) are served from the cache.
+
+Several servers (replicas) may share one PostgreSQL database. A change locks the job's row
+(``SELECT ... FOR UPDATE``), re-reads the job first if another replica changed it since (its
+``version`` differs), and is published to the other replicas on commit
+(:mod:`perseus.server.notify`), which re-read the job and wake their watchers. A job or rank a
+replica has not seen yet is read from the database on first use. Frontiers are computed by
+:mod:`perseus.server.pool`, once per job across replicas.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -17,8 +24,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,10 @@ from perseus.server import models as m
 from perseus.server import runs
 from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
+from perseus.server.notify import make_feed
+from perseus.server.optimize import FrontierRequest
+from perseus.server.pool import FrontierPool, PoolLimits
+from perseus.server.reports import ReportWriter
 from perseus.server.sweep import (
     Measured,
     ProfilingSettings,
@@ -47,6 +59,7 @@ from perseus.server.sweep import (
 )
 from perseus.server.targets import TargetSpec, choose, pace_index
 from perseus.server.types import (
+    JOB_ID_RE,
     MAX_FREQUENCY_GAP,
     MAX_TEXT,
     Conflict,
@@ -97,21 +110,29 @@ class SchedulerCore:
         self,
         engine: Engine,
         *,
-        pool_factory: Callable[[], Executor] | None = None,
-        profile_dir: Path | None = None,
+        pool: PoolLimits | None = None,
         limits: Limits | None = None,
+        profile_dir: Path | None = None,
     ) -> None:
         self._sessions = session_factory(engine)
         self._limits = limits or Limits()
-        self._frontier_futures: dict[str, Future[list[dict[str, Any]]]] = {}
         self._lock = threading.RLock()
-        self._jobs: dict[str, _Job] = {}
-        self._pool_factory = pool_factory
-        self._pool: Executor | None = None
         self._profile_dir = profile_dir
         self._listeners: list[Callable[[str], None]] = []
         self._closed = False
-        self._load()
+        self._pool = FrontierPool(pool or PoolLimits(), self._frontier_done)
+        self._computing: set[str] = set()
+        """Jobs whose frontier this server has queued or is computing."""
+        self._feed = make_feed(engine)
+        self._reports = ReportWriter(engine)
+        with self._sessions() as s:
+            self._jobs = self._read_jobs(s)
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.phase == "optimizing":
+                    log.info("job %s: resuming frontier computation", job.spec.job_id)
+                    self._submit_frontier(job)
+        self._feed.start(self._on_remote_change, self._on_tick)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -120,61 +141,128 @@ class SchedulerCore:
         self._listeners.append(callback)
 
     def close(self) -> None:
+        """Stop; a frontier still computing is abandoned (the job stays "optimizing" and resumes later)."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            # A frontier still computing is abandoned (it resumes on the next start): stop its process
-            # instead of waiting, then let the pool wind down cleanly.
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._feed.close()
+        self._pool.close()
+        self._reports.close()
 
-    def _load(self) -> None:
-        """Rebuild every job from the database (start-up and restart recovery)."""
-        with self._sessions() as s:
-            for row in s.scalars(select(m.JobRow)):
-                job = _Job(
-                    spec=JobSpec(row.id, row.model, row.partition, row.schedule, row.num_stages,
-                                 row.num_microbatches, row.num_chunks, row.dp_degree, row.tp_degree,
-                                 row.blocking_power),
-                    phase=row.phase, version=row.version, target=TargetSpec.from_json(row.target_json),
-                    plan_id=row.plan_id, profiling=ProfilingSettings.from_json(row.profiling_json),
-                    profile_csv=row.profile_csv, error=row.error, created_at=row.created_at,
-                )
-                if job.profile_csv:
-                    job.profile = self._parse_profile(job.spec, job.profile_csv)
-                self._jobs[row.id] = job
-            for r in s.scalars(select(m.RankRow)):
-                freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
-                self._jobs[r.job_id].ranks[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
-            for p in s.scalars(select(m.PlanRow).order_by(m.PlanRow.job_id, m.PlanRow.position)):
-                stored = _stored(p)
-                job = self._jobs[p.job_id]
-                job.plans[p.id] = stored
-                if p.kind == "frontier":
-                    job.frontier.append(stored)
-            for st in s.scalars(select(m.StragglerRow)):
-                self._jobs[st.job_id].stragglers[st.pipeline_id] = st.factor
-            for rep in s.scalars(select(m.ProfileReportRow)):
-                self._record_measurement(self._jobs[rep.job_id], rep.stage, rep.frequency, rep.instruction,
-                                         rep.rank, rep.time, rep.energy)
-            for job_id, count in s.execute(
-                select(m.ProfileReportRow.job_id, func.count()).group_by(m.ProfileReportRow.job_id)
-            ):
-                self._jobs[job_id].num_profile_reports = count
-            for job_id, count in s.execute(
-                select(m.IterationReportRow.job_id, func.count()).group_by(m.IterationReportRow.job_id)
-            ):
-                self._jobs[job_id].num_iteration_reports = count
-            for job_id, job_runs in runs.load(s).items():
-                self._jobs[job_id].runs = dict(sorted(job_runs.items(), key=lambda kv: kv[1].first_report_at))
-        for job in self._jobs.values():
+    def cancel_frontier(self, job_id: str) -> bool:
+        """Stop computing a job's frontier on this server (job deleted or re-profiled); True if one was."""
+        with self._lock:
+            self._computing.discard(job_id)
+            cancelled = self._pool.cancel(job_id)
+            self._feed.release(job_id)
+            return cancelled
+
+    def _read_jobs(self, s: Any, job_ids: Collection[str] | None = None) -> dict[str, _Job]:
+        """Jobs as stored in the database: all of them, or those in ``job_ids``."""
+
+        def only(stmt: Any, column: Any) -> Any:
+            return stmt if job_ids is None else stmt.where(column.in_(job_ids))
+
+        jobs: dict[str, _Job] = {}
+        for row in s.scalars(only(select(m.JobRow), m.JobRow.id)):
+            job = _Job(
+                spec=JobSpec(row.id, row.model, row.partition, row.schedule, row.num_stages,
+                             row.num_microbatches, row.num_chunks, row.dp_degree, row.tp_degree,
+                             row.blocking_power),
+                phase=row.phase, version=row.version, target=TargetSpec.from_json(row.target_json),
+                plan_id=row.plan_id, profiling=ProfilingSettings.from_json(row.profiling_json),
+                profile_csv=row.profile_csv, error=row.error, created_at=row.created_at,
+            )
+            if job.profile_csv:
+                job.profile = self._parse_profile(job.spec, job.profile_csv)
+            jobs[row.id] = job
+        if not jobs:
+            return jobs
+        for r in s.scalars(only(select(m.RankRow), m.RankRow.job_id)):
+            freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
+            jobs[r.job_id].ranks[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
+        for p in s.scalars(only(select(m.PlanRow), m.PlanRow.job_id).order_by(m.PlanRow.job_id, m.PlanRow.position)):
+            stored = _stored(p)
+            job = jobs[p.job_id]
+            job.plans[p.id] = stored
+            if p.kind == "frontier":
+                job.frontier.append(stored)
+        for st in s.scalars(only(select(m.StragglerRow), m.StragglerRow.job_id)):
+            jobs[st.job_id].stragglers[st.pipeline_id] = st.factor
+        for rep in s.scalars(only(select(m.ProfileReportRow), m.ProfileReportRow.job_id)):
+            jobs[rep.job_id].num_profile_reports += 1
+            self._record_measurement(jobs[rep.job_id], rep.stage, rep.frequency, rep.instruction,
+                                     rep.rank, rep.time, rep.energy)
+        for job_id, count in self._iteration_counts(s, job_ids):
+            jobs[job_id].num_iteration_reports = count
+        for job_id, job_runs in runs.load(s, job_ids).items():
+            jobs[job_id].runs = job_runs
+        for job in jobs.values():
             if job.target.nearest and job.frontier:  # the note is derived, not stored
                 _, job.target_note = choose([p.plan for p in job.frontier], job.target)
-            if job.phase == "optimizing":
-                log.info("job %s: resuming frontier computation", job.spec.job_id)
-                self._submit_frontier(job)
+        return jobs
+
+    def _iteration_counts(self, s: Any, job_ids: Collection[str] | None) -> Any:
+        stmt = select(m.IterationReportRow.job_id, func.count()).group_by(m.IterationReportRow.job_id)
+        return s.execute(stmt if job_ids is None else stmt.where(m.IterationReportRow.job_id.in_(job_ids)))
+
+    def _refresh(self, s: Any, job_id: str) -> _Job | None:
+        """Re-read one job into the cache (None: the database has no such job)."""
+        job = self._read_jobs(s, [job_id]).get(job_id) if JOB_ID_RE.match(job_id) else None
+        if job is None:
+            self._jobs.pop(job_id, None)
+        else:
+            self._jobs[job_id] = job
+        return job
+
+    def _refreshed(self, job_id: str) -> None:
+        """Another replica changed the job: re-read it, stop a frontier it no longer needs, wake watchers."""
+        with self._sessions() as s:
+            job = self._refresh(s, job_id)
+        if job_id in self._computing and (job is None or job.phase != "optimizing"):
+            self.cancel_frontier(job_id)
+        for callback in self._listeners:
+            callback(job_id)
+
+    def _on_remote_change(self, job_id: str, version: int) -> None:
+        """A replica committed ``version`` of a job (possibly this one: then the cache has it already)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if self._closed or job is None or job.version >= version:
+                return  # not cached here: read on first use
+            self._refreshed(job_id)
+
+    def _on_tick(self) -> None:
+        """About once a second with replicas: catch changes whose notification was missed, take over
+        frontiers whose replica died (its claim went with its connection)."""
+        with self._sessions() as s:
+            stored = {job_id: (version, phase) for job_id, version, phase
+                      in s.execute(select(m.JobRow.id, m.JobRow.version, m.JobRow.phase))}
+        with self._lock:
+            if self._closed:
+                return
+            for job_id, job in list(self._jobs.items()):
+                if stored.get(job_id, (None,))[0] != job.version:
+                    self._refreshed(job_id)
+            for job_id, (_, phase) in stored.items():
+                if phase == "optimizing" and job_id not in self._computing:
+                    optimizing = self._cached_or_stored(job_id)
+                    if optimizing is not None:
+                        self._submit_frontier(optimizing)
+
+    @contextmanager
+    def _writing(self, job_id: str) -> Iterator[tuple[Any, _Job]]:
+        """A transaction that changes one job (the caller holds the lock): the job's row is locked, the
+        cached job is current, and the change is committed and published to the replicas on exit."""
+        with self._sessions() as s:
+            version = s.scalar(select(m.JobRow.version).where(m.JobRow.id == job_id).with_for_update())
+            job = self._jobs.get(job_id)
+            if version is None or job is None or job.version != version:
+                job = self._refresh(s, job_id)
+                if job is None:
+                    raise NotFound(f"job_id: no job {job_id!r}")
+            yield s, job
+            self._feed.publish(s, job_id, job.version)
+            s.commit()
 
     # ---------------------------------------------------------------- jobs
 
@@ -201,13 +289,13 @@ class SchedulerCore:
         profile = self._parse_profile(spec, profile_csv) if profile_csv else None
         user_plan = self._parse_user_plan(spec, target_plan_json) if target.kind == "plan" else None
         with self._lock:
-            existing = self._jobs.get(spec.job_id)
+            existing = self._cached_or_stored(spec.job_id)
             if existing is not None:
-                if existing.spec != spec:
-                    raise Conflict(f"job_id: job {spec.job_id!r} already exists with a different specification")
-                return self._view(existing), False
-            if len(self._jobs) >= self._limits.max_jobs:
-                raise LimitExceeded(f"the server holds {len(self._jobs)} jobs, its limit (perseus serve "
+                return self._same_job(existing, spec), False
+            with self._sessions() as s:  # all replicas' jobs count, not only the cached ones
+                count = s.scalar(select(func.count()).select_from(m.JobRow)) or 0
+            if count >= self._limits.max_jobs:
+                raise LimitExceeded(f"the server holds {count} jobs, its limit (perseus serve "
                                     "--max-jobs); delete finished ones with: perseus jobs delete JOB")
             if profile is not None:
                 phase = "optimizing"
@@ -230,15 +318,37 @@ class SchedulerCore:
                     stored = self._store_plan(s, job, "user", user_plan, None)
                     job.plan_id = stored.id
                     s.get_one(m.JobRow, spec.job_id).plan_id = stored.id
-                s.commit()
+                try:
+                    s.commit()
+                except IntegrityError:  # another replica registered it a moment ago
+                    s.rollback()
+                    existing = self._refresh(s, spec.job_id)
+                    if existing is None:
+                        raise
+                    return self._same_job(existing, spec), False
             self._jobs[spec.job_id] = job
             if phase == "optimizing":
                 self._submit_frontier(job)
             log.info("job %s registered (%s)", spec.job_id, phase)
             return self._view(job), True
 
+    def _same_job(self, existing: _Job, spec: JobSpec) -> JobView:
+        if existing.spec != spec:
+            raise Conflict(f"job_id: job {spec.job_id!r} already exists with a different specification")
+        return self._view(existing)
+
     def list_jobs(self, job_ids: Sequence[str] = ()) -> list[JobView]:
         with self._lock:
+            if self._feed.shared:
+                with self._sessions() as s:
+                    if not job_ids:  # jobs other replicas registered
+                        missing = set(s.scalars(select(m.JobRow.id))) - set(self._jobs)
+                        self._jobs.update(self._read_jobs(s, missing) if missing else {})
+                    counts = dict(self._iteration_counts(s, job_ids or None).all())
+                    stats = runs.load(s, job_ids or None)
+                for job_id, job in self._jobs.items():  # other replicas store reports too
+                    job.num_iteration_reports = counts.get(job_id, job.num_iteration_reports)
+                    job.runs = stats.get(job_id, job.runs)
             jobs = [self._job(j) for j in job_ids] if job_ids else list(self._jobs.values())
             return sorted((self._view(j) for j in jobs), key=lambda v: -v.created_at)
 
@@ -291,22 +401,38 @@ class SchedulerCore:
                                     "(perseus serve --max-ranks-per-job)")
             self._check_supported(job, stage, gpu_name, freqs)
             info = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
-            if job.ranks.get(rank) != info:
-                with self._sessions() as s:
-                    # Memory mirrors the table, so a new rank needs no lookup.
-                    row = s.get(m.RankRow, (job_id, rank)) if rank in job.ranks else None
+            sweep_unset = job.phase == "profiling" and not job.profiling.frequencies
+            if rank not in job.ranks and not sweep_unset and self._insert_rank(job_id, info):
+                job.ranks[rank] = info  # a new rank changes no schedule: no version, no lock on the job
+            elif job.ranks.get(rank) != info:
+                with self._writing(job_id) as (s, job):
+                    row = s.get(m.RankRow, (job_id, rank))
                     if row is None:
                         row = m.RankRow(job_id=job_id, rank=rank)
                         s.add(row)
+                    changed = rank in job.ranks  # other replicas must drop the rank's old clocks
                     row.stage, row.pipeline_id, row.gpu_name = stage, pipeline_id, gpu_name
                     row.frequencies_json = ",".join(map(str, freqs))
                     if job.phase == "profiling" and not job.profiling.frequencies:
                         # The first rank's clocks become the sweep's frequency list.
                         job.profiling = dataclasses.replace(job.profiling, frequencies=freqs)
                         s.get_one(m.JobRow, job_id).profiling_json = job.profiling.to_json()
-                    s.commit()
-                job.ranks[rank] = info
+                        changed = True
+                    if changed:
+                        self._bump(s, job)
+                    job.ranks[rank] = info
             return self._schedule(job, info)
+
+    def _insert_rank(self, job_id: str, info: RankInfo) -> bool:
+        """Store a rank no replica has stored yet (False if one has: then it is an update)."""
+        with self._sessions() as s:
+            s.add(m.RankRow(job_id=job_id, rank=info.rank, stage=info.stage, pipeline_id=info.pipeline_id,
+                            gpu_name=info.gpu_name, frequencies_json=",".join(map(str, info.frequencies))))
+            try:
+                s.commit()
+            except IntegrityError:
+                return False
+        return True
 
     def _check_supported(self, job: _Job, stage: int, gpu_name: str, freqs: tuple[int, ...]) -> None:
         """Every frequency the job may ask of this stage must have a close supported clock."""
@@ -331,16 +457,18 @@ class SchedulerCore:
 
     def schedule_for(self, job_id: str, rank: int) -> ScheduleView:
         with self._lock:
-            job = self._job(job_id)
-            return self._schedule(job, self._rank(job, rank))
+            job, info = self._job_rank(job_id, rank)
+            return self._schedule(job, info)
 
     def try_schedule_for(self, job_id: str, rank: int) -> ScheduleView | None:
-        """:meth:`schedule_for` if the lock is free right now, else None (lets the event loop avoid a thread hop)."""
+        """:meth:`schedule_for` from the cache if the lock is free right now, else None (lets the event
+        loop avoid a thread hop; :meth:`schedule_for` reads what the cache lacks from the database)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            job = self._job(job_id)
-            return self._schedule(job, self._rank(job, rank))
+            job = self._jobs.get(job_id)
+            info = job.ranks.get(rank) if job is not None else None
+            return self._schedule(job, info) if job is not None and info is not None else None
         finally:
             self._lock.release()
 
@@ -367,14 +495,14 @@ class SchedulerCore:
             finite(f"measurements[{i}].time", t, positive=True)
             finite(f"measurements[{i}].energy", e, positive=True)
         with self._lock:
-            job = self._job(job_id)
-            info = self._rank(job, rank)
+            job, info = self._job_rank(job_id, rank)
             if job.phase != "profiling":
                 return self._schedule(job, info)  # a late or retried report; the sweep is over
-            sweep = job.profiling.frequencies
-            freq = nearest(sweep, frequency) if sweep else frequency
-            before = self._next_frequency(job, info.stage)
-            with self._sessions() as s:
+            with self._writing(job_id) as (s, job):
+                if job.phase != "profiling":  # another replica just finished the sweep
+                    return self._schedule(job, info)
+                sweep = job.profiling.frequencies
+                freq = nearest(sweep, frequency) if sweep else frequency
                 for kind, t, e in measurements:
                     row = s.scalars(select(m.ProfileReportRow).filter_by(
                         job_id=job_id, rank=rank, frequency=freq, instruction=kind)).first()
@@ -385,11 +513,11 @@ class SchedulerCore:
                     else:
                         row.time, row.energy = t, e
                     self._record_measurement(job, info.stage, freq, kind, rank, t, e)
-                if self._next_frequency(job, info.stage) != before:
-                    self._bump(s, job)
+                self._bump(s, job)  # replicas must see every measurement before deciding the sweep is over
                 if all(self._next_frequency(job, st) is None for st in range(job.spec.num_stages)):
                     self._finish_profiling(s, job)
-                s.commit()
+            if job.phase == "optimizing":
+                self._submit_frontier(job)
             self._notify(job)
             return self._schedule(job, info)
 
@@ -399,36 +527,78 @@ class SchedulerCore:
     ) -> int:
         """Store one iteration's time and energy (a repeated report is ignored); returns the version."""
         report = IterationReport(rank, iteration, time_s, energy, plan_name)
-        runs.validate_report(report)
-        version, _, _ = self.report_iterations(job_id, run_id, [report])
-        return version
+        runs.validate(run_id, [report])
+        with self._lock:
+            self._job_rank(job_id, rank)
+        return self._queue_iteration(job_id, run_id, report).result()
+
+    def try_report_iteration(
+        self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
+        run_id: str = "",
+    ) -> Future[int] | None:
+        """:meth:`report_iteration` without blocking: the future resolves once the report is stored.
+
+        None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
+        """
+        report = IterationReport(rank, iteration, time_s, energy, plan_name)
+        runs.validate(run_id, [report])
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            job = self._jobs.get(job_id)
+            if job is None or rank not in job.ranks:
+                return None
+        finally:
+            self._lock.release()
+        return self._queue_iteration(job_id, run_id, report)
 
     def report_iterations(
         self, job_id: str, run_id: str, reports: Sequence[IterationReport]
     ) -> tuple[int, int, int]:
-        """Store a batch of one run's reports in one transaction: (version, stored, duplicates).
+        """Store a batch of one run's reports: (version, stored, duplicates), after the commit.
 
         Reports already stored under the same (run, rank, iteration) are retries: acknowledged, not stored.
         """
         runs.validate(run_id, reports)
         with self._lock:
-            job = self._job(job_id)
             for r in {r.rank for r in reports}:
-                self._rank(job, r)
-            now = time.time()
-            with self._sessions() as s:
-                try:
-                    new = runs.store(s, job_id, run_id, reports, now)
-                    s.commit()
-                except IntegrityError:  # another server replica stored some of them meanwhile
-                    s.rollback()
-                    new = runs.store(s, job_id, run_id, reports, now)
-                    s.commit()
-            stats = job.runs.setdefault(run_id, runs.RunStats())
-            for report in new:
-                stats.add(report.rank, 1, now, now)
-            job.num_iteration_reports += len(new)
-            return job.version, len(new), len(reports) - len(new)
+                self._job_rank(job_id, r)
+        writes = [self._reports.submit(job_id, run_id, r) for r in reports]
+        new = [w.result() for w in writes]
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
+            return (job.version if job is not None else 0), sum(new), len(new) - sum(new)
+
+    def _queue_iteration(self, job_id: str, run_id: str, report: IterationReport) -> Future[int]:
+        """Store the report with those other ranks send meanwhile, in one transaction, outside the lock."""
+        done: Future[int] = Future()
+        done.set_running_or_notify_cancel()  # a caller that gives up cannot cancel a report being stored
+
+        def stored(write: Future[bool]) -> None:
+            try:
+                new = write.result()
+            except Exception as exc:
+                done.set_exception(exc)
+                return
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is not None and new:  # a retry of an acknowledged report is not new
+                    self._count_stored(job, run_id, [report])
+                done.set_result(job.version if job is not None else 0)
+
+        self._reports.submit(job_id, run_id, report).add_done_callback(stored)
+        return done
+
+    def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
+        if not stored:
+            return
+        now = time.time()
+        stats = job.runs.setdefault(run_id, runs.RunStats())
+        for report in stored:
+            stats.add(report.rank, 1, now, now)
+        job.num_iteration_reports += len(stored)
 
     def iteration_reports(self, job_id: str) -> list[tuple[int, int, float, float, str]]:
         """(rank, iteration, time, energy, plan_name) of every stored iteration report."""
@@ -443,8 +613,8 @@ class SchedulerCore:
 
     def set_target(self, job_id: str, target: TargetSpec, plan_json: str = "") -> JobView:
         with self._lock:
-            job = self._job(job_id)
-            with self._sessions() as s:
+            self._job(job_id)
+            with self._writing(job_id) as (s, job):
                 plan_id = self._resolve(s, job, target, plan_json)
                 job.target, job.plan_id = target, plan_id
                 if not (target.follows_frontier and job.frontier):
@@ -452,7 +622,6 @@ class SchedulerCore:
                 row = s.get_one(m.JobRow, job_id)
                 row.target_json, row.plan_id = target.to_json(), plan_id
                 self._bump(s, job)
-                s.commit()
             self._notify(job)
             log.info("job %s: target %s%s", job_id, target.describe(),
                      f" ({job.target_note})" if job.target_note else "")
@@ -466,7 +635,7 @@ class SchedulerCore:
             job = self._job(job_id)
             if not 0 <= pipeline_id < job.spec.dp_degree:
                 raise InputError("pipeline_id", f"{pipeline_id} is out of range for dp_degree {job.spec.dp_degree}")
-            with self._sessions() as s:
+            with self._writing(job_id) as (s, job):
                 row = s.get(m.StragglerRow, (job_id, pipeline_id))
                 if factor <= 1.0:
                     if row is not None:
@@ -479,7 +648,6 @@ class SchedulerCore:
                         row.factor = factor
                     job.stragglers[pipeline_id] = factor
                 self._bump(s, job)
-                s.commit()
             self._notify(job)
             others = [p for p in range(job.spec.dp_degree) if job.stragglers.get(p, 1.0) <= 1.0]
             plan = self._pipeline_plan(job, others[0]) if others else None
@@ -490,18 +658,17 @@ class SchedulerCore:
     def delete_job(self, job_id: str) -> JobView:
         """Forget a job and every row that refers to it; returns the job as it was."""
         with self._lock:
-            job = self._job(job_id)
-            view = self._view(job)
-            self._cancel_frontier(job_id)
-            with self._sessions() as s:
+            view = self._view(self._job(job_id))
+            self.cancel_frontier(job_id)
+            with self._writing(job_id) as (s, job):
                 # Every table with a foreign key to the jobs table, children first (covers future tables).
                 for table in reversed(Base.metadata.sorted_tables):
                     for fk in table.foreign_keys:
                         if fk.column.table.name == m.JobRow.__tablename__:
                             s.execute(delete(table).where(fk.parent == job_id))
                 s.execute(delete(m.JobRow).where(m.JobRow.id == job_id))
-                s.commit()
-            del self._jobs[job_id]
+                job.version += 1  # the replicas re-read it, find nothing and drop it
+            self._jobs.pop(job_id, None)
             self._notify(job)  # watchers wake up to NOT_FOUND
             log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
                      view.num_iteration_reports)
@@ -514,49 +681,54 @@ class SchedulerCore:
         plans are dropped and chosen again from the new frontier.
         """
         with self._lock:
-            job = self._job(job_id)
-            self._cancel_frontier(job_id)
-            keep = job.plan_id if job.target.kind == "plan" else None
-            if not job.profiling.frequencies and job.ranks:
-                job.profiling = dataclasses.replace(job.profiling, frequencies=job.ranks[min(job.ranks)].frequencies)
-            with self._sessions() as s:
+            self._job(job_id)
+            self.cancel_frontier(job_id)
+            with self._writing(job_id) as (s, job):
+                keep = job.plan_id if job.target.kind == "plan" else None
+                if not job.profiling.frequencies and job.ranks:
+                    job.profiling = dataclasses.replace(job.profiling,
+                                                        frequencies=job.ranks[min(job.ranks)].frequencies)
                 s.execute(delete(m.ProfileReportRow).where(m.ProfileReportRow.job_id == job_id))
                 s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id != (keep or -1)))
                 row = s.get_one(m.JobRow, job_id)
                 row.phase, row.profile_csv, row.error, row.plan_id = "profiling", None, "", keep
                 row.profiling_json = job.profiling.to_json()
                 self._bump(s, job)
-                s.commit()
-            job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
-            job.plans = {keep: job.plans[keep]} if keep is not None else {}
-            job.frontier, job.measured, job.num_profile_reports, job.target_note = [], {}, 0, ""
-            job.compatible.clear()
+                job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
+                job.plans = {keep: job.plans[keep]} if keep is not None else {}
+                job.frontier, job.measured, job.num_profile_reports, job.target_note = [], {}, 0, ""
+                job.compatible.clear()
             self._notify(job)
             log.info("job %s: re-profiling", job_id)
             return self._view(job)
 
-    def _cancel_frontier(self, job_id: str) -> None:
-        """Drop the job's pending frontier computation (delete, re-profile): its result will be ignored.
-
-        The hook for the frontier pool: a pool that can stop a running computation stops it here.
-        """
-        future = self._frontier_futures.pop(job_id, None)
-        if future is not None:
-            future.cancel()
-
     # ---------------------------------------------------------------- internals
 
-    def _job(self, job_id: str) -> _Job:
+    def _cached_or_stored(self, job_id: str) -> _Job | None:
+        """The cached job, else the job as another replica stored it, else None."""
         job = self._jobs.get(job_id)
+        if job is None:
+            with self._sessions() as s:
+                job = self._refresh(s, job_id)
+        return job
+
+    def _job(self, job_id: str) -> _Job:
+        job = self._cached_or_stored(job_id)
         if job is None:
             raise NotFound(f"job_id: no job {job_id!r}")
         return job
 
-    def _rank(self, job: _Job, rank: int) -> RankInfo:
+    def _job_rank(self, job_id: str, rank: int) -> tuple[_Job, RankInfo]:
+        """The job and one of its ranks (re-read once if the rank registered with another replica)."""
+        job = self._job(job_id)
         info = job.ranks.get(rank)
+        if info is None and self._feed.shared:
+            with self._sessions() as s:
+                job = self._refresh(s, job_id) or job
+            info = job.ranks.get(rank)
         if info is None:
-            raise NotFound(f"rank: rank {rank} of job {job.spec.job_id!r} is not registered")
-        return info
+            raise NotFound(f"rank: rank {rank} of job {job_id!r} is not registered")
+        return job, info
 
     def _parse_profile(self, spec: JobSpec, text: str) -> PipelineProfile:
         if len(text) > 16 * 1024 * 1024:
@@ -667,44 +839,55 @@ class SchedulerCore:
             save_profile(job.profile, self._profile_dir / spec.job_id, model=spec.model,
                          partition=spec.partition, num_stages=spec.num_stages, source=f"perseus job {spec.job_id}")
         log.info("job %s: profiling done (%d rows); optimizing", job.spec.job_id, len(rows))
-        self._submit_frontier(job)
 
     def _submit_frontier(self, job: _Job) -> None:
-        from perseus.server.optimize import compute_frontier_plans, make_pool
-
-        if self._closed:
+        """Queue the job's frontier here unless another replica computes it (call after the commit)."""
+        job_id = job.spec.job_id
+        if self._closed or job_id in self._computing or not self._feed.try_claim(job_id):
             return
-        if self._pool is None:
-            self._pool = (self._pool_factory or make_pool)()
-        spec = job.spec
-        future = self._pool.submit(compute_frontier_plans, job.profile_csv or "", spec.blocking_power,
-                                   spec.schedule, spec.num_stages, spec.num_microbatches, spec.num_chunks)
-        self._frontier_futures[spec.job_id] = future
-        future.add_done_callback(functools.partial(self._frontier_done, spec.job_id))
-
-    def _frontier_done(self, job_id: str, future: Future[list[dict[str, Any]]]) -> None:
-        with self._lock:
-            if self._closed or future.cancelled() or self._frontier_futures.get(job_id) is not future:
-                return  # the job was deleted or re-profiled meanwhile: this result is stale
-            del self._frontier_futures[job_id]
-            job = self._jobs[job_id]
-            try:
-                plans = [FrequencyPlan.from_dict(d) for d in future.result()]
-                if not plans:
-                    raise PerseusError("the frontier is empty")
-            except Exception as exc:  # the worker's failure becomes the job's error, not a crash
-                if self._closed:
-                    return
-                log.error("job %s: frontier computation failed: %s", job_id, exc)
-                with self._sessions() as s:
-                    job.phase, job.error = "failed", f"frontier computation failed: {exc}"
-                    row = s.get_one(m.JobRow, job_id)
-                    row.phase, row.error = job.phase, job.error
-                    self._bump(s, job)
-                    s.commit()
-                self._notify(job)
-                return
+        if self._feed.shared:  # the claim may come just after another replica finished the job
             with self._sessions() as s:
+                fresh = self._refresh(s, job_id)
+            if fresh is None or fresh.phase != "optimizing":
+                self._feed.release(job_id)
+                return
+            job = fresh
+        spec = job.spec
+        self._computing.add(job_id)
+        self._pool.submit(FrontierRequest(job_id, job.profile_csv or "", spec.blocking_power, spec.schedule,
+                                          spec.num_stages, spec.num_microbatches, spec.num_chunks))
+
+    def _frontier_done(self, request: FrontierRequest, result: list[dict[str, Any]] | None, error: str) -> None:
+        """The pool's answer (from its supervising thread): store the frontier or the job's failure."""
+        job_id = request.job_id
+        with self._lock:
+            if self._closed or job_id not in self._computing:
+                return
+            self._computing.discard(job_id)
+            try:
+                self._store_frontier(request, result, error)
+            except NotFound:
+                pass  # deleted meanwhile
+            except Exception:  # the database went away: the job stays "optimizing" and is retried
+                log.exception("job %s: cannot store its frontier", job_id)
+            finally:
+                self._feed.release(job_id)
+
+    def _store_frontier(self, request: FrontierRequest, result: list[dict[str, Any]] | None, error: str) -> None:
+        job_id = request.job_id
+        plans = [FrequencyPlan.from_dict(d) for d in result or ()]
+        if result is not None and not plans:
+            error = "the frontier is empty"
+        with self._writing(job_id) as (s, job):
+            if job.phase != "optimizing" or job.profile_csv != request.profile_csv:
+                return  # re-profiled or finished elsewhere meanwhile
+            if error:
+                log.error("job %s: frontier computation failed: %s", job_id, error)
+                job.phase, job.error = "failed", f"frontier computation failed: {error}"
+                row = s.get_one(m.JobRow, job_id)
+                row.phase, row.error = job.phase, job.error
+                self._bump(s, job)
+            else:
                 job.frontier = [self._store_plan(s, job, "frontier", p, None, i) for i, p in enumerate(plans)]
                 # Frontier targets pick their plan now; a baseline asked for before there was a profile
                 # is built now; a user plan was stored when it was set.
@@ -720,10 +903,9 @@ class SchedulerCore:
                 row = s.get_one(m.JobRow, job_id)
                 row.phase, row.plan_id, row.target_json = "serving", job.plan_id, job.target.to_json()
                 self._bump(s, job)
-                s.commit()
-            log.info("job %s: frontier of %d plans; serving %s", job_id, len(plans),
-                     job.plans[job.plan_id].name if job.plan_id else "-")
-            self._notify(job)
+                log.info("job %s: frontier of %d plans; serving %s", job_id, len(plans),
+                         job.plans[job.plan_id].name if job.plan_id else "-")
+        self._notify(job)
 
     def _pipeline_plan(self, job: _Job, pipeline_id: int) -> StoredPlan | None:
         """The plan a pipeline runs: the target's, or a slower one to match a straggler."""

@@ -1,30 +1,98 @@
-"""Frontier computation, run in a worker process so the server's event loop keeps serving."""
+"""One frontier computation in a child process: ``python -m perseus.server.optimize PARENT_PID MEMORY_BYTES``.
+
+The child reads one :class:`FrontierRequest` as a JSON line on stdin and writes one JSON object
+on stdout: ``{"plans": [...]}`` or ``{"error": "..."}``. It never outlives the server: on Linux
+the kernel kills it when its parent dies (``PR_SET_PDEATHSIG``), and everywhere it exits when
+its stdin reaches end of file, which happens when the parent dies, however it dies. Its address
+space is capped at ``MEMORY_BYTES`` (0: no cap), so a job too large for the machine fails alone
+with a clear reason instead of swapping the server to death.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from perseus.profile import parse_profile
+#: prctl(2) option that makes the kernel send a signal to this process when its parent exits.
+PR_SET_PDEATHSIG = 1
 
 
-def compute_frontier_plans(
-    profile_csv: str,
-    blocking_power: float,
-    schedule: str,
-    num_stages: int,
-    num_microbatches: int,
-    num_chunks: int,
-) -> list[dict[str, Any]]:
-    """The frontier's plans as JSON-ready dicts (plain data crosses the process boundary)."""
+@dataclass(frozen=True)
+class FrontierRequest:
+    """Everything the solver needs for one job's frontier (plain data: it crosses a pipe)."""
+
+    job_id: str
+    profile_csv: str
+    blocking_power: float
+    schedule: str
+    num_stages: int
+    num_microbatches: int
+    num_chunks: int
+
+    @property
+    def size(self) -> int:
+        """Forward and backward instructions in the pipeline DAG (what the solver's time grows with)."""
+        return 2 * self.num_stages * self.num_microbatches * self.num_chunks
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FrontierRequest:
+        return cls(**json.loads(text))
+
+
+def compute_frontier_plans(request: FrontierRequest) -> list[dict[str, Any]]:
+    """The frontier's plans as JSON-ready dicts, fastest first."""
+    from perseus.profile import parse_profile
     from perseus.solver import compute_frontier
 
-    profile = parse_profile(profile_csv, source="profile", blocking_power=blocking_power, num_stages=num_stages)
-    frontier = compute_frontier(profile, schedule, num_stages, num_microbatches, num_chunks)
+    profile = parse_profile(request.profile_csv, source="profile", blocking_power=request.blocking_power,
+                            num_stages=request.num_stages)
+    frontier = compute_frontier(profile, request.schedule, request.num_stages, request.num_microbatches,
+                                request.num_chunks)
     return [plan.to_dict() for plan in frontier.plans]
 
 
-def make_pool(workers: int = 1) -> Executor:
-    """A process pool started with ``spawn``: forking a process that runs gRPC threads is unsafe."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(3)
+
+
+def _exit_on_stdin_eof() -> None:
+    """The parent keeps our stdin open while it waits for us: end of file means it is gone."""
+    sys.stdin.buffer.read()
+    os._exit(3)
+
+
+def main(argv: list[str]) -> int:
+    parent_pid, memory_bytes = int(argv[0]), int(argv[1])
+    _die_with_parent(parent_pid)
+    request = FrontierRequest.from_json(sys.stdin.buffer.readline().decode())
+    threading.Thread(target=_exit_on_stdin_eof, daemon=True).start()
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    result: dict[str, Any]
+    try:
+        result = {"plans": compute_frontier_plans(request)}
+    except MemoryError:
+        result = {"error": f"exceeded the memory limit of {memory_bytes // 2**20} MiB"}
+    except Exception as exc:  # the job's failure, reported to the server as its reason
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

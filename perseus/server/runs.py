@@ -1,4 +1,4 @@
-"""Iteration reports grouped by training run (attempt): validation, batched storage, run statistics.
+"""Iteration reports grouped by training run (attempt): validation and run statistics.
 
 A run id names one launch of a job's training. Reports are keyed by (job, run, rank, iteration),
 so a rerun of the same job never collides with an earlier run, while an exact retry of a report
@@ -8,7 +8,7 @@ so a rerun of the same job never collides with an earlier run, while an exact re
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -62,36 +62,15 @@ def validate_report(r: IterationReport, prefix: str = "") -> None:
         raise InputError(f"{prefix}plan_name", f"at most {MAX_TEXT} characters")
 
 
-def store(s: Session, job_id: str, run_id: str, reports: Sequence[IterationReport], now: float) -> list[IterationReport]:
-    """Add the reports not stored yet (in this batch or before) to ``s``; returns them (uncommitted)."""
-    if not reports:
-        return []
-    table = m.IterationReportRow
-    ranks = {r.rank for r in reports}
-    low, high = min(r.iteration for r in reports), max(r.iteration for r in reports)
-    query = select(table.rank, table.iteration).where(
-        table.job_id == job_id, table.run_id == run_id, table.rank.in_(ranks), table.iteration.between(low, high)
-    )
-    seen = {(rank, iteration) for rank, iteration in s.execute(query)}
-    new: list[IterationReport] = []
-    for r in reports:
-        if (r.rank, r.iteration) not in seen:
-            seen.add((r.rank, r.iteration))
-            new.append(r)
-    s.add_all(
-        table(job_id=job_id, run_id=run_id, rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
-              plan_name=r.plan_name, created_at=now)
-        for r in new
-    )
-    return new
-
-
-def load(s: Session) -> dict[str, dict[str, RunStats]]:
-    """Run statistics of every job from the stored reports (server start)."""
+def load(s: Session, job_ids: Collection[str] | None = None) -> dict[str, dict[str, RunStats]]:
+    """Run statistics, oldest run first, from the stored reports: of every job, or of ``job_ids``."""
     table = m.IterationReportRow
     runs: dict[str, dict[str, RunStats]] = {}
     query = select(table.job_id, table.run_id, table.rank, func.count(), func.min(table.created_at),
                    func.max(table.created_at)).group_by(table.job_id, table.run_id, table.rank)
+    if job_ids is not None:
+        query = query.where(table.job_id.in_(job_ids))
     for job_id, run_id, rank, count, first, last in s.execute(query):
         runs.setdefault(job_id, {}).setdefault(run_id, RunStats()).add(rank, count, first, last)
-    return runs
+    return {job_id: dict(sorted(by_run.items(), key=lambda kv: kv[1].first_report_at))
+            for job_id, by_run in runs.items()}

@@ -1,7 +1,8 @@
 """The ``perseus.v1.Scheduler`` gRPC service: protobuf in, :class:`SchedulerCore` calls, protobuf out.
 
-Core calls run in a small thread pool so the asyncio event loop keeps serving (and streaming
-schedule updates) while one call waits on the database. Errors become status codes:
+Core calls run in a thread pool so the asyncio event loop keeps serving (and streaming
+schedule updates) while calls wait on the database; it is large enough that many iteration
+reports wait for one group commit together (:mod:`perseus.server.reports`). Errors become status codes:
 a bad field is INVALID_ARGUMENT naming it, an unknown job or rank NOT_FOUND, a different job
 under an existing id ALREADY_EXISTS, a request too early for the job's phase FAILED_PRECONDITION.
 """
@@ -12,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -135,7 +136,7 @@ def plan_to_proto(stored: StoredPlan, include_json: bool) -> pb.PlanSummary:
 class SchedulerServicer(pb_grpc.SchedulerServicer):
     """Serves :class:`SchedulerCore` over gRPC (grpc.aio)."""
 
-    def __init__(self, core: SchedulerCore, *, workers: int = 4) -> None:
+    def __init__(self, core: SchedulerCore, *, workers: int = 32) -> None:
         self.core = core
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,18 +164,20 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
     async def _schedule(self, context: grpc.aio.ServicerContext, job_id: str, rank: int) -> ScheduleView:
         """Schedules are read from memory: answer on the loop unless a writer holds the lock."""
-        try:
-            view = self.core.try_schedule_for(job_id, rank)
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        view = self.core.try_schedule_for(job_id, rank)
         if view is not None:
             return view
         return await self._call(context, self.core.schedule_for, job_id, rank)
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
+        return await self._answer(context, getattr(fn, "__name__", str(fn)),
+                                  loop.run_in_executor(self._executor, lambda: fn(*args, **kw)))
+
+    async def _answer(self, context: grpc.aio.ServicerContext, name: str, pending: Awaitable[T]) -> T:
+        """The result of ``pending``, or the call aborted with the status code its error maps to."""
         try:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kw))
+            return await pending
         except InputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:
@@ -186,7 +189,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         except (NotReady, PerseusError) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception:
-            log.exception("internal error in %s", getattr(fn, "__name__", fn))
+            log.exception("internal error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
         raise AssertionError("unreachable")  # context.abort always raises
 
@@ -261,10 +264,18 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIteration(
         self, request: pb.ReportIterationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationResponse:
-        version = await self._call(context, self.core.report_iteration, request.job_id, request.rank,
-                                   request.iteration, request.time, request.energy, request.plan_name,
-                                   request.run_id)
-        return pb.ReportIterationResponse(version=version)
+        args = (request.job_id, request.rank, request.iteration, request.time, request.energy, request.plan_name,
+                request.run_id)
+
+        async def report() -> int:
+            # Usually queued for the next group commit straight from the event loop, no thread involved.
+            queued = self.core.try_report_iteration(*args)
+            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.core.report_iteration(*args))
+            return await asyncio.wrap_future(queued)
+
+        return pb.ReportIterationResponse(version=await self._answer(context, "report_iteration", report()))
 
     async def ReportIterations(
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from perseus.client import PerseusClient
@@ -87,6 +89,61 @@ class SimulatedRank(threading.Thread):
                     raise TimeoutError(f"rank {self.rank}: job {self.job_id} still profiling after 120 s")
         except BaseException as exc:  # surfaced by the test
             self.error = exc
+
+
+class Reporter(threading.Thread):
+    """A rank that reports iterations non-stop and remembers which ones the server acknowledged."""
+
+    def __init__(self, target: str, job_id: str, rank: int) -> None:
+        super().__init__(daemon=True)
+        self.client = PerseusClient(target, retry_timeout=60)
+        self.job_id, self.rank = job_id, rank
+        self.acked: list[int] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            iteration = 0
+            while not self.stop.is_set():
+                self.client.report_iteration(self.job_id, self.rank, iteration, 1.0 + iteration * 1e-3, 100.0)
+                self.acked.append(iteration)
+                iteration += 1
+        except BaseException as exc:
+            self.error = exc
+
+
+def solver_processes(parent: int | None = None) -> list[int]:
+    """Pids of live frontier children (``python -m perseus.server.optimize``), of ``parent`` or of anyone."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or it just exited
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if b"perseus.server.optimize" in cmdline and state != "Z" and (parent is None or int(ppid) == parent):
+            found.append(int(proc.name))
+    return found
+
+
+@contextmanager
+def scratch_database(cluster_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on a PostgreSQL cluster, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(cluster_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(cluster_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:

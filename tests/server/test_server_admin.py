@@ -143,12 +143,9 @@ def test_reprofile_sweeps_again_and_serves_the_new_frontier(server: ServerThread
 def test_a_frontier_computed_for_a_dropped_profile_is_ignored(server: ServerThread, client: PerseusClient) -> None:
     profile = profile_slice(2, freq_step=3)
     client.register_job(job_id="old", num_stages=2, num_microbatches=3, profile=profile)
-    computing = server.core._frontier_futures["old"]
+    assert "old" in server.core._computing  # queued or computing in the frontier pool
     assert client.reprofile_job("old").phase == "profiling"  # while its frontier is being computed
-    deadline = time.monotonic() + 120
-    while not computing.done():  # cancelled, or finished with a result that must be dropped
-        assert time.monotonic() < deadline, "the dropped frontier computation did not end within 120 s"
-        time.sleep(0.05)
+    assert "old" not in server.core._computing  # cancelled: a late result would be dropped
     client.register_job(job_id="later", num_stages=2, num_microbatches=3, profile=profile)
     client.wait_for_phase("later", "serving")  # the done callback of "old" has run by now too
     job = client.get_job("old")

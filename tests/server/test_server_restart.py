@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from server_helpers import ServerProcess, SimulatedRank, profile_csv, profile_slice, wait_until
+from server_helpers import (
+    Reporter,
+    ServerProcess,
+    SimulatedRank,
+    profile_csv,
+    profile_slice,
+    solver_processes,
+    wait_until,
+)
 
 from perseus.client import PerseusClient, Target
 from perseus.profile import parse_profile
 from perseus.solver import compute_frontier
-
-
-class Reporter(threading.Thread):
-    """A rank that reports iterations non-stop and remembers which ones the server acknowledged."""
-
-    def __init__(self, target: str, job_id: str, rank: int) -> None:
-        super().__init__(daemon=True)
-        self.client = PerseusClient(target, retry_timeout=60)
-        self.job_id, self.rank = job_id, rank
-        self.acked: list[int] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            iteration = 0
-            while not self.stop.is_set():
-                self.client.report_iteration(self.job_id, self.rank, iteration, 1.0 + iteration * 1e-3, 100.0)
-                self.acked.append(iteration)
-                iteration += 1
-        except BaseException as exc:
-            self.error = exc
 
 
 def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
@@ -113,6 +100,37 @@ def test_kill9_while_serving_then_restart(tmp_path: Path) -> None:
         assert client.wait_for_phase("pending", "serving").frontier_size > 0
     finally:
         assert second.stop() == 0
+
+
+def test_kill9_leaves_no_solver_behind_and_restart_resumes(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'perseus.db'}"
+    first = ServerProcess(db)
+    client = PerseusClient(first.target, retry_timeout=60)
+    client.register_job(job_id="big", num_stages=8, num_microbatches=4000, profile=profile_slice(8, freq_step=3))
+    solvers = _solvers_of(first)
+    first.kill9()
+    deadline = time.monotonic() + 30
+    while set(solver_processes()) & set(solvers):
+        assert time.monotonic() < deadline, f"solver processes {solvers} outlived the killed server"
+        time.sleep(0.05)
+    second = ServerProcess(db, port=first.port)
+    try:
+        resumed = _solvers_of(second)  # the job was left optimizing: computed again
+        client.register_job(job_id="small", num_stages=2, num_microbatches=2,
+                            profile=profile_csv(profile_slice(2)), blocking_power=80.0)
+        assert client.wait_for_phase("small", "serving", timeout=120).frontier_size > 0
+        assert client.get_job("big").phase == "optimizing"
+    finally:
+        assert second.stop() == 0
+    assert not set(solver_processes()) & set(resumed)
+
+
+def _solvers_of(server: ServerProcess) -> list[int]:
+    deadline = time.monotonic() + 60
+    while not (found := solver_processes(server.proc.pid)):
+        assert time.monotonic() < deadline, "the server started no solver process"
+        time.sleep(0.05)
+    return found
 
 
 @pytest.mark.slow

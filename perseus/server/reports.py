@@ -1,0 +1,124 @@
+"""Group commit of iteration reports: the control plane's hottest write.
+
+A thousand ranks each report once a second. Committing each report on its own costs a
+transaction per report, serialized; instead one writer thread stores, in one transaction,
+every report that arrived while its previous commit ran, and only then acknowledges them (a
+caller's :class:`~concurrent.futures.Future` resolves after the commit, so an acknowledged report
+is on disk). A report stored before (a retry of an acknowledged one) is skipped by the database
+(``ON CONFLICT DO NOTHING`` on the (job, run, rank, iteration) key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from perseus.reports import IterationReport
+from perseus.server import models as m
+
+log = logging.getLogger("perseus.server")
+
+#: Reports per transaction at most (bounds one commit's latency and the statement's size).
+MAX_BATCH = 2000
+
+
+class ReportWriter:
+    """Stores iteration reports in batches from one thread; see the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._insert: Any = None
+        if engine.dialect.name == "sqlite":
+            self._insert = sqlite.insert(m.IterationReportRow).on_conflict_do_nothing()
+        elif engine.dialect.name == "postgresql":
+            self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing()
+        self._pending: list[tuple[dict[str, Any], Future[bool]]] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="perseus-reports", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: str, run_id: str, report: IterationReport) -> Future[bool]:
+        """Queue one report of run ``run_id``; the future says (after the commit) whether it was new."""
+        future: Future[bool] = Future()
+        row = dict(job_id=job_id, run_id=run_id, rank=report.rank, iteration=report.iteration, time=report.time,
+                   energy=report.energy, plan_name=report.plan_name, created_at=time.time())
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the server is stopping")
+            self._pending.append((row, future))
+            self._wake.notify()
+        return future
+
+    def close(self) -> None:
+        """Store what is queued, then stop."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                stored = self._store([row for row, _ in batch])
+            except Exception as exc:  # the database failed: every caller in the batch gets the error
+                log.warning("storing %d iteration reports failed: %s", len(batch), exc)
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), new in zip(batch, stored, strict=True):
+                future.set_result(new)
+
+    def _store(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Whether each row was new (rows a batch repeats, or that were stored before, are not)."""
+        keys = [_key(r) for r in rows]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        unique = [rows[i] for i in sorted(first.values())]
+        with self._engine.begin() as conn:
+            if self._insert is not None:
+                result = conn.execute(self._insert, unique)
+                if result.rowcount == len(unique):
+                    return [first[key] == i for i, key in enumerate(keys)]
+                new = self._new_keys(conn, unique)
+            else:  # a database without ON CONFLICT: one savepoint per row
+                new = set()
+                for row in unique:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(m.IterationReportRow), row)
+                        new.add(_key(row))
+                    except IntegrityError:
+                        pass
+        return [first[key] == i and key in new for i, key in enumerate(keys)]
+
+    def _new_keys(self, conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str, int, int]]:
+        """Some rows existed already: the ones this transaction stored are those with our timestamps."""
+        table = m.IterationReportRow.__table__
+        new = set()
+        for row in rows:
+            created = conn.execute(
+                table.select().with_only_columns(table.c.created_at).where(
+                    table.c.job_id == row["job_id"], table.c.run_id == row["run_id"], table.c.rank == row["rank"],
+                    table.c.iteration == row["iteration"])).scalar()
+            if created == row["created_at"]:
+                new.add(_key(row))
+        return new
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int, int]:
+    """What makes a report unique: (job, run, rank, iteration)."""
+    return row["job_id"], row["run_id"], row["rank"], row["iteration"]

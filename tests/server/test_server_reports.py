@@ -1,0 +1,46 @@
+"""Group commit of iteration reports: many reports per transaction, acknowledged only once stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import event
+
+from perseus.server import models as m
+from perseus.server.db import make_engine, session_factory, upgrade
+from perseus.server.reports import ReportWriter
+
+
+def test_reports_that_arrive_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as s:
+        s.add(m.JobRow(id="j", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0,
+                       phase="serving"))
+        s.commit()
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    writer = ReportWriter(engine)
+    try:
+        assert writer.submit("j", 0, 0, 1.0, 5.0, "p").result(timeout=30) is True
+        assert writer.submit("j", 0, 0, 1.0, 5.0, "p").result(timeout=30) is False  # a retry: stored once
+        commits.clear()
+        # Another writer holds the database: every report queued meanwhile waits, then goes in together.
+        blocker = sqlite3.connect(tmp_path / "r.db", timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        first = writer.submit("j", 1, 0, 1.0, 5.0, "")
+        rest = [writer.submit("j", rank, it, 1.0, 5.0, "") for rank in range(1, 5) for it in range(1, 50)]
+        twice = writer.submit("j", 2, 7, 1.0, 5.0, "")  # the same report twice in one batch
+        assert not first.done() and not any(f.done() for f in rest)  # nothing acknowledged before its commit
+        blocker.rollback()
+        blocker.close()
+        assert first.result(timeout=30) is True and all(f.result(timeout=30) for f in rest)
+        assert twice.result(timeout=30) is False
+        assert len(commits) <= 2, f"{len(rest) + 2} reports took {len(commits)} commits"
+    finally:
+        writer.close()
+    con = sqlite3.connect(tmp_path / "r.db")
+    assert con.execute("SELECT COUNT(*) FROM scheduler_iteration_reports").fetchone() == (2 + 4 * 49,)
+    con.close()
+    engine.dispose()
