@@ -527,7 +527,8 @@ class SchedulerCore:
     ) -> int:
         """Store one iteration's time and energy (a repeated report is ignored); returns the version."""
         report = IterationReport(rank, iteration, time_s, energy, plan_name)
-        runs.validate(run_id, [report])
+        runs.validate_report(report)
+        runs.validate(run_id, ())
         with self._lock:
             self._job_rank(job_id, rank)
         return self._queue_iteration(job_id, run_id, report).result()
@@ -541,7 +542,8 @@ class SchedulerCore:
         None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
         """
         report = IterationReport(rank, iteration, time_s, energy, plan_name)
-        runs.validate(run_id, [report])
+        runs.validate_report(report)
+        runs.validate(run_id, ())
         if not self._lock.acquire(blocking=False):
             return None
         try:

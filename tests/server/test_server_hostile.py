@@ -103,7 +103,7 @@ def test_rate_limited_log_counts_what_it_held_back(caplog: pytest.LogCaptureFixt
 def test_watching_unknown_jobs_leaves_nothing_behind(tmp_path: Path) -> None:
     with _server(tmp_path, token=None) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
         servicer = _servicer(srv)
-        stub = pb_grpc.SchedulerStub(client._channel)
+        stub = pb_grpc.SchedulerStub(client._channels[0])
         for i in range(300):
             with pytest.raises(grpc.RpcError) as err:
                 next(iter(stub.WatchSchedule(pb.GetScheduleRequest(job_id=f"{i:05d}" + "x" * 5000), timeout=10)))
@@ -192,7 +192,7 @@ def watched(tmp_path: Path) -> Iterator[PerseusClient]:
 
 
 def test_watch_streams_are_limited_per_client(watched: PerseusClient) -> None:
-    stub = pb_grpc.SchedulerStub(watched._channel)
+    stub = pb_grpc.SchedulerStub(watched._channels[0])
     request = pb.GetScheduleRequest(job_id="w", rank=0)
     open_calls = []
     for _ in range(2):
@@ -225,7 +225,7 @@ def test_watch_streams_are_limited_in_total(tmp_path: Path) -> None:
     with _server(tmp_path, limits, token=None) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
         client.register_job(job_id="w", num_stages=1, num_microbatches=1, blocking_power=70.0)
         client.register_rank("w", 0, 0, [1410, 1000])
-        stub = pb_grpc.SchedulerStub(client._channel)
+        stub = pb_grpc.SchedulerStub(client._channels[0])
         request = pb.GetScheduleRequest(job_id="w", rank=0)
         calls = [stub.WatchSchedule(request, timeout=60) for _ in range(2)]
         for call in calls:

@@ -52,7 +52,7 @@ def test_metrics_endpoint(metered: ServerThread) -> None:
         client.report_iteration("m", 1, 2, 0.59, 130.0)
         with pytest.raises(PerseusRpcError):
             client.get_schedule("nope", 0)
-        stub = pb_grpc.SchedulerStub(client._channel)
+        stub = pb_grpc.SchedulerStub(client._channels[0])
         watch = stub.WatchSchedule(pb.GetScheduleRequest(job_id="m", rank=0), timeout=60)
         next(iter(watch))
         samples = scrape(port)
