@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perseus.plan import FrequencyPlan, PlannedInstruction, PowerStateSchedule
+from perseus.reports import RunInfo
 from perseus.v1 import scheduler_pb2 as pb
 
 PHASE_NAMES = {
@@ -201,19 +202,6 @@ class JobInfo:
             runs=tuple(RunInfo(r.run_id, r.num_ranks, r.num_iterations, r.num_reports, r.first_report_at,
                                r.last_report_at) for r in msg.runs),
         )
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One training run (attempt) of a job: the reports its ranks sent under one run id."""
-
-    run_id: str
-    num_ranks: int
-    num_iterations: int
-    """The most iterations any rank of the run reported."""
-    num_reports: int
-    first_report_at: float
-    last_report_at: float
 
 
 @dataclass(frozen=True)
