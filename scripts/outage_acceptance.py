@@ -20,6 +20,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perseus.client import PerseusClient, Target  # noqa: E402
+from perseus.profile import PipelineProfile, load_profile  # noqa: E402
+
+PROFILE = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
+
+
+def register(address: str, pp: int) -> None:
+    """The job, with the first ``pp`` stages of the shipped A100 profile: served at once, no sweep."""
+    p = load_profile(PROFILE)
+    profile = PipelineProfile({k: v for k, v in p.instructions.items() if k[0] < pp}, p.blocking_power, p.source)
+    with PerseusClient(address) as client:
+        client.register_job(job_id="outage", model="gpt3-tiny", partition="uniform", num_stages=pp,
+                            num_microbatches=2 * pp, profile=profile, target=Target.fastest())
+        client.wait_for_phase("outage", "serving", timeout=300)
 
 
 def start_server(port: int, db: str) -> subprocess.Popen[str]:
@@ -44,6 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="perseus-outage-") as tmp:
         db = f"sqlite:///{tmp}/perseus.db"
         server = start_server(port, db)
+        register(f"127.0.0.1:{port}", args.pp)
         train = subprocess.Popen(
             [sys.executable, "-m", "merak_integration.launch", "gpt3-tiny", "2", str(2 * args.pp), "--pp",
              str(args.pp), "--device", "sim", "--max_steps", str(args.steps), "--server", f"127.0.0.1:{port}",
