@@ -11,8 +11,11 @@ do; the worst case for the server). At each iteration boundary a rank does what 
   pick up a schedule the watch stream delivered, if any.
 
 ``--probes`` ranks run alone in their own process, one training thread plus the link's threads,
-exactly like a worker; their boundary times are the table. The other ranks load the server from
-``--load_procs`` processes (threads). Every report must be in the database at the end.
+exactly like a worker; their boundary times are the table (wall time, so on a shared machine it
+includes waiting for a CPU). The other ranks send the same RPCs (sync: ReportIteration awaited at
+each boundary; async: a watch stream each and batched ReportIterations at the sender's pace) from
+``--load_procs`` asyncio processes at low CPU priority, standing in for the ranks of other
+machines. Every report must be in the database at the end.
 
     .venv/bin/python benchmarks/worker_link.py [--ranks 1024] [--iterations 30] [--iteration_s 1.0]
 """
@@ -20,16 +23,20 @@ exactly like a worker; their boundary times are the table. The other ranks load 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing as mp
 import os
+import random
 import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,12 +44,15 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.server import MICROBATCHES, PROFILE, STAGES, start_server  # noqa: E402
 from perseus.client import PerseusClient  # noqa: E402
 from perseus.client.follower import ScheduleFollower  # noqa: E402
-from perseus.client.health import LinkHealth  # noqa: E402
+from perseus.client.health import TRANSIENT, LinkHealth  # noqa: E402
 from perseus.client.reporter import BackgroundReporter  # noqa: E402
 from perseus.profile import load_profile  # noqa: E402
 from perseus.reports import IterationReport  # noqa: E402
+from perseus.v1 import scheduler_pb2 as pb  # noqa: E402
+from perseus.v1 import scheduler_pb2_grpc as pb_grpc  # noqa: E402
 
 JOB = "bench"
+SENDER_INTERVAL = 0.5  # BackgroundReporter's default interval (s)
 
 
 class Rank:
@@ -90,7 +100,7 @@ def run_rank(rank: Rank, start: float, iterations: int, period: float, out: list
 
 
 def probe(target: str, mode: str, rank: int, spill: str, start: float, iterations: int, period: float,
-          results: mp.Queue) -> None:  # type: ignore[type-arg]
+          results: mp.Queue) -> None:
     link = Rank(target, mode, rank, Path(spill))
     times: list[float] = []
     run_rank(link, start, iterations, period, times)
@@ -98,28 +108,65 @@ def probe(target: str, mode: str, rank: int, spill: str, start: float, iteration
     results.put(times)
 
 
-def load(target: str, mode: str, ranks: list[int], spill: str, start: float, iterations: int, period: float,
-         results: mp.Queue) -> None:  # type: ignore[type-arg]
-    links = [Rank(target, mode, r, Path(spill)) for r in ranks]
-    sink: list[float] = []
-    threads = [threading.Thread(target=run_rank, args=(link, start, iterations, period, sink)) for link in links]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for link in links:
-        link.close()
+def load(target: str, mode: str, ranks: list[int], start: float, iterations: int, period: float,
+         results: mp.Queue) -> None:
+    """The other ranks' traffic, from one asyncio loop at low CPU priority (they stand for other machines)."""
+    os.nice(10)
+    asyncio.run(_load(target, mode, ranks, start, iterations, period))
     results.put(None)
+
+
+async def _load(target: str, mode: str, ranks: list[int], start: float, iterations: int, period: float) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.SchedulerStub(channel)
+        watches = [asyncio.create_task(_watch(stub, r)) for r in ranks] if mode == "async" else []
+        await asyncio.gather(*(_load_rank(stub, mode, r, start, iterations, period) for r in ranks))
+        for w in watches:
+            w.cancel()
+
+
+async def _watch(stub: pb_grpc.SchedulerStub, rank: int) -> None:
+    """What a rank's schedule follower keeps open."""
+    async for _ in stub.WatchSchedule(pb.GetScheduleRequest(job_id=JOB, rank=rank)):
+        pass
+
+
+async def _load_rank(stub: pb_grpc.SchedulerStub, mode: str, rank: int, start: float, iterations: int,
+                     period: float) -> None:
+    """sync: one ReportIteration per iteration, awaited; async: what the background sender sends, when it wakes."""
+    unsent: list[int] = []
+    for k in range(iterations):
+        await asyncio.sleep(max(0.0, start + (k + 1) * period - time.time()))
+        if mode == "sync":
+            await _retry(stub.ReportIteration, pb.ReportIterationRequest(
+                job_id=JOB, rank=rank, iteration=k, time=1.0, energy=100.0, plan_name="p000", run_id="sync"))
+            continue
+        unsent.append(k)
+        await asyncio.sleep(random.uniform(0, SENDER_INTERVAL))  # the sender wakes at its own pace
+        batch = [pb.IterationReport(rank=rank, iteration=i, time=1.0, energy=100.0, plan_name="p000") for i in unsent]
+        await _retry(stub.ReportIterations, pb.ReportIterationsRequest(job_id=JOB, run_id="async", reports=batch))
+        unsent.clear()
+
+
+async def _retry(call: Any, request: Any) -> None:
+    while True:
+        try:
+            await call(request, timeout=120)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in TRANSIENT:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def measure(target: str, mode: str, args: argparse.Namespace, spill: Path) -> list[float]:
     """Run every rank once in ``mode``; returns the probes' boundary times."""
     ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    results: mp.Queue = ctx.Queue()
     start = time.time() + args.setup_s
-    common = (str(spill), start, args.iterations, args.iteration_s, results)
+    common = (start, args.iterations, args.iteration_s, results)
     loaded = list(range(args.probes, args.ranks))
-    procs = [ctx.Process(target=probe, args=(target, mode, r, *common)) for r in range(args.probes)]
+    procs = [ctx.Process(target=probe, args=(target, mode, r, str(spill), *common)) for r in range(args.probes)]
     procs += [ctx.Process(target=load, args=(target, mode, loaded[i::args.load_procs], *common))
               for i in range(args.load_procs)]
     for p in procs:

@@ -162,6 +162,7 @@ class ServerSession:
         training goes on at default clocks; the sweep resumes when the server answers.
         """
         from merak_integration.trainer import gpu_stage
+
         trainer, ctx = self.trainer, self.trainer.ctx
         step = self.served.profiling if self.served.mode == "profiling" else None
         rows: list[tuple[int, str, int, float, float]] = []
@@ -255,6 +256,9 @@ class ServerSession:
             # A schedule that does not fit must not stop training: keep the one that runs, say so once.
             self.served = old
             print(f"perseus: warning: rank {self.trainer.ctx.rank}: ignoring the new schedule: {exc}", flush=True)
+            return
+        if old.mode == "power_limit" and newer.mode != "power_limit":
+            self.gpu.reset_power_limit()
 
     def close(self) -> None:
         if self._link is not None:

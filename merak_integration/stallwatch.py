@@ -35,6 +35,8 @@ class StallWatch:
         self._progress_at = time.monotonic()
         self._stopped = threading.Event()
         self._stall_reported_at: float | None = None
+        self._watching_since: float | None = None
+        """When this rank began reading the others' heartbeats (its own progress stalled)."""
         self._seen: dict[int, tuple[bytes, float]] = {}
         """rank -> (its last heartbeat value, when this rank saw it change)"""
         self._thread = threading.Thread(target=self._run, name="perseus-stallwatch", daemon=True)
@@ -72,7 +74,9 @@ class StallWatch:
                 self._store.set(str(self.rank), f"{beats} {self.iteration}")
                 if time.monotonic() - self._progress_at >= self.timeout:
                     self._check()
-                elif self._stall_reported_at is not None:
+                    continue
+                self._watching_since = None
+                if self._stall_reported_at is not None:
                     self._report_resumed()
             except RuntimeError:  # the store went away: torchrun is shutting the job down
                 return
@@ -83,7 +87,10 @@ class StallWatch:
         for r, value in enumerate(values):
             if self._seen.get(r, (b"", 0.0))[0] != value:
                 self._seen[r] = (value, now)
-        if self._stall_reported_at is not None or len(values) < self.world:
+        self._watching_since = self._watching_since or now
+        # Judge only after watching long enough to tell a silent rank from a live one.
+        if (self._stall_reported_at is not None or len(values) < self.world
+                or now - self._watching_since <= SILENT_AFTER + self.interval):
             return
         silent = [r for r in range(self.world) if now - self._seen[r][1] > SILENT_AFTER]
         alive = [r for r in range(self.world) if r not in silent]

@@ -1,4 +1,4 @@
-"""Iteration reports as values, and the spill file that keeps them when the server cannot take them.
+"""Iteration reports and training runs as values, and the spill file that keeps them when the server cannot take them.
 
 An :class:`IterationReport` is one rank's time and energy of one training iteration. Workers send
 them in batches under a run id (one launch of a job). Reports the server could not take before the
@@ -27,6 +27,21 @@ class IterationReport:
     time: float
     energy: float
     plan_name: str = ""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One training run (attempt) of a job, as its stored iteration reports describe it."""
+
+    run_id: str
+    num_ranks: int
+    """Ranks that reported at least once."""
+    num_iterations: int
+    """The most iterations any rank of the run reported."""
+    num_reports: int
+    first_report_at: float
+    """Unix seconds."""
+    last_report_at: float
 
 
 RunKey = tuple[str, str]

@@ -106,7 +106,8 @@ class BackgroundReporter:
                       f"{self.spill_path} could not be written")
         pending = 0
         if self.spill_path.is_file():
-            pending = sum(1 for _ in self.spill_path.open())
+            with self.spill_path.open() as f:
+                pending = sum(1 for _ in f)
         return Delivery(self._sent, pending, self._rejected, self._dropped, self.spill_path)
 
     # ------------------------------------------------------------------ sender thread

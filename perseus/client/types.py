@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perseus.plan import FrequencyPlan, PlannedInstruction, PowerStateSchedule
+from perseus.reports import RunInfo
 from perseus.v1 import scheduler_pb2 as pb
 
 PHASE_NAMES = {
@@ -209,19 +210,6 @@ class JobInfo:
             target_note=msg.target_note,
             plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
         )
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One training run (attempt) of a job: the reports its ranks sent under one run id."""
-
-    run_id: str
-    num_ranks: int
-    num_iterations: int
-    """The most iterations any rank of the run reported."""
-    num_reports: int
-    first_report_at: float
-    last_report_at: float
 
 
 @dataclass(frozen=True)

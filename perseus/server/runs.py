@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from perseus.errors import InputError
-from perseus.reports import IterationReport
+from perseus.reports import IterationReport, RunInfo
 from perseus.server import models as m
-from perseus.server.types import MAX_TEXT, RunView, finite, in_range
+from perseus.server.types import MAX_TEXT, finite, in_range
 
 #: Reports one ReportIterations call may carry (about 0.3 MB of protobuf at most).
 MAX_BATCH = 4096
@@ -37,9 +37,9 @@ class RunStats:
         self.first_report_at = min(self.first_report_at or first, first)
         self.last_report_at = max(self.last_report_at, last)
 
-    def view(self, run_id: str) -> RunView:
+    def view(self, run_id: str) -> RunInfo:
         counts = self.reports_per_rank.values()
-        return RunView(run_id, len(counts), max(counts, default=0), sum(counts), self.first_report_at,
+        return RunInfo(run_id, len(counts), max(counts, default=0), sum(counts), self.first_report_at,
                        self.last_report_at)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from perseus.errors import InputError, PerseusError
 from perseus.pipeline.schedules import stage_orders
 from perseus.plan import SCHEDULES, FrequencyPlan, PlannedInstruction
+from perseus.reports import RunInfo
 from perseus.server.targets import TargetSpec
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -133,7 +134,7 @@ class JobView:
     stragglers: dict[int, float]
     created_at: float
     stages_profiled: int
-    runs: tuple[RunView, ...] = ()
+    runs: tuple[RunInfo, ...] = ()
     """Training runs that reported iterations, oldest first."""
     target_note: str = ""
     plan_iteration_time: float = 0.0
@@ -143,19 +144,6 @@ class JobView:
     def num_iterations(self) -> int:
         """Training iterations reported, summed over runs (not per-rank reports)."""
         return sum(r.num_iterations for r in self.runs)
-
-
-@dataclass(frozen=True)
-class RunView:
-    """One training run (attempt) of a job, as its iteration reports describe it."""
-
-    run_id: str
-    num_ranks: int
-    num_iterations: int
-    """The most iterations any rank of the run reported."""
-    num_reports: int
-    first_report_at: float
-    last_report_at: float
 
 
 

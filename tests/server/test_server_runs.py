@@ -7,8 +7,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from perseus.cli.main import main as perseus_main
 from perseus.client import PerseusClient, PerseusRpcError
-from perseus.reports import IterationReport
+from perseus.reports import IterationReport, append_spill
 from perseus.server.app import ServerConfig, ServerThread
 
 JOB = "runs"
@@ -80,3 +81,32 @@ def test_unregistered_rank_is_not_found(client: PerseusClient) -> None:
         client.report_iterations(JOB, "r", [IterationReport(0, 0, 1.0, 1.0), IterationReport(7, 0, 1.0, 1.0)])
     assert err.value.code == grpc.StatusCode.NOT_FOUND and "rank 7" in err.value.details
     assert client.get_job(JOB).num_iteration_reports == 0
+
+
+def test_jobs_cli_counts_iterations_and_upload_sends_spill_files(
+    client: PerseusClient, server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{server.port}"
+    _job(client, ranks=2)
+    for rank in range(2):
+        client.report_iterations(JOB, "run-a", _reports(rank, range(5)))
+    spill = tmp_path / "unsent" / f"{JOB}.rank1.jsonl"
+    append_spill(spill, JOB, "run-b", _reports(1, range(3)))
+
+    assert perseus_main(["upload", str(spill.parent), "--server", address]) == 0
+    assert f"{spill}: 3 reports stored, 0 already there" in capsys.readouterr().out
+    assert not spill.exists()
+    append_spill(spill, JOB, "run-b", _reports(1, range(3)))  # the same reports again: acknowledged, not stored
+    assert perseus_main(["upload", str(spill), "--server", address]) == 0
+    assert f"{spill}: 0 reports stored, 3 already there" in capsys.readouterr().out
+
+    assert perseus_main(["jobs", "--runs", "--server", address]) == 0
+    jobs, runs = capsys.readouterr().out.split("\nJOB ", 1)
+    header, row = jobs.splitlines()[:2]
+    runs_at, iters_at = header.index("RUNS"), header.index("ITERS")
+    assert (row[runs_at:iters_at].strip(), row[iters_at:].split()[0]) == ("2", "8")  # 5 + 3, not 13 reports
+    lines = runs.splitlines()
+    assert [line.split()[:5] for line in lines[1:]] == [[JOB, "run-a", "2", "5", "10"], [JOB, "run-b", "1", "3", "3"]]
+
+    assert perseus_main(["upload", str(tmp_path / "nowhere"), "--server", address]) == 2
+    assert capsys.readouterr().err.strip() == f"perseus: error: {tmp_path / 'nowhere'}: no such file or folder"
