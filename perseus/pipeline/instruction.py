@@ -1,0 +1,59 @@
+"""Pipeline instructions: what one stage (GPU) runs for one microbatch of one model chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perseus.errors import InputError
+
+V_SHAPED_SCHEDULES: frozenset[str] = frozenset({"zbv", "dualpipev"})
+"""Schedules whose two chunks per GPU form a V: GPU ``s`` holds virtual stages ``s`` and ``2S-1-s``."""
+
+
+@dataclass(frozen=True, order=True)
+class Instruction:
+    """One forward or backward pass of one microbatch through one model chunk on one stage."""
+
+    stage: int
+    kind: str
+    """``forward``, ``backward`` (fused), ``backward_input`` or ``backward_weight``."""
+    microbatch: int
+    chunk: int = 0
+    """Model chunk on this stage; :func:`virtual_stage` says which part of the model it is."""
+
+    @property
+    def name(self) -> str:
+        suffix = f"@{self.chunk}" if self.chunk else ""
+        return f"{self.kind}:{self.microbatch}{suffix}"
+
+
+StageOrder = list[list[Instruction]]
+
+
+
+
+def virtual_stage(schedule: str, num_stages: int, stage: int, chunk: int) -> int:
+    """Position in the model of ``chunk`` on GPU ``stage``.
+
+    Looping schedules deal chunks round-robin (virtual stage ``chunk * S + stage``); V-shaped
+    ones send the model down the GPUs and back up, so the first and last chunk share GPU 0.
+    """
+    if schedule in V_SHAPED_SCHEDULES and chunk == 1:
+        return 2 * num_stages - 1 - stage
+    return chunk * num_stages + stage
+
+
+def placement(schedule: str, num_stages: int, virtual: int) -> tuple[int, int]:
+    """``(stage, chunk)`` holding virtual stage ``virtual``; inverse of :func:`virtual_stage`."""
+    chunk, stage = divmod(virtual, num_stages)
+    if schedule in V_SHAPED_SCHEDULES and chunk == 1:
+        return num_stages - 1 - stage, 1
+    return stage, chunk
+
+
+def check_shape(num_stages: int, num_microbatches: int) -> None:
+    """Raise InputError unless there is at least one stage and one microbatch."""
+    if num_stages < 1:
+        raise InputError("num_stages", f"must be >= 1, got {num_stages}")
+    if num_microbatches < 1:
+        raise InputError("num_microbatches", f"must be >= 1, got {num_microbatches}")
