@@ -9,13 +9,14 @@ equal share of its stage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
 from perseus.errors import InputError
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
-from perseus.pipeline.instruction import virtual_stage
+from perseus.pipeline.instruction import SPLIT_BACKWARD_SCHEDULES, virtual_stage
 from perseus.profile.model import InstructionProfile, Measurement, PipelineProfile
 from perseus.profile.pareto import pareto_options
 
@@ -38,16 +39,27 @@ def instruction_measurements(
     )
 
 
+def check_profile_kinds(profile: PipelineProfile, schedule: str) -> None:
+    """Raise InputError, saying how to fix it, if ``schedule`` splits backwards and ``profile`` does not."""
+    if schedule in SPLIT_BACKWARD_SCHEDULES and not profile.has_split_backward():
+        stage = next(s for s in range(profile.num_stages) if (s, "backward_input") not in profile.instructions)
+        _missing(profile, stage, "backward_input")
+
+
 def _instruction(profile: PipelineProfile, stage: int, kind: str) -> InstructionProfile:
     try:
         return profile[(stage, kind)]
     except KeyError:
-        raise InputError(
-            profile.source,
-            f"stage {stage} has no {kind} measurements; zero-bubble schedules need the backward split into "
-            "backward_input and backward_weight (profile with --train_schedule zb, or derive them with "
-            "`perseus optimize --backward-input-share`)",
-        ) from None
+        _missing(profile, stage, kind)
+
+
+def _missing(profile: PipelineProfile, stage: int, kind: str) -> NoReturn:
+    raise InputError(
+        profile.source,
+        f"stage {stage} has no {kind} measurements; zero-bubble schedules need the backward split into "
+        "backward_input and backward_weight (profile with --train_schedule zb, or derive them with "
+        "`perseus optimize --backward-input-share`)",
+    )
 
 
 @dataclass(frozen=True, eq=False)

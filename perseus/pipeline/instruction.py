@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from perseus.errors import InputError
 
 V_SHAPED_SCHEDULES: frozenset[str] = frozenset({"zbv", "dualpipev"})
+SPLIT_BACKWARD_SCHEDULES: frozenset[str] = frozenset({"zb", "zbv", "dualpipev"})
+"""Schedules that run backwards split into ``backward_input`` and ``backward_weight``."""
 """Schedules whose two chunks per GPU form a V: GPU ``s`` holds virtual stages ``s`` and ``2S-1-s``."""
 
 
