@@ -14,6 +14,7 @@ from torch.distributed.pipelining.schedules import (
     ScheduleZBVZeroBubble,
 )
 
+from perseus.cli.main import main
 from perseus.errors import InputError
 from perseus.pipeline.costs import instruction_measurements
 from perseus.pipeline.dag import PipelineDAG
@@ -21,9 +22,11 @@ from perseus.pipeline.evaluate import build_plan, evaluate_plan
 from perseus.pipeline.instruction import placement, virtual_stage
 from perseus.pipeline.schedules import stage_orders
 from perseus.plan import FrequencyPlan
+from perseus.plot import frontier_label
 from perseus.profile import PipelineProfile, load_profile, split_backward
+from perseus.profile.io import format_profile
 from perseus.solver import compute_frontier
-from tests.core.conftest import write_csv
+from tests.core.conftest import A100, write_csv
 
 TORCH_SCHEDULES = {"zb": ScheduleInterleavedZeroBubble, "zbv": ScheduleZBVZeroBubble, "dualpipev": ScheduleDualPipeV}
 TORCH_KINDS = {"F": "forward", "B": "backward", "I": "backward_input", "W": "backward_weight"}
@@ -206,3 +209,33 @@ def test_frontier_plans_round_trip_and_evaluate_exactly(a100_profile: PipelinePr
     dag = PipelineDAG.build(schedule, 4, 8, 2)
     rebuilt = build_plan(dag, [top] * dag.num_nodes, 0.0, 0.0)
     assert [len(s) for s in rebuilt.stages] == [len(s) for s in fastest.stages]
+
+
+def test_optimize_cli_zero_bubble_schedules_and_one_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = tmp_path / "profile.csv"  # 4 stages, every 4th clock: keeps the three solves short
+    full = load_profile(A100)
+    keep = set(full.frequencies()[::4])
+    small.write_text(format_profile(
+        (p.stage, p.instruction, m) for p in full if p.stage < 4 for m in p.measurements if m.frequency in keep
+    ))
+    common = [str(small), "--stages", "4", "--microbatches", "8", "--blocking-power", "80"]
+    assert main(["optimize", *common, "--out", str(tmp_path / "1f1b")]) == 0
+    assert main(["optimize", *common, "--schedule", "zb", "--out", str(tmp_path / "zb")]) == 2
+    assert "no backward_input measurements" in capsys.readouterr().err
+    assert main(["optimize", *common, "--schedule", "zbv", "--chunks", "3", "--out", str(tmp_path / "zbv")]) == 2
+    assert "--chunks: zbv runs exactly 2 chunks" in capsys.readouterr().err
+    for schedule in ("zb", "zbv"):
+        out = tmp_path / schedule
+        assert main(["optimize", *common, "--schedule", schedule, "--backward-input-share", "0.5", "--out", str(out)]) == 0
+        plan = FrequencyPlan.load(sorted((out / "plans").glob("*.json"))[0])
+        assert plan.schedule == schedule and plan.num_chunks == (2 if schedule == "zbv" else 1)
+        assert {p.instruction for p in plan.stages[0]} == {"forward", "backward_input", "backward_weight"}
+    assert "split every backward" in capsys.readouterr().out
+    dirs = [str(tmp_path / s) for s in ("1f1b", "zb", "zbv")]
+    assert main(["plot", "frontier", *dirs, "--out", str(tmp_path / "all.png")]) == 0
+    assert (tmp_path / "all.png").stat().st_size > 1000
+    assert frontier_label(tmp_path / "zbv") == "zbv (zbv, 2 chunks)"
+    plan_path = sorted((tmp_path / "zbv" / "plans").glob("*.json"))[0]
+    split = tmp_path / "zbv" / "split_profile" / "profile.csv"
+    assert main(["plot", "timeline", str(plan_path), "--profile", str(split)]) == 0
+    assert plan_path.with_suffix(".png").exists()
