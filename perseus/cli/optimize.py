@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from perseus.errors import InputError
     from perseus.pipeline.costs import OptionTable, check_profile_kinds
     from perseus.pipeline.dag import PipelineDAG
+    from perseus.pipeline.instruction import schedule_chunks
     from perseus.profile import load_profile, save_profile, split_backward
     from perseus.solver import compute_frontier
     from perseus.solver.lower_bound import LowerBound
@@ -110,19 +111,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"optimality gap vs convex relaxation: max {max(gaps):.3f}%, mean {sum(gaps) / len(gaps):.3f}%")
     return 0
 
-
-def schedule_chunks(schedule: str, chunks: int | None) -> int:
-    """Model chunks per stage that ``schedule`` runs with, from ``--chunks`` (None: its default)."""
-    from perseus.errors import InputError
-
-    if schedule in ("zbv", "dualpipev"):
-        if chunks not in (None, 2):
-            raise InputError("--chunks", f"{schedule} runs exactly 2 chunks per stage (a V), got {chunks}")
-        return 2
-    if schedule == "interleaved-1f1b":
-        return 2 if chunks is None else chunks
-    if schedule == "zb":
-        return 1 if chunks is None else chunks
-    if chunks not in (None, 1):
-        raise InputError("--chunks", f"{schedule} runs one chunk per stage, got {chunks}")
-    return 1

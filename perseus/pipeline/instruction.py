@@ -53,6 +53,24 @@ def placement(schedule: str, num_stages: int, virtual: int) -> tuple[int, int]:
     return stage, chunk
 
 
+def schedule_chunks(schedule: str, chunks: int | None) -> int:
+    """Model chunks per stage ``schedule`` runs with, given the chunks asked for (None: its default).
+
+    Interleaved 1F1B defaults to 2 and needs at least 2; ``zb`` defaults to 1 (ZB-H1); the
+    V-shaped schedules always run 2; the others 1. Asking a schedule for chunks it cannot run
+    raises InputError naming ``--chunks``.
+    """
+    fixed = {"zbv": 2, "dualpipev": 2, "1f1b": 1, "gpipe": 1}.get(schedule)
+    if fixed is not None:
+        if chunks not in (None, fixed):
+            raise InputError("--chunks", f"{schedule} runs {fixed} chunk(s) per stage, got {chunks}")
+        return fixed
+    minimum = 2 if schedule == "interleaved-1f1b" else 1
+    if chunks is not None and chunks < minimum:
+        raise InputError("--chunks", f"{schedule} needs at least {minimum} chunk(s) per stage, got {chunks}")
+    return minimum if chunks is None else chunks
+
+
 def check_shape(num_stages: int, num_microbatches: int) -> None:
     """Raise InputError unless there is at least one stage and one microbatch."""
     if num_stages < 1:
