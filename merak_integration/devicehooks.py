@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ class GPULike(Protocol):
 
     def current_frequency(self) -> int | None: ...
 
-    def on_instruction_begin(self, stage: int, kind: str) -> None: ...
+    def on_instruction_begin(self, stage: int, kind: str, share: float = 1.0) -> None: ...
 
     def on_instruction_end(self) -> None: ...
 
@@ -44,9 +45,11 @@ class ControllerLike(Protocol):
 class GPUInstructionHooks:
     """Marks instruction boundaries on the GPU object (simulated GPUs model the time there)."""
 
-    def __init__(self, gpu: GPULike, stage: int) -> None:
+    def __init__(self, gpu: GPULike, stage: int, chunk_shares: Sequence[float] = (1.0,)) -> None:
         self.gpu = gpu
         self.stage = stage
+        self.chunk_shares = tuple(chunk_shares)
+        """Each model chunk's share of the stage's layers (a simulated GPU charges that share)."""
 
     def on_step_begin(self) -> None:
         pass
@@ -55,7 +58,8 @@ class GPUInstructionHooks:
         pass
 
     def on_instruction_begin(self, name: str) -> None:
-        self.gpu.on_instruction_begin(self.stage, parse_instruction_name(name)[0])
+        kind, _, chunk = parse_instruction_name(name)
+        self.gpu.on_instruction_begin(self.stage, kind, self.chunk_shares[chunk])
 
     def on_instruction_end(self, name: str) -> None:
         self.gpu.synchronize()

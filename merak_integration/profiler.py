@@ -62,7 +62,7 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
         trainer.iteration(NullHooks())
     for i, f in enumerate(freqs):
         local = LocalPerseus(gpu, controller, fixed_frequency=f)
-        hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+        hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
         for _ in range(cfg.num_warmup_steps + cfg.num_prof_steps):
             trainer.iteration(hooks)
         for kind, (t, e) in sorted(local.per_kind_means(skip=cfg.num_warmup_steps).items()):
@@ -93,7 +93,7 @@ def measure_blocking_power(trainer: Any, gpu: Any, controller: Any) -> float:
 
     cfg, ctx = trainer.cfg, trainer.ctx
     local = LocalPerseus(gpu, controller)
-    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     for _ in range(cfg.num_warmup_steps + cfg.num_prof_steps):
         trainer.iteration(hooks)
     power = local.idle_power(skip=cfg.num_warmup_steps)
