@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from merak_integration.hooks import parse_instruction_name
 from perseus.plan import PowerStateSchedule
+
+K = TypeVar("K")
 
 
 class GPULike(Protocol):
@@ -153,11 +155,18 @@ class LocalPerseus:
 
     # --- summaries ------------------------------------------------------------------------
     def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
-        """Mean ``(time, energy)`` of forward and of backward instructions, skipping warm-up iterations."""
-        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        """Mean ``(time, energy)`` of each instruction kind, skipping warm-up iterations."""
+        return self._means(skip, lambda name: parse_instruction_name(name)[0])
+
+    def per_chunk_kind_means(self, skip: int = 0) -> dict[tuple[int, str], tuple[float, float]]:
+        """Mean ``(time, energy)`` of each (model chunk, instruction kind), skipping warm-up iterations."""
+        return self._means(skip, lambda name: (parse_instruction_name(name)[2], parse_instruction_name(name)[0]))
+
+    def _means(self, skip: int, key: Callable[[str], K]) -> dict[K, tuple[float, float]]:
+        sums: dict[K, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for it in self.iterations[skip:]:
             for m in it.instructions:
-                s = sums[parse_instruction_name(m.name)[0]]
+                s = sums[key(m.name)]
                 s[0] += m.time
                 s[1] += m.energy
                 s[2] += 1

@@ -1,8 +1,10 @@
 """Profiling sweep: every (stage, instruction)'s time and energy at every GPU frequency.
 
 For each frequency, highest first, every rank locks its GPU to it, runs ``num_warmup_steps``
-iterations that are discarded and ``num_prof_steps`` measured ones, and averages the forward and
-the backward instructions' time and energy. The blocking power is the average power drawn outside
+iterations that are discarded and ``num_prof_steps`` measured ones, and averages each instruction
+kind's time and energy: forward and backward, or with a zero-bubble schedule the input- and the
+weight-gradient pass separately. With several model chunks per GPU each chunk is measured on its
+own and written as its virtual stage (model order), so the profile has ``pp * chunks`` stages. The blocking power is the average power drawn outside
 instructions (waiting on P2P receives, mostly) over all measured iterations. Rank 0 writes
 ``profiles/<model>+<partition>+pp<N>+mbs<MB>/profile.csv`` and ``meta.json``, ready for
 ``perseus optimize``. On simulated GPUs the measured profile reproduces the device's profile.
@@ -20,6 +22,7 @@ import torch.distributed as dist
 
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
+from perseus.pipeline.instruction import virtual_stage
 
 Row = tuple[int, str, int, float, float]
 
@@ -65,8 +68,8 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
         hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
         for _ in range(cfg.num_warmup_steps + cfg.num_prof_steps):
             trainer.iteration(hooks)
-        for kind, (t, e) in sorted(local.per_kind_means(skip=cfg.num_warmup_steps).items()):
-            rows.append((ctx.pp_rank, kind, f, t, e))
+        for (chunk, kind), (t, e) in sorted(local.per_chunk_kind_means(skip=cfg.num_warmup_steps).items()):
+            rows.append((virtual_stage(cfg.schedule, cfg.pp, ctx.pp_rank, chunk), kind, f, t, e))
         p = local.idle_power(skip=cfg.num_warmup_steps)
         if p is not None:
             idle.append(p)
@@ -125,7 +128,7 @@ def write_profile(
         profile,
         out,
         model=cfg.model,
-        num_stages=cfg.pp,
+        num_stages=cfg.pp * cfg.num_chunks,
         microbatch_size=cfg.microbatch_size,
         num_microbatches=cfg.num_microbatches,
         schedule=cfg.schedule,
