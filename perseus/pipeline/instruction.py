@@ -25,8 +25,12 @@ class Instruction:
 
     @property
     def name(self) -> str:
-        suffix = f"@{self.chunk}" if self.chunk else ""
-        return f"{self.kind}:{self.microbatch}{suffix}"
+        return instruction_name(self.kind, self.microbatch, self.chunk)
+
+
+def instruction_name(kind: str, microbatch: int, chunk: int = 0) -> str:
+    """The stable name plans and workers match instructions by: ``forward:3``, ``backward_weight:5@1``."""
+    return f"{kind}:{microbatch}{f'@{chunk}' if chunk else ''}"
 
 
 StageOrder = list[list[Instruction]]

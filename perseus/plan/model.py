@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perseus.errors import InputError
+from perseus.pipeline.instruction import instruction_name
 from perseus.profile.model import ALL_KINDS
 
 #: Pipeline schedules Perseus plans for; ``zb``, ``zbv`` and ``dualpipev`` split backwards.
@@ -34,8 +35,7 @@ class PlannedInstruction:
     @property
     def name(self) -> str:
         """Stable identifier, e.g. ``forward:3`` or ``backward:5@1`` (chunk 1)."""
-        suffix = f"@{self.chunk}" if self.chunk else ""
-        return f"{self.instruction}:{self.microbatch}{suffix}"
+        return instruction_name(self.instruction, self.microbatch, self.chunk)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
