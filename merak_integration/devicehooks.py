@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from merak_integration.hooks import parse_instruction_name
 from perseus.plan import PowerStateSchedule
-
-K = TypeVar("K")
 
 
 class GPULike(Protocol):
@@ -155,18 +153,24 @@ class LocalPerseus:
 
     # --- summaries ------------------------------------------------------------------------
     def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
-        """Mean ``(time, energy)`` of each instruction kind, skipping warm-up iterations."""
-        return self._means(skip, lambda name: parse_instruction_name(name)[0])
+        """Mean ``(time, energy)`` of each instruction kind over the whole stage, skipping warm-up iterations.
+
+        With several model chunks per GPU a microbatch's pass over the stage is one instruction per
+        chunk, so the chunks' means add up (one chunk: the plain mean).
+        """
+        out: dict[str, tuple[float, float]] = {}
+        for (_, kind), (t, e) in self.per_chunk_kind_means(skip).items():
+            t0, e0 = out.get(kind, (0.0, 0.0))
+            out[kind] = (t0 + t, e0 + e)
+        return out
 
     def per_chunk_kind_means(self, skip: int = 0) -> dict[tuple[int, str], tuple[float, float]]:
         """Mean ``(time, energy)`` of each (model chunk, instruction kind), skipping warm-up iterations."""
-        return self._means(skip, lambda name: (parse_instruction_name(name)[2], parse_instruction_name(name)[0]))
-
-    def _means(self, skip: int, key: Callable[[str], K]) -> dict[K, tuple[float, float]]:
-        sums: dict[K, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        sums: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for it in self.iterations[skip:]:
             for m in it.instructions:
-                s = sums[key(m.name)]
+                kind, _, chunk = parse_instruction_name(m.name)
+                s = sums[(chunk, kind)]
                 s[0] += m.time
                 s[1] += m.energy
                 s[2] += 1

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from merak_integration.devicehooks import GPUInstructionHooks
+from merak_integration.devicehooks import (
+    GPUInstructionHooks,
+    InstructionMeasurement,
+    IterationMeasurement,
+    LocalPerseus,
+)
 from merak_integration.pipeline import PipelineSpec, model_partition, normalize_schedule
 from perseus.device import SimulatedGPU
 from perseus.device.sim import SIM_BACKWARD_INPUT_SHARE
@@ -63,3 +68,18 @@ def test_every_schedule_does_one_stage_of_work_per_microbatch(
     time, energy = _iteration_cost(a100, clock, train_schedule, rank)
     assert time == pytest.approx(base_time, rel=1e-9)
     assert energy == pytest.approx(base_energy, rel=1e-9)
+
+
+def test_stage_means_add_up_a_microbatch_over_its_chunks(a100: PipelineProfile, clock) -> None:
+    local = LocalPerseus(SimulatedGPU(a100, clock=clock, sleep=clock.sleep), None)
+    rows = [("forward:0", 0.3, 3.0), ("forward:0@1", 0.2, 2.0), ("forward:1", 0.5, 5.0), ("forward:1@1", 0.2, 2.0),
+            ("backward_input:0", 0.4, 4.0), ("backward_weight:0@1", 0.1, 1.0)]
+    local.iterations = [
+        IterationMeasurement(9.0, 90.0, [InstructionMeasurement(n, None, None, t, e) for n, t, e in rows])
+    ]
+    assert local.per_chunk_kind_means() == {
+        (0, "forward"): pytest.approx((0.4, 4.0)), (1, "forward"): pytest.approx((0.2, 2.0)),
+        (0, "backward_input"): (0.4, 4.0), (1, "backward_weight"): (0.1, 1.0),
+    }
+    # What the server's sweep receives: one microbatch over the whole stage (chunk 0 + chunk 1).
+    assert local.per_kind_means()["forward"] == pytest.approx((0.6, 6.0))
