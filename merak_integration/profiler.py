@@ -4,8 +4,9 @@ For each frequency, highest first, every rank locks its GPU to it, runs ``num_wa
 iterations that are discarded and ``num_prof_steps`` measured ones, and averages each instruction
 kind's time and energy: forward and backward, or with a zero-bubble schedule the input- and the
 weight-gradient pass separately. With several model chunks per GPU each chunk is measured on its
-own and written as its virtual stage (model order), so the profile has ``pp * chunks`` stages. The blocking power is the average power drawn outside
-instructions (waiting on P2P receives, mostly) over all measured iterations. Rank 0 writes
+own and written as its virtual stage (model order), so the profile has ``pp * chunks`` stages.
+The blocking power is the average power drawn outside instructions (waiting on P2P receives,
+mostly) over all measured iterations. Rank 0 writes
 ``profiles/<model>+<partition>+pp<N>+mbs<MB>/profile.csv`` and ``meta.json``, ready for
 ``perseus optimize``. On simulated GPUs the measured profile reproduces the device's profile.
 """

@@ -3,7 +3,8 @@
 Nodes are instructions; an edge ``u -> v`` means ``v`` cannot start before ``u`` finishes.
 Two kinds of edges exist: consecutive instructions on the same stage (a GPU runs one at a
 time), and data dependencies between virtual stages (activations flow forward, input
-gradients flow backward, and a weight gradient needs its microbatch's input gradient). Communication is taken as instantaneous, as in the Perseus paper; time a
+gradients flow backward, and a weight gradient needs its microbatch's input gradient).
+Communication is taken as instantaneous, as in the Perseus paper; time a
 stage spends waiting is charged at blocking power by the evaluator.
 
 The arrays here are laid out for vectorised longest-path passes: nodes are numbered in

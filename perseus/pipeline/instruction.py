@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from perseus.errors import InputError
 
 V_SHAPED_SCHEDULES: frozenset[str] = frozenset({"zbv", "dualpipev"})
+"""Schedules whose two chunks per GPU form a V: GPU ``s`` holds virtual stages ``s`` and ``2S-1-s``."""
 SPLIT_BACKWARD_SCHEDULES: frozenset[str] = frozenset({"zb", "zbv", "dualpipev"})
 """Schedules that run backwards split into ``backward_input`` and ``backward_weight``."""
-"""Schedules whose two chunks per GPU form a V: GPU ``s`` holds virtual stages ``s`` and ``2S-1-s``."""
 
 
 @dataclass(frozen=True, order=True)
 class Instruction:
-    """One forward or backward pass of one microbatch through one model chunk on one stage."""
+    """One forward, backward or backward part of one microbatch through one model chunk on one stage."""
 
     stage: int
     kind: str
