@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ class GPULike(Protocol):
 
     def current_frequency(self) -> int | None: ...
 
-    def on_instruction_begin(self, stage: int, kind: str) -> None: ...
+    def on_instruction_begin(self, stage: int, kind: str, share: float = 1.0) -> None: ...
 
     def on_instruction_end(self) -> None: ...
 
@@ -46,9 +47,11 @@ class ControllerLike(Protocol):
 class GPUInstructionHooks:
     """Marks instruction boundaries on the GPU object (simulated GPUs model the time there)."""
 
-    def __init__(self, gpu: GPULike, stage: int) -> None:
+    def __init__(self, gpu: GPULike, stage: int, chunk_shares: Sequence[float] = (1.0,)) -> None:
         self.gpu = gpu
         self.stage = stage
+        self.chunk_shares = tuple(chunk_shares)
+        """Each model chunk's share of the stage's layers (a simulated GPU charges that share)."""
 
     def on_step_begin(self) -> None:
         pass
@@ -57,7 +60,8 @@ class GPUInstructionHooks:
         pass
 
     def on_instruction_begin(self, name: str) -> None:
-        self.gpu.on_instruction_begin(self.stage, parse_instruction_name(name)[0])
+        kind, _, chunk = parse_instruction_name(name)
+        self.gpu.on_instruction_begin(self.stage, kind, self.chunk_shares[chunk])
 
     def on_instruction_end(self, name: str) -> None:
         self.gpu.synchronize()
@@ -175,14 +179,29 @@ class LocalPerseus:
 
     # --- summaries ------------------------------------------------------------------------
     def per_kind_means(self, skip: int = 0, *, at_clock_only: bool = False) -> dict[str, tuple[float, float]]:
-        """Mean ``(time, energy)`` per instruction kind over the iterations after ``skip``.
+        """Mean ``(time, energy)`` of each instruction kind over the whole stage, after ``skip`` iterations.
+
+        With several model chunks per GPU a microbatch's pass over the stage is one instruction per
+        chunk, so the chunks' means add up (one chunk: the plain mean).
+        """
+        out: dict[str, tuple[float, float]] = {}
+        for (_, kind), (t, e) in self.per_chunk_kind_means(skip, at_clock_only=at_clock_only).items():
+            t0, e0 = out.get(kind, (0.0, 0.0))
+            out[kind] = (t0 + t, e0 + e)
+        return out
+
+    def per_chunk_kind_means(
+        self, skip: int = 0, *, at_clock_only: bool = False
+    ) -> dict[tuple[int, str], tuple[float, float]]:
+        """Mean ``(time, energy)`` of each (model chunk, instruction kind) over the iterations after ``skip``.
 
         The energy of many instructions is summed before dividing, so the counter's steps average
         out over the window. ``at_clock_only`` keeps instructions that ran at the requested clock.
         """
-        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        sums: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for m in self._measured(skip, at_clock_only):
-            s = sums[parse_instruction_name(m.name)[0]]
+            kind, _, chunk = parse_instruction_name(m.name)
+            s = sums[(chunk, kind)]
             s[0] += m.time
             s[1] += m.energy
             s[2] += 1

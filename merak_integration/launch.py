@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dp", type=_positive, default=1, help="data-parallel pipeline replicas")
     p.add_argument("--tp", type=_positive, default=1, help="tensor parallelism (only 1 is supported)")
     p.add_argument("--partition_method", default="uniform", help="uniform|parameters|uniform_transformer|custom:0,8,...")
-    p.add_argument("--train_schedule", default="1f1b", help="1f1b|gpipe|interleaved")
-    p.add_argument("--num_chunks", type=_positive, default=2, help="model chunks per GPU for interleaved (>= 2)")
+    p.add_argument("--train_schedule", default="1f1b", help="1f1b|gpipe|interleaved|zb|zbv|dualpipev")
+    p.add_argument("--num_chunks", type=_positive, default=None,
+                   help="model chunks per GPU: interleaved (default 2), zb (default 1); zbv and dualpipev use 2")
     p.add_argument("--max_steps", type=_positive, default=10, help="training iterations")
     p.add_argument("--num_warmup_steps", type=_non_negative, default=2, help="discarded iterations per profiled frequency")
     p.add_argument("--num_prof_steps", type=_positive, default=3, help="measured iterations per profiled frequency")

@@ -1,9 +1,10 @@
 """One rank's share of a pipeline on ``torch.distributed.pipelining``, with per-instruction hooks.
 
 :class:`StagePipeline` builds this rank's stage module(s) from the model zoo and the partition,
-wraps them in torch ``PipelineStage`` objects and a torch schedule (1F1B, GPipe or interleaved
-1F1B), and wraps every stage's ``forward_one_chunk`` / ``backward_one_chunk`` so that the hook API
-is called around the forward and the backward of every microbatch.
+wraps them in torch ``PipelineStage`` objects and a torch schedule (1F1B, GPipe, interleaved 1F1B,
+or the zero-bubble schedules ZB, ZBV and DualPipeV), and wraps every stage's ``forward_one_chunk``,
+``backward_one_chunk`` (fused, or input gradient only) and ``backward_weight_one_chunk`` so that the
+hook API is called around every instruction of every microbatch.
 
 At construction it checks that the order in which torch's schedule will run this rank's
 instructions equals :func:`perseus.pipeline.schedules.stage_orders` (the order plans are written
@@ -32,6 +33,7 @@ from merak_integration.models import (
 )
 from merak_integration.partition import Partition, partition
 from perseus.errors import InputError
+from perseus.pipeline.instruction import schedule_chunks, virtual_stage
 from perseus.pipeline.schedules import stage_orders
 
 if TYPE_CHECKING:
@@ -44,7 +46,22 @@ SCHEDULES: dict[str, str] = {
     "gpipe": "gpipe",
     "interleaved": "interleaved-1f1b",
     "interleaved-1f1b": "interleaved-1f1b",
+    "zb": "zb",
+    "zbv": "zbv",
+    "dualpipev": "dualpipev",
 }
+
+#: torch's multi-stage schedule class (in ``torch.distributed.pipelining.schedules``) for each Perseus
+#: schedule that runs several chunks per rank; named, not imported, so the launcher starts fast.
+MULTI_STAGE_SCHEDULES: dict[str, str] = {
+    "interleaved-1f1b": "ScheduleInterleaved1F1B",
+    "zb": "ScheduleInterleavedZeroBubble",
+    "zbv": "ScheduleZBVZeroBubble",
+    "dualpipev": "ScheduleDualPipeV",
+}
+
+#: Compute actions of torch's schedule IR and the instruction kinds they are.
+_TORCH_KINDS = {"F": "forward", "B": "backward", "I": "backward_input", "W": "backward_weight"}
 
 
 @dataclass(frozen=True)
@@ -56,9 +73,9 @@ class PipelineSpec:
     num_microbatches: int
     num_stages: int
     schedule: str = "1f1b"
-    """Perseus schedule name: ``1f1b``, ``gpipe`` or ``interleaved-1f1b``."""
+    """Perseus schedule name: ``1f1b``, ``gpipe``, ``interleaved-1f1b``, ``zb``, ``zbv`` or ``dualpipev``."""
     num_chunks: int = 1
-    """Model chunks per rank; 2 or more for interleaved 1F1B, else 1."""
+    """Model chunks per rank; 2 or more for interleaved 1F1B, 2 for ZBV and DualPipeV, any for ZB."""
     partition_method: str = "uniform"
     seed: int = 0
 
@@ -72,14 +89,15 @@ class PipelineSpec:
         return [instruction_name(i.kind, i.microbatch, i.chunk) for i in order]
 
 
-def normalize_schedule(name: str, num_chunks: int) -> tuple[str, int]:
-    """``(perseus schedule name, chunks per rank)`` for a ``--train_schedule`` value."""
+def normalize_schedule(name: str, num_chunks: int | None) -> tuple[str, int]:
+    """``(perseus schedule name, chunks per rank)`` for a ``--train_schedule`` value (None: its default)."""
     if name not in SCHEDULES:
-        raise InputError("--train_schedule", f"must be one of 1f1b, gpipe, interleaved; got {name!r}")
+        raise InputError("--train_schedule", f"must be one of 1f1b, gpipe, interleaved, zb, zbv, dualpipev; got {name!r}")
     schedule = SCHEDULES[name]
-    if schedule == "interleaved-1f1b":
-        return schedule, max(num_chunks, 2)
-    return schedule, 1
+    try:
+        return schedule, schedule_chunks(schedule, num_chunks)
+    except InputError as exc:
+        raise InputError("--num_chunks", exc.problem) from None
 
 
 def model_partition(spec: PipelineSpec) -> tuple[ModelConfig, Partition, list[str]]:
@@ -109,17 +127,12 @@ class StagePipeline:
     def __post_init__(self) -> None:
         # Imported here: torch.distributed.pipelining pulls in dynamo (seconds), which the launcher's
         # checks must not wait for.
-        from torch.distributed.pipelining import (
-            PipelineStage,
-            Schedule1F1B,
-            ScheduleGPipe,
-            ScheduleInterleaved1F1B,
-        )
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, schedules
 
         spec = self.spec
         self.config, self.partition, self.kinds = model_partition(spec)
         s, c = spec.num_stages, spec.num_chunks
-        self.virtual_stages = [chunk * s + self.rank for chunk in range(c)]
+        self.virtual_stages = [virtual_stage(spec.schedule, s, self.rank, chunk) for chunk in range(c)]
         self.modules = [
             build_stage_module(self.config, self.partition, v, spec.seed).to(self.device)
             for v in self.virtual_stages
@@ -138,9 +151,10 @@ class StagePipeline:
         elif spec.schedule == "gpipe":
             self.schedule = ScheduleGPipe(self.stages[0], m, loss_fn=loss_fn)
         else:
-            # stage_orders raises a clear InputError when M is not a multiple of S.
+            # stage_orders raises a clear InputError for shapes the schedule cannot run.
             spec.instruction_names(self.rank)
-            self.schedule = ScheduleInterleaved1F1B(list[Any](self.stages), m, loss_fn=loss_fn)
+            schedule_class = getattr(schedules, MULTI_STAGE_SCHEDULES[spec.schedule])
+            self.schedule = schedule_class(list[Any](self.stages), m, loss_fn=loss_fn)
         self.expected_order = spec.instruction_names(self.rank)
         torch_order = self.torch_order()
         if torch_order != self.expected_order:
@@ -151,11 +165,19 @@ class StagePipeline:
 
     @property
     def is_first(self) -> bool:
-        return self.rank == 0
+        """Whether this rank holds the model's first layers (and takes the inputs)."""
+        return 0 in self.virtual_stages
 
     @property
     def is_last(self) -> bool:
-        return self.rank == self.spec.num_stages - 1
+        """Whether this rank holds the model's last layers (and computes the loss); in a V, rank 0."""
+        return self.spec.num_virtual_stages - 1 in self.virtual_stages
+
+    @property
+    def chunk_shares(self) -> tuple[float, ...]:
+        """Each chunk's share of this rank's layers: what a simulated GPU charges its instructions."""
+        sizes = [len(self.partition.layers(v)) for v in self.virtual_stages]
+        return tuple(n / sum(sizes) for n in sizes)
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules for p in m.parameters()]
@@ -176,7 +198,8 @@ class StagePipeline:
         Single-stage schedules (1F1B, GPipe) are dry-run: their own ``_step_microbatches`` code runs
         against a stage that only records calls (their ``pipeline_order`` IR is informative only and
         lists microbatch 1 first on the last stage in torch 2.13, unlike what runs). Multi-stage
-        schedules (interleaved) execute their ``pipeline_order_with_comms`` list, which is read.
+        schedules (interleaved, zero bubble) execute their ``pipeline_order_with_comms`` list, which is
+        read; DualPipeV's overlapped forward-backward pairs run their forward first.
         """
         from torch.distributed.pipelining.schedules import PipelineScheduleSingle
 
@@ -196,26 +219,31 @@ class StagePipeline:
         return None
 
     def _wrap(self, stage: PipelineStage, chunk: int) -> None:
-        """Call the hooks around this stage's forward and backward of every microbatch."""
+        """Call the hooks around this stage's forward, backward and weight-gradient pass of every microbatch."""
         forward: Callable[..., Any] = stage.forward_one_chunk
         backward: Callable[..., Any] = stage.backward_one_chunk
+        backward_weight: Callable[..., Any] = stage.backward_weight_one_chunk
+
+        def hooked(kind: str, run: Callable[..., Any], chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            name = instruction_name(kind, chunk_id, chunk)
+            self.hooks.on_instruction_begin(name)
+            out = run(chunk_id, *args, **kwargs)
+            self.hooks.on_instruction_end(name)
+            return out
 
         def forward_one_chunk(fwd_chunk_id: int, *args: Any, **kwargs: Any) -> Any:
-            name = instruction_name("forward", fwd_chunk_id, chunk)
-            self.hooks.on_instruction_begin(name)
-            out = forward(fwd_chunk_id, *args, **kwargs)
-            self.hooks.on_instruction_end(name)
-            return out
+            return hooked("forward", forward, fwd_chunk_id, *args, **kwargs)
 
-        def backward_one_chunk(bwd_chunk_id: int, *args: Any, **kwargs: Any) -> Any:
-            name = instruction_name("backward", bwd_chunk_id, chunk)
-            self.hooks.on_instruction_begin(name)
-            out = backward(bwd_chunk_id, *args, **kwargs)
-            self.hooks.on_instruction_end(name)
-            return out
+        def backward_one_chunk(bwd_chunk_id: int, *args: Any, full_backward: bool = True, **kwargs: Any) -> Any:
+            kind = "backward" if full_backward else "backward_input"
+            return hooked(kind, backward, bwd_chunk_id, *args, full_backward=full_backward, **kwargs)
+
+        def backward_weight_one_chunk(bwd_chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            return hooked("backward_weight", backward_weight, bwd_chunk_id, *args, **kwargs)
 
         stage.forward_one_chunk = forward_one_chunk  # type: ignore[method-assign]
         stage.backward_one_chunk = backward_one_chunk  # type: ignore[method-assign]
+        stage.backward_weight_one_chunk = backward_weight_one_chunk  # type: ignore[method-assign]
 
 
 def reference_gradients(spec: PipelineSpec, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -273,10 +301,14 @@ def _dry_run(schedule: PipelineScheduleSingle) -> list[tuple[str, int]]:
 
 
 def _runtime_order(schedule: Any, rank: int, num_stages: int) -> list[tuple[str, int, int]]:
-    """``(kind, microbatch, chunk)`` of the compute actions a multi-stage torch schedule runs on ``rank``."""
+    """``(kind, microbatch, chunk)`` of the compute actions a multi-stage torch schedule runs on ``rank``.
+
+    Virtual stage ``v`` is chunk ``v // S`` in looped and V-shaped placements alike.
+    """
     out: list[tuple[str, int, int]] = []
     for action in schedule.pipeline_order_with_comms.get(rank, []):
-        kind = {"F": "forward", "B": "backward"}.get(getattr(action.computation_type, "value", ""))
-        if kind is not None:
-            out.append((kind, action.microbatch_index, action.stage_index // num_stages))
+        for sub in action.sub_actions or (action,):
+            kind = _TORCH_KINDS.get(getattr(sub.computation_type, "value", ""))
+            if kind is not None:
+                out.append((kind, sub.microbatch_index, sub.stage_index // num_stages))
     return out

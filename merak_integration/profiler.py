@@ -12,6 +12,10 @@ rank:
    ``--profile_window``) of instructions that ran at that clock, and averages them;
 3. rejects a kind whose counter did not move over the whole window instead of recording 0 J.
 
+Kinds are forward and backward, or with a zero-bubble schedule the input- and the weight-gradient
+pass separately. With several model chunks per GPU each chunk is measured on its own and written as
+its virtual stage (model order), so the profile has ``pp * chunks`` stages.
+
 Ranks decide together (one all-reduce per iteration) when to move on, since a pipeline cannot run
 one stage alone. The blocking power is the average power drawn outside instructions (waiting on
 P2P receives, mostly) over all measured iterations. Rank 0 writes
@@ -31,6 +35,7 @@ import torch.distributed as dist
 
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, NullHooks
+from perseus.pipeline.instruction import virtual_stage
 
 Row = tuple[int, str, int, float, float]
 MAX_EXTRA_WARMUP = 10
@@ -79,7 +84,7 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
     for i, f in enumerate(freqs):
         target = gpu.nearest_frequency(f)
         local = LocalPerseus(gpu, controller, fixed_frequency=target)
-        hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+        hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
         if not _warm_up(trainer, hooks, local, target, cfg.num_warmup_steps):
             seen = sorted({m.applied for m in local.iterations[-1].instructions if m.applied is not None})
             print(f"perseus: stage {ctx.pp_rank} GPU {gpu.index} did not run at {target} MHz after "
@@ -87,10 +92,12 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
             continue
         skip = len(local.iterations)
         _measure(trainer, hooks, local, skip, cfg.num_prof_steps, window)
-        means = local.per_kind_means(skip=skip, at_clock_only=True)
-        rows += [(ctx.pp_rank, kind, target, t, e) for kind, (t, e) in sorted(means.items()) if e > 0]
-        for kind in sorted(k for k, (_, e) in means.items() if e <= 0):
-            print(f"perseus: stage {ctx.pp_rank} {kind} at {target} MHz rejected: the energy counter did not "
+        means = local.per_chunk_kind_means(skip=skip, at_clock_only=True)
+        rows += [(virtual_stage(cfg.schedule, cfg.pp, ctx.pp_rank, chunk), kind, target, t, e)
+                 for (chunk, kind), (t, e) in sorted(means.items()) if e > 0]
+        for chunk, kind in sorted(k for k, (_, e) in means.items() if e <= 0):
+            stage = virtual_stage(cfg.schedule, cfg.pp, ctx.pp_rank, chunk)
+            print(f"perseus: stage {stage} {kind} at {target} MHz rejected: the energy counter did not "
                   "change over the measured window; measure longer (--num_prof_steps, --profile_window)", flush=True)
         p = local.idle_power(skip=skip)
         if p is not None:
@@ -149,7 +156,7 @@ def measure_blocking_power(trainer: Any, gpu: Any, controller: Any) -> float:
 
     cfg, ctx = trainer.cfg, trainer.ctx
     local = LocalPerseus(gpu, controller)
-    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     for _ in range(cfg.num_warmup_steps + cfg.num_prof_steps):
         trainer.iteration(hooks)
     power = local.idle_power(skip=cfg.num_warmup_steps)
@@ -181,7 +188,7 @@ def write_profile(
         profile,
         out,
         model=cfg.model,
-        num_stages=cfg.pp,
+        num_stages=cfg.pp * cfg.num_chunks,
         microbatch_size=cfg.microbatch_size,
         num_microbatches=cfg.num_microbatches,
         schedule=cfg.schedule,

@@ -186,7 +186,7 @@ class ServerSession:
             warmup, measure = int(counts[1]), max(1, int(counts[2]))
             freq = None if pending is not None or step is None or step.done else step.frequency
             local = LocalPerseus(self.gpu, controller, fixed_frequency=freq)
-            hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx))])
+            hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx), trainer.pipe.chunk_shares)])
             for _ in range(warmup + measure):
                 trainer.iteration(hooks)
             if freq is not None:

@@ -214,7 +214,7 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         from merak_integration.plans import load_plan_schedule
 
         local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
-    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx))])
+    hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     rows: list[dict[str, Any]] = []
     watch = StallWatch.start(ctx.rank, ctx.world, cfg.pp, say=lambda line: print(line, flush=True))
     try:

@@ -21,6 +21,10 @@ class InputError(PerseusError, ValueError):
         location = f"{where}:{line}" if line is not None else where
         super().__init__(f"{location}: {problem}")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, int | None]]:
+        # Pickled by field, so it survives the server's frontier process pool intact.
+        return (type(self), (self.where, self.problem, self.line))
+
 
 class DeviceError(PerseusError, RuntimeError):
     """A GPU could not be queried or controlled; the message says what to do about it."""

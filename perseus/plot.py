@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import plan_frequencies
 from perseus.plan.model import FrequencyPlan
 from perseus.profile.model import PipelineProfile
+
+_HATCH = {"backward": "//", "backward_input": "\\\\", "backward_weight": ".."}
+"""Box hatching per instruction kind in timelines (forwards are plain)."""
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -37,6 +41,34 @@ def read_frontier_csv(directory: str | Path) -> list[tuple[str, float, float]]:
         raise InputError(str(path), "expected columns plan,iteration_time,energy with numbers") from None
 
 
+def frontier_label(directory: str | Path) -> str:
+    """``DIR (schedule)``, the schedule read from one of ``DIR/plans/*.json`` when there is one."""
+    plans = sorted((Path(directory) / "plans").glob("*.json"))[:1]
+    if not plans:
+        return Path(directory).name
+    plan = FrequencyPlan.load(plans[0])
+    chunks = f", {plan.num_chunks} chunks" if plan.num_chunks > 1 else ""
+    return f"{Path(directory).name} ({plan.schedule}{chunks})"
+
+
+def plot_frontiers(frontiers: Sequence[tuple[str, Sequence[tuple[float, float]]]], out_png: str | Path) -> Path:
+    """Several frontiers on one chart, e.g. one job under 1F1B, interleaved and zero-bubble schedules.
+
+    Each frontier is ``(label, [(iteration_time, energy), ...])``; each gets its own colour and
+    a marker at its fastest plan, where the schedules' iteration times at max frequency compare.
+    """
+    if not frontiers:
+        raise InputError("DIR", "give at least one frontier directory")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for k, (label, points) in enumerate(frontiers):
+        times, energies = zip(*sorted(points), strict=True)
+        color = plt.get_cmap("tab10")(k % 10)
+        ax.step(times, energies, where="post", color=color, lw=1.2, label=label)
+        ax.scatter([times[0]], [energies[0]], marker="o", s=24, color=color)
+    return _save_time_energy_chart(plt, fig, ax, out_png)
+
+
 def plot_frontier(
     source: str | Path | Sequence[FrequencyPlan],
     out_png: str | Path,
@@ -58,6 +90,10 @@ def plot_frontier(
     if chosen is not None:
         ax.scatter([chosen.iteration_time], [chosen.energy], marker="*", s=140, color="#d62728",
                    label=f"chosen ({chosen.name})", zorder=5)
+    return _save_time_energy_chart(plt, fig, ax, out_png)
+
+
+def _save_time_energy_chart(plt: Any, fig: Any, ax: Any, out_png: str | Path) -> Path:
     ax.set_xlabel("iteration time (s)")
     ax.set_ylabel("iteration energy (J)")
     ax.grid(alpha=0.3)
@@ -101,11 +137,11 @@ def plot_timeline(plan: FrequencyPlan, profile: PipelineProfile, out_png: str | 
         ax.barh(
             inst.stage, durations[node], left=start, height=0.8, color=cmap(norm(values[node])),
             edgecolor="black" if critical[node] else "white", linewidth=1.4 if critical[node] else 0.3,
-            hatch="//" if inst.kind == "backward" else None,
+            hatch=_HATCH.get(inst.kind),
         )
     ax.set_yticks(range(dag.num_stages), [f"stage {s}" for s in range(dag.num_stages)])
     ax.invert_yaxis()
-    ax.set_xlabel("time (s); hatched = backward, black outline = critical path")
+    ax.set_xlabel("time (s); // backward, \\\\ input gradient, .. weight gradient; black outline = critical path")
     ax.set_title(f"{plan.name or 'plan'}: {plan.iteration_time:.3f} s, {plan.energy:.0f} J per iteration")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                  label="frequency (MHz)" if color_by == "frequency" else "power (W)")

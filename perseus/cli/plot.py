@@ -12,9 +12,11 @@ def register(subparsers: Any) -> None:
                                    description="Draw a frontier or a plan's timeline as a PNG image.")
     kinds = parser.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
     frontier = kinds.add_parser("frontier", help="iteration time vs energy of every plan in DIR/frontier.csv",
-                                description="Plot iteration time against energy for DIR/frontier.csv.")
-    frontier.add_argument("directory", type=Path, metavar="DIR", help="output directory of `perseus optimize`")
-    frontier.add_argument("--out", type=Path, default=None, help="PNG path (default DIR/frontier.png)")
+                                description="Plot iteration time against energy for DIR/frontier.csv; with several "
+                                "DIRs (e.g. one job optimized under several --schedule values), all on one chart.")
+    frontier.add_argument("directories", type=Path, nargs="+", metavar="DIR",
+                          help="output directory of `perseus optimize`")
+    frontier.add_argument("--out", type=Path, default=None, help="PNG path (default: first DIR/frontier.png)")
     frontier.set_defaults(handler=run_frontier)
     timeline = kinds.add_parser("timeline", help="one row per stage, boxes per instruction",
                                 description="Plot a plan's per-stage timeline, colored by frequency or power, "
@@ -29,9 +31,16 @@ def register(subparsers: Any) -> None:
 
 
 def run_frontier(args: argparse.Namespace) -> int:
-    from perseus.plot import plot_frontier
+    from perseus.plot import frontier_label, plot_frontier, plot_frontiers, read_frontier_csv
 
-    out = plot_frontier(args.directory, args.out or Path(args.directory) / "frontier.png")
+    default_out = Path(args.directories[0]) / "frontier.png"
+    if len(args.directories) == 1:
+        out = plot_frontier(args.directories[0], args.out or default_out)
+    else:
+        frontiers = [
+            (frontier_label(d), [(t, e) for _, t, e in read_frontier_csv(d)]) for d in args.directories
+        ]
+        out = plot_frontiers(frontiers, args.out or default_out)
     print(f"wrote {out}")
     return 0
 

@@ -161,8 +161,11 @@ class GPU(abc.ABC):
             )
 
     # --- hooks for simulated GPUs (no-ops on real GPUs) --------------------------------
-    def on_instruction_begin(self, stage: int, kind: str) -> None:
-        """Called right before a pipeline instruction (``"forward"``/``"backward"``) runs."""
+    def on_instruction_begin(self, stage: int, kind: str, share: float = 1.0) -> None:
+        """Called right before a pipeline instruction (``"forward"``, ``"backward_input"``, ...) runs.
+
+        ``share`` is the fraction of the stage's layers the instruction covers (its model chunk's).
+        """
         return  # no-op by default
 
     def on_instruction_end(self) -> None:

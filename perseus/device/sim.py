@@ -10,6 +10,11 @@ worker slower and the measured energy really changes, as on the profiled GPU.
 If the clock changes while an instruction runs (the frequency controller applies changes
 asynchronously), the instruction progresses piecewise: a fraction ``dt / T(f)`` of it is
 done in ``dt`` seconds at clock ``f``, costing the same fraction of ``E(f)``.
+
+With several model chunks per GPU (interleaved, zero-bubble, DualPipeV), an instruction of one
+chunk runs only that chunk's layers: the worker passes the chunk's share of the stage's layers
+and the instruction costs that share of the profiled stage. A profile without the backward split
+gets one (:data:`SIM_BACKWARD_INPUT_SHARE`), so zero-bubble schedules run on any shipped profile.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from dataclasses import dataclass
 
 from perseus.device.base import GPU
 from perseus.errors import DeviceError
-from perseus.profile import InstructionProfile, PipelineProfile
+from perseus.profile import InstructionProfile, PipelineProfile, split_backward
 
 # Relative progress below which an instruction counts as finished (float round-off).
 _DONE_EPS = 1e-9
+
+SIM_BACKWARD_INPUT_SHARE = 0.5
+"""Input-gradient share of a backward for profiles measured fused: B and W each do one matrix
+product per weight matrix of the same size; ``benchmarks/backward_split.py`` measures it."""
 
 
 @dataclass
@@ -32,6 +41,8 @@ class _Running:
     """The instruction in flight: how much of it is done and what that cost."""
 
     profile: InstructionProfile
+    share: float
+    """Fraction of the profiled stage this instruction runs (its chunk's share of the layers)."""
     start: float
     seg_start: float
     """Start of the current constant-clock segment (progress is counted up to here)."""
@@ -71,7 +82,7 @@ class SimulatedGPU(GPU):
             )
         if time_scale <= 0:
             raise DeviceError(f"simulated GPU {index}: time_scale must be positive, got {time_scale}")
-        self.profile = profile
+        self.profile = profile if profile.has_split_backward() else split_backward(profile, SIM_BACKWARD_INPUT_SHARE)
         self.stage = stage
         self.index = index
         self.name = name or f"Simulated GPU (profile {profile.source}, stage {stage})"
@@ -134,7 +145,9 @@ class SimulatedGPU(GPU):
             return self._busy_time
 
     # --- instruction hooks ---------------------------------------------------------
-    def on_instruction_begin(self, stage: int, kind: str) -> None:
+    def on_instruction_begin(self, stage: int, kind: str, share: float = 1.0) -> None:
+        if not 0.0 < share <= 1.0:
+            raise DeviceError(f"simulated GPU {self.index}: instruction share must be in (0, 1], got {share}")
         try:
             profile = self.profile[(stage, kind)]
         except KeyError:
@@ -149,7 +162,7 @@ class SimulatedGPU(GPU):
                     f"{running.stage} {running.instruction} is still running; call on_instruction_end first"
                 )
             now = self._clock()
-            self._running = _Running(profile, now, now, self._effective_frequency(profile))
+            self._running = _Running(profile, share, now, now, self._effective_frequency(profile))
 
     def on_instruction_end(self) -> None:
         with self._mutex:
@@ -193,7 +206,8 @@ class SimulatedGPU(GPU):
     # --- model ---------------------------------------------------------------------
     def _cost(self, cur: _Running) -> tuple[float, float]:
         m = cur.profile.at(cur.frequency)
-        return m.time * self.time_scale, m.energy * self.time_scale
+        scale = self.time_scale * cur.share
+        return m.time * scale, m.energy * scale
 
     def _progress(self, cur: _Running, now: float) -> tuple[float, float]:
         """Fraction of the instruction done since ``cur.seg_start``, and when that segment ends."""

@@ -1,19 +1,22 @@
 """Per-instruction time/energy options of a pipeline DAG, laid out as arrays for the solver.
 
 Instructions of the same (stage, kind, chunk) share one *class* of options. A profile
-either has one stage per virtual stage (``num_stages * num_chunks`` stages) or one per GPU;
-in the latter case, with interleaving, each chunk is charged an equal share of its stage.
+either has one stage per virtual stage (``num_stages * num_chunks`` stages, in model order)
+or one per GPU; in the latter case, with several chunks per GPU, each chunk is charged an
+equal share of its stage.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
 from perseus.errors import InputError
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
+from perseus.pipeline.instruction import SPLIT_BACKWARD_SCHEDULES, virtual_stage
 from perseus.profile.model import InstructionProfile, Measurement, PipelineProfile
 from perseus.profile.pareto import pareto_options
 
@@ -24,15 +27,38 @@ def instruction_measurements(
     """Measurements of one (stage, kind, chunk) of ``dag``, scaled for interleaving if needed."""
     total = dag.num_stages * dag.num_chunks
     if profile.num_stages == total:
-        return list(profile[(chunk * dag.num_stages + stage, kind)].measurements)
+        return list(_instruction(profile, virtual_stage(dag.schedule, dag.num_stages, stage, chunk), kind).measurements)
     if profile.num_stages == dag.num_stages:
         share = 1.0 / dag.num_chunks
-        source: InstructionProfile = profile[(stage, kind)]
+        source = _instruction(profile, stage, kind)
         return [Measurement(m.frequency, m.time * share, m.energy * share) for m in source.measurements]
     raise InputError(
         profile.source,
         f"profile has {profile.num_stages} stages; a {dag.schedule} pipeline of {dag.num_stages} stages"
         + (f" x {dag.num_chunks} chunks needs {dag.num_stages} or {total}" if dag.num_chunks > 1 else f" needs {total}"),
+    )
+
+
+def check_profile_kinds(profile: PipelineProfile, schedule: str) -> None:
+    """Raise InputError, saying how to fix it, if ``schedule`` splits backwards and ``profile`` does not."""
+    if schedule in SPLIT_BACKWARD_SCHEDULES and not profile.has_split_backward():
+        stage = next(s for s in range(profile.num_stages) if (s, "backward_input") not in profile.instructions)
+        _missing(profile, stage, "backward_input")
+
+
+def _instruction(profile: PipelineProfile, stage: int, kind: str) -> InstructionProfile:
+    try:
+        return profile[(stage, kind)]
+    except KeyError:
+        _missing(profile, stage, kind)
+
+
+def _missing(profile: PipelineProfile, stage: int, kind: str) -> NoReturn:
+    raise InputError(
+        profile.source,
+        f"stage {stage} has no {kind} measurements; zero-bubble schedules need the backward split into "
+        "backward_input and backward_weight (profile with --train_schedule zb, or derive them with "
+        "`perseus optimize --backward-input-share`)",
     )
 
 

@@ -2,8 +2,9 @@
 
 Nodes are instructions; an edge ``u -> v`` means ``v`` cannot start before ``u`` finishes.
 Two kinds of edges exist: consecutive instructions on the same stage (a GPU runs one at a
-time), and data dependencies between virtual stages (activations flow forward, gradients
-flow backward). Communication is taken as instantaneous, as in the Perseus paper; time a
+time), and data dependencies between virtual stages (activations flow forward, input
+gradients flow backward, and a weight gradient needs its microbatch's input gradient).
+Communication is taken as instantaneous, as in the Perseus paper; time a
 stage spends waiting is charged at blocking power by the evaluator.
 
 The arrays here are laid out for vectorised longest-path passes: nodes are numbered in
@@ -24,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from perseus.errors import InputError
-from perseus.pipeline.schedules import Instruction, stage_orders
+from perseus.pipeline.instruction import Instruction, placement, virtual_stage
+from perseus.pipeline.schedules import stage_orders
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -62,15 +64,23 @@ class PipelineDAG:
             for prev, cur in itertools.pairwise(stage):
                 deps[cur].append(prev)
         num_virtual = num_stages * chunks
+        position = {i: k for stage in orders for k, i in enumerate(stage)}
+        # The pass that sends microbatch m's input gradient upstream: fused or input-only backward.
+        gradient = {
+            (i.stage, i.chunk, i.microbatch): i for i in deps if i.kind in ("backward", "backward_input")
+        }
         for inst in deps:
-            virtual = inst.chunk * num_stages + inst.stage
+            virtual = virtual_stage(schedule, num_stages, inst.stage, inst.chunk)
             if inst.kind == "forward" and virtual > 0:
-                up = virtual - 1
-                deps[inst].append(Instruction(up % num_stages, "forward", inst.microbatch, up // num_stages))
-            elif inst.kind == "backward":
+                up_stage, up_chunk = placement(schedule, num_stages, virtual - 1)
+                deps[inst].append(Instruction(up_stage, "forward", inst.microbatch, up_chunk))
+            elif inst.kind == "backward_weight":
+                _check_after_input(inst, position, schedule)
+            elif inst.kind != "forward":
                 if virtual < num_virtual - 1:
-                    down = virtual + 1
-                    deps[inst].append(Instruction(down % num_stages, "backward", inst.microbatch, down // num_stages))
+                    down_stage, down_chunk = placement(schedule, num_stages, virtual + 1)
+                    down = gradient.get((down_stage, down_chunk, inst.microbatch))
+                    deps[inst].append(down or Instruction(down_stage, "backward", inst.microbatch, down_chunk))
                 else:
                     deps[inst].append(Instruction(inst.stage, "forward", inst.microbatch, inst.chunk))
         topo = _by_level(_topological_order(deps, schedule), deps)
@@ -220,6 +230,14 @@ def _topological_order(deps: dict[Instruction, list[Instruction]], schedule: str
     if len(order) != len(deps):
         raise InputError("schedule", f"{schedule}: instruction order deadlocks (dependency cycle)")
     return order
+
+
+def _check_after_input(weight: Instruction, position: dict[Instruction, int], schedule: str) -> None:
+    """A weight gradient needs its input gradient, run earlier on the same stage (an edge of the
+    stage's chain already, so the DAG needs no extra edge and nodes keep at most two successors)."""
+    needed = Instruction(weight.stage, "backward_input", weight.microbatch, weight.chunk)
+    if needed not in position or position[needed] > position[weight]:
+        raise InputError("schedule", f"{schedule}: {weight.name} on stage {weight.stage} runs before {needed.name}")
 
 
 def _by_level(order: list[Instruction], deps: dict[Instruction, list[Instruction]]) -> list[Instruction]:

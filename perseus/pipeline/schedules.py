@@ -7,29 +7,11 @@ dependencies; workers use the same order to match served frequencies to instruct
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from perseus.errors import InputError
+from perseus.pipeline.instruction import Instruction, StageOrder, check_shape
+from perseus.pipeline.zero_bubble import dual_pipe_v, interleaved_zero_bubble, zero_bubble_v
 
-
-@dataclass(frozen=True, order=True)
-class Instruction:
-    """One forward or backward pass of one microbatch through one model chunk on one stage."""
-
-    stage: int
-    kind: str
-    """``forward`` or ``backward``."""
-    microbatch: int
-    chunk: int = 0
-    """Model chunk on this stage (virtual stage index is ``chunk * num_stages + stage``)."""
-
-    @property
-    def name(self) -> str:
-        suffix = f"@{self.chunk}" if self.chunk else ""
-        return f"{self.kind}:{self.microbatch}{suffix}"
-
-
-StageOrder = list[list[Instruction]]
+__all__ = ["Instruction", "StageOrder", "gpipe", "interleaved_one_f_one_b", "one_f_one_b", "stage_orders"]
 
 
 def one_f_one_b(num_stages: int, num_microbatches: int) -> StageOrder:
@@ -38,7 +20,7 @@ def one_f_one_b(num_stages: int, num_microbatches: int) -> StageOrder:
     Stage ``s`` runs ``min(S - s - 1, M)`` warm-up forwards, then alternates one forward and
     one backward, then drains the remaining backwards.
     """
-    _check(num_stages, num_microbatches)
+    check_shape(num_stages, num_microbatches)
     order: StageOrder = []
     for s in range(num_stages):
         warmup = min(num_stages - s - 1, num_microbatches)
@@ -56,7 +38,7 @@ def one_f_one_b(num_stages: int, num_microbatches: int) -> StageOrder:
 
 def gpipe(num_stages: int, num_microbatches: int) -> StageOrder:
     """GPipe: every forward, then every backward, in microbatch order."""
-    _check(num_stages, num_microbatches)
+    check_shape(num_stages, num_microbatches)
     return [
         [Instruction(s, "forward", m) for m in range(num_microbatches)]
         + [Instruction(s, "backward", m) for m in range(num_microbatches)]
@@ -71,7 +53,7 @@ def interleaved_one_f_one_b(num_stages: int, num_microbatches: int, num_chunks: 
     must be a multiple of the number of stages, as in Megatron-LM and torch's
     ``ScheduleInterleaved1F1B``.
     """
-    _check(num_stages, num_microbatches)
+    check_shape(num_stages, num_microbatches)
     if num_chunks < 1:
         raise InputError("num_chunks", f"must be >= 1, got {num_chunks}")
     if num_chunks == 1:
@@ -108,18 +90,23 @@ def interleaved_one_f_one_b(num_stages: int, num_microbatches: int, num_chunks: 
 
 
 def stage_orders(schedule: str, num_stages: int, num_microbatches: int, num_chunks: int = 1) -> StageOrder:
-    """The instruction order of ``schedule`` (``1f1b``, ``gpipe`` or ``interleaved-1f1b``)."""
+    """The instruction order of ``schedule``.
+
+    ``1f1b``, ``gpipe``, ``interleaved-1f1b`` (at least 2 chunks), ``zb`` (torch's interleaved
+    zero bubble, ``num_chunks`` chunks, 1 is ZB-H1), ``zbv`` and ``dualpipev`` (2 chunks in a V).
+    """
     if schedule == "1f1b":
         return one_f_one_b(num_stages, num_microbatches)
     if schedule == "gpipe":
         return gpipe(num_stages, num_microbatches)
     if schedule == "interleaved-1f1b":
         return interleaved_one_f_one_b(num_stages, num_microbatches, max(num_chunks, 2))
-    raise InputError("schedule", f"must be one of 1f1b, gpipe, interleaved-1f1b; got {schedule!r}")
-
-
-def _check(num_stages: int, num_microbatches: int) -> None:
-    if num_stages < 1:
-        raise InputError("num_stages", f"must be >= 1, got {num_stages}")
-    if num_microbatches < 1:
-        raise InputError("num_microbatches", f"must be >= 1, got {num_microbatches}")
+    if schedule == "zb":
+        return interleaved_zero_bubble(num_stages, num_microbatches, num_chunks)
+    if schedule == "zbv":
+        return zero_bubble_v(num_stages, num_microbatches)
+    if schedule == "dualpipev":
+        return dual_pipe_v(num_stages, num_microbatches)
+    raise InputError(
+        "schedule", f"must be one of 1f1b, gpipe, interleaved-1f1b, zb, zbv, dualpipev; got {schedule!r}"
+    )

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from perseus.errors import InputError
+from perseus.pipeline.instruction import instruction_name
+from perseus.profile.model import ALL_KINDS
 
-SCHEDULES: tuple[str, ...] = ("1f1b", "gpipe", "interleaved-1f1b")
+#: Pipeline schedules Perseus plans for; ``zb``, ``zbv`` and ``dualpipev`` split backwards.
+SCHEDULES: tuple[str, ...] = ("1f1b", "gpipe", "interleaved-1f1b", "zb", "zbv", "dualpipev")
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,12 @@ class PlannedInstruction:
     microbatch: int
     frequency: int
     chunk: int = 0
-    """Model chunk (virtual stage) on this GPU; always 0 except for interleaved 1F1B."""
+    """Model chunk (virtual stage) on this GPU; 0 unless the schedule puts several chunks on a GPU."""
 
     @property
     def name(self) -> str:
         """Stable identifier, e.g. ``forward:3`` or ``backward:5@1`` (chunk 1)."""
-        suffix = f"@{self.chunk}" if self.chunk else ""
-        return f"{self.instruction}:{self.microbatch}{suffix}"
+        return instruction_name(self.instruction, self.microbatch, self.chunk)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -173,8 +175,8 @@ def _planned(item: Any, where: str, source: str) -> PlannedInstruction:
     if not isinstance(item, Mapping):
         raise InputError(source, f"field '{where}' must be an object")
     instruction = _field(item, "instruction", str, f"{source}: {where}")
-    if instruction not in ("forward", "backward"):
-        raise InputError(source, f"field '{where}.instruction' must be forward or backward, got {instruction!r}")
+    if instruction not in ALL_KINDS:
+        raise InputError(source, f"field '{where}.instruction' must be one of {', '.join(ALL_KINDS)}, got {instruction!r}")
     microbatch = _field(item, "microbatch", int, f"{source}: {where}")
     frequency = _field(item, "frequency", int, f"{source}: {where}")
     chunk = item.get("chunk", 0)

@@ -1,11 +1,21 @@
 """Instruction profiles: loading, validating and Pareto-filtering time/energy measurements."""
 
 from perseus.profile.io import load_profile, parse_profile, save_profile
-from perseus.profile.model import INSTRUCTION_KINDS, InstructionProfile, Measurement, PipelineProfile
+from perseus.profile.model import (
+    ALL_KINDS,
+    INSTRUCTION_KINDS,
+    SPLIT_KINDS,
+    InstructionProfile,
+    Measurement,
+    PipelineProfile,
+    split_backward,
+)
 from perseus.profile.pareto import lower_convex_hull, pareto_options
 
 __all__ = [
+    "ALL_KINDS",
     "INSTRUCTION_KINDS",
+    "SPLIT_KINDS",
     "InstructionProfile",
     "Measurement",
     "PipelineProfile",
@@ -14,4 +24,5 @@ __all__ = [
     "pareto_options",
     "parse_profile",
     "save_profile",
+    "split_backward",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from perseus.errors import InputError
-from perseus.profile.model import INSTRUCTION_KINDS, InstructionProfile, Measurement, PipelineProfile
+from perseus.profile.model import ALL_KINDS, SPLIT_KINDS, InstructionProfile, Measurement, PipelineProfile
 
 COLUMNS: tuple[str, ...] = ("stage", "instruction", "frequency", "time", "energy")
 META_FILENAME = "meta.json"
@@ -51,10 +51,8 @@ def parse_profile(
             raise InputError(source, f"expected {len(header)} fields, found {len(row)}", line=line_no)
         stage = _parse_int(row[index["stage"]], "stage", source, line_no, minimum=0)
         kind = row[index["instruction"]].strip()
-        if kind not in INSTRUCTION_KINDS:
-            raise InputError(
-                source, f"instruction must be one of {', '.join(INSTRUCTION_KINDS)}, got {kind!r}", line=line_no
-            )
+        if kind not in ALL_KINDS:
+            raise InputError(source, f"instruction must be one of {', '.join(ALL_KINDS)}, got {kind!r}", line=line_no)
         frequency = _parse_int(row[index["frequency"]], "frequency", source, line_no, minimum=1)
         time = _parse_positive(row[index["time"]], "time", source, line_no)
         energy = _parse_positive(row[index["energy"]], "energy", source, line_no)
@@ -72,15 +70,12 @@ def parse_profile(
     if num_stages is not None and stages_found[-1] + 1 > num_stages:
         raise InputError(source, f"profile has {stages_found[-1] + 1} stages but {num_stages} were asked for")
     for stage in range(expected_stages):
-        for kind in INSTRUCTION_KINDS:
-            if (stage, kind) not in rows:
-                if stage not in stages_found:
-                    raise InputError(
-                        source,
-                        f"stage {stage} is missing: profile has {len(stages_found)} stage(s) "
-                        f"but {expected_stages} were asked for",
-                    )
-                raise InputError(source, f"stage {stage} has no {kind} measurements")
+        if stage not in stages_found:
+            raise InputError(
+                source,
+                f"stage {stage} is missing: profile has {len(stages_found)} stage(s) but {expected_stages} were asked for",
+            )
+        _check_stage_kinds(rows, stage, source)
     profiles = {
         key: InstructionProfile(key[0], key[1], tuple(per_freq.values())) for key, per_freq in rows.items()
     }
@@ -143,6 +138,20 @@ def save_profile(profile: PipelineProfile, directory: str | Path, **meta: object
         json.dumps({"blocking_power": profile.blocking_power, **meta}, indent=2) + "\n"
     )
     return csv_path
+
+
+def _check_stage_kinds(rows: dict[tuple[int, str], dict[int, Measurement]], stage: int, source: str) -> None:
+    """A stage needs a forward and a backward, fused or split into both parts at the same frequencies."""
+    if (stage, "forward") not in rows:
+        raise InputError(source, f"stage {stage} has no forward measurements")
+    split = [k for k in SPLIT_KINDS if (stage, k) in rows]
+    if len(split) == 1:
+        missing = next(k for k in SPLIT_KINDS if k not in split)
+        raise InputError(source, f"stage {stage} has {split[0]} but no {missing} measurements (give both or neither)")
+    if split and rows[(stage, SPLIT_KINDS[0])].keys() != rows[(stage, SPLIT_KINDS[1])].keys():
+        raise InputError(source, f"stage {stage}: backward_input and backward_weight must be measured at the same frequencies")
+    if not split and (stage, "backward") not in rows:
+        raise InputError(source, f"stage {stage} has no backward measurements")
 
 
 def _parse_int(cell: str, name: str, source: str, line: int, *, minimum: int) -> int:

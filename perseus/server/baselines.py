@@ -21,7 +21,7 @@ from perseus.errors import InputError
 from perseus.pipeline.evaluate import evaluate_plan
 from perseus.pipeline.schedules import stage_orders
 from perseus.plan import FrequencyPlan, PlannedInstruction
-from perseus.profile import INSTRUCTION_KINDS, PipelineProfile
+from perseus.profile import ALL_KINDS, INSTRUCTION_KINDS, PipelineProfile
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,14 @@ def clock_plan(
         tuple(PlannedInstruction(i.kind, i.microbatch, frequency_of[s][i.kind], i.chunk) for i in order)
         for s, order in enumerate(orders)
     )
-    chunks = max(num_chunks, 2) if schedule == "interleaved-1f1b" else num_chunks
+    chunks = 1 + max(i.chunk for order in orders for i in order)
     draft = FrequencyPlan(schedule, num_stages, num_microbatches, 0.0, 0.0, stages, chunks, name)
     time, energy = evaluate_plan(profile, draft)
     return FrequencyPlan(schedule, num_stages, num_microbatches, time, energy, stages, chunks, name)
 
 
 def _uniform(profile: PipelineProfile, per_stage: Sequence[int]) -> list[dict[str, int]]:
-    return [dict.fromkeys(INSTRUCTION_KINDS, f) for f in per_stage]
+    return [dict.fromkeys(ALL_KINDS, f) for f in per_stage]
 
 
 def build_baseline(
@@ -86,7 +86,7 @@ def build_baseline(
     S = num_stages
     args = (profile, schedule, S, num_microbatches, num_chunks)
     if kind == "max-frequency":
-        freqs = [{k: profile[(s, k)].max_frequency for k in INSTRUCTION_KINDS} for s in range(S)]
+        freqs = [{k: profile[(s, k)].max_frequency for k in ALL_KINDS if (s, k) in profile.instructions} for s in range(S)]
         return BaselinePlan(clock_plan(*args, freqs, "baseline:max-frequency"), None)
     if kind not in ("global-power-limit", "per-stage-power-limit"):
         raise InputError("target.baseline.kind", f"unknown baseline {kind!r}")

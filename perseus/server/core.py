@@ -37,9 +37,11 @@ from sqlalchemy.exc import IntegrityError
 
 from perseus.db import Base
 from perseus.errors import InputError, PerseusError
+from perseus.pipeline.costs import check_profile_kinds
 from perseus.plan import FrequencyPlan, PlannedInstruction
 from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, parse_profile, save_profile
 from perseus.profile.io import format_profile
+from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
 from perseus.reports import IterationReport
 from perseus.server import models as m
 from perseus.server import runs
@@ -487,8 +489,8 @@ class SchedulerCore:
             raise InputError("measurements", "must not be empty")
         seen: set[str] = set()
         for i, (kind, t, e) in enumerate(measurements):
-            if kind not in INSTRUCTION_KINDS:
-                raise InputError(f"measurements[{i}].instruction", f"must be forward or backward, got {kind!r}")
+            if kind not in ALL_KINDS:
+                raise InputError(f"measurements[{i}].instruction", f"must be one of {', '.join(ALL_KINDS)}, got {kind!r}")
             if kind in seen:
                 raise InputError(f"measurements[{i}].instruction", f"{kind} given twice")
             seen.add(kind)
@@ -739,6 +741,7 @@ class SchedulerCore:
                                 num_stages=spec.num_stages)
         if profile.num_stages != spec.num_stages:
             raise InputError("profile_csv", f"has {profile.num_stages} stages, job has {spec.num_stages}")
+        check_profile_kinds(profile, spec.schedule)
         return profile
 
     def _parse_user_plan(self, spec: JobSpec, plan_json: str) -> FrequencyPlan:
@@ -823,9 +826,11 @@ class SchedulerCore:
         rows: list[tuple[int, str, Measurement]] = []
         for stage in range(job.spec.num_stages):
             for freq in sorted(job.measured.get(stage, {}), reverse=True):
-                for kind in INSTRUCTION_KINDS:
-                    per_rank = job.measured[stage][freq].get(kind)
-                    if per_rank:
+                at_freq = job.measured[stage][freq]
+                for kind in ALL_KINDS:
+                    per_rank = at_freq.get(kind)
+                    # A split backward counts only where both parts were measured (early stops differ).
+                    if per_rank and (kind not in SPLIT_KINDS or all(at_freq.get(k) for k in SPLIT_KINDS)):
                         t, e = averaged(per_rank)
                         rows.append((stage, kind, Measurement(freq, t, e)))
         csv_text = format_profile(rows)

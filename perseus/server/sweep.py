@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from perseus.errors import InputError
-from perseus.profile import INSTRUCTION_KINDS
+from perseus.profile import INSTRUCTION_KINDS, SPLIT_KINDS
 
 #: stage -> frequency -> kind -> rank -> (time, energy)
 Measured = dict[int, dict[int, dict[str, dict[int, tuple[float, float]]]]]
@@ -83,10 +83,14 @@ def next_frequency(
     measured: Mapping[int, Mapping[str, Mapping[int, tuple[float, float]]]],
     early_stop_rises: int,
 ) -> int | None:
-    """The next frequency a stage should measure, or None when its sweep is done."""
+    """The next frequency a stage should measure, or None when its sweep is done.
+
+    Ranks of a zero-bubble schedule report the backward split; their sweep waits on its parts.
+    """
     position = {f: i for i, f in enumerate(frequencies)}
     pending: list[int] = []
-    for kind in INSTRUCTION_KINDS:
+    split = any(kind in per_kind for per_kind in measured.values() for kind in SPLIT_KINDS)
+    for kind in ("forward", *SPLIT_KINDS) if split else INSTRUCTION_KINDS:
         previous: float | None = None
         rises = 0
         for f in frequencies:

@@ -11,7 +11,7 @@ from workers_helpers import launch
 
 from merak_integration.data import batches
 from merak_integration.models import get_config
-from merak_integration.pipeline import PipelineSpec, reference_gradients
+from merak_integration.pipeline import PipelineSpec, normalize_schedule, reference_gradients
 from perseus.profile import load_profile
 
 
@@ -22,8 +22,7 @@ def _check_gradients(tmp_path: Path, model: str, mb: int, nmb: int, pp: int, sch
     got: dict[str, torch.Tensor] = {}
     for f in sorted(out.glob("grads-stage*.pt")):
         got.update(torch.load(f))
-    spec = PipelineSpec(model, mb, nmb, pp, {"interleaved": "interleaved-1f1b"}.get(schedule, schedule),
-                        2 if schedule == "interleaved" else 1)
+    spec = PipelineSpec(model, mb, nmb, pp, *normalize_schedule(schedule, None))
     x, y = next(batches(get_config(model), mb * nmb, seed=0))
     want = reference_gradients(spec, x, y)
     assert set(got) == set(want)
@@ -38,6 +37,13 @@ def test_gradients_equal_single_process_1f1b(tmp_path: Path) -> None:
 
 def test_gradients_equal_single_process_interleaved(tmp_path: Path) -> None:
     _check_gradients(tmp_path, "bert-tiny", 2, 4, 2, "interleaved", 1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["zb", pytest.param("zbv", marks=pytest.mark.slow), "dualpipev"])
+def test_gradients_equal_single_process_zero_bubble(tmp_path: Path, schedule: str) -> None:
+    # Split backwards (input gradient now, weight gradient later) and, for zbv and dualpipev, a V
+    # that puts the first and the last layers on rank 0: the same gradients as one process.
+    _check_gradients(tmp_path, "gpt3-tiny", 2, 4, 2, schedule, 1e-5)
 
 
 @pytest.mark.slow

@@ -241,7 +241,7 @@ def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
         (["gpt3-tiny", "2", "4", "--pp", "2", "--partition_method", "custom:0,3"], "needs 3 boundaries"),
         (["gpt3-tiny", "2", "3", "--pp", "2", "--train_schedule", "interleaved"], "multiple of the number of stages"),
         (["gpt3-tiny", "2", "1", "--pp", "2"], "1F1B needs at least as many microbatches"),
-        (["gpt3-tiny", "2", "4", "--train_schedule", "zb"], "--train_schedule: must be one of"),
+        (["gpt3-tiny", "2", "4", "--train_schedule", "zb2"], "--train_schedule: must be one of"),
         (["gpt3-tiny", "2", "4", "--server", "localhost"], "--server: expected HOST:PORT"),
         (["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "2"], "--master_addr: a run over several nodes needs"),
         (["gpt3-tiny", "2", "4", "--pp", "4", "--nnodes", "3", "--master_addr", "h"], "--nproc_per_node: 3 node(s)"),
