@@ -19,6 +19,7 @@ every job at its least-power admissible option.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ def _exact(
     """Pareto dynamic program over jobs; None when the Pareto set outgrows ``state_limit``."""
     limit = watts * (1 + RELATIVE_SLACK)
     # Watts the jobs not yet added need at least: a partial assignment leaving less is dead.
-    reserve = np.cumsum([opts[0].power for opts in options][::-1])[::-1].tolist() + [0.0]
+    reserve = [*np.cumsum([opts[0].power for opts in options][::-1])[::-1].tolist(), 0.0]
     power = np.zeros(1)
     cost = np.zeros(1)
     layers: list[tuple[np.ndarray, np.ndarray]] = []  # per job: (parent state, option index) of each state
@@ -218,7 +219,7 @@ def _lagrangian(
     segments: list[tuple[float, int, int, int]] = []  # (-saving per watt, job, from, to)
     for j, (job, opts) in enumerate(zip(jobs, options, strict=True)):
         hull = _lower_hull(job, opts)
-        for a, b in zip(hull, hull[1:], strict=False):
+        for a, b in itertools.pairwise(hull):
             saving = job.cost(opts[a]) - job.cost(opts[b])
             segments.append((-saving / (opts[b].power - opts[a].power), j, a, b))
     segments.sort()

@@ -29,7 +29,7 @@ def brute_force(jobs: list[CapJob], watts: float) -> float | None:
     allowed = [[o for o in j.options if o.iteration_time <= j.reference_time * j.max_slowdown * (1 + 1e-9)] for j in jobs]
     for combo in itertools.product(*allowed):
         if sum(o.power for o in combo) <= watts * (1 + 1e-9):
-            cost = sum(j.weight * (o.iteration_time / j.reference_time - 1) for j, o in zip(jobs, combo))
+            cost = sum(j.weight * (o.iteration_time / j.reference_time - 1) for j, o in zip(jobs, combo, strict=True))
             best = cost if best is None else min(best, cost)
     return best
 
