@@ -56,8 +56,8 @@ class Partition:
             what = ""
             if kinds is not None:
                 blocks = sum(1 for i in r if kinds[i] == "block")
-                extra = [k for k in ("embedding", "head") if any(kinds[i] == k for i in r)]
-                what = f" ({blocks} blocks{' + ' + ' + '.join(extra) if extra else ''})"
+                extra = [k for k in ("embedding", "stem", "head") if any(kinds[i] == k for i in r)]
+                what = f" ({blocks} block{'' if blocks == 1 else 's'}{' + ' + ' + '.join(extra) if extra else ''})"
             lines.append(
                 f"  stage {s}: layers {r.start}-{r.stop - 1}{what}, {self.parameters[s]:,} parameters"
             )
