@@ -24,9 +24,9 @@ DEFAULT_SIM_TIME_SCALE = 0.5
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps-per-epoch", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs to train (recurring_job.py: at most)")
+    parser.add_argument("--steps-per-epoch", type=int, default=32, help="training steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per step")
     parser.add_argument(
         "--selector",
         choices=["slowdown", "time", "energy", "zeus"],

@@ -36,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_args(parser)
-    parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--target-accuracy", type=float, default=0.9)
     parser.add_argument("--cost-threshold", type=float, default=None)
-    parser.set_defaults(selector="zeus")
+    # --epochs (from the common options) is the most epochs a run may take; the loader stops earlier
+    # when the target is reached or the predicted cost exceeds the threshold.
+    parser.set_defaults(selector="zeus", epochs=10)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = EnergyAwareDataLoader(
         torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True),
         monitor=EnergyMonitor(gpus),
-        max_epochs=args.max_epochs,
+        max_epochs=args.epochs,
         target_metric=args.target_accuracy,
         cost_threshold=args.cost_threshold,
         eta=args.eta,

@@ -190,7 +190,7 @@ class LanguageModelHead(nn.Module):
 
 
 class ResNetStem(nn.Module):
-    kind = "embedding"
+    kind = "stem"
 
     def __init__(self, cfg: ResNetConfig) -> None:
         super().__init__()

@@ -56,11 +56,11 @@ class Partition:
             what = ""
             if kinds is not None:
                 blocks = sum(1 for i in r if kinds[i] == "block")
-                extra = [k for k in ("embedding", "head") if any(kinds[i] == k for i in r)]
-                what = f" ({blocks} blocks{' + ' + ' + '.join(extra) if extra else ''})"
-            lines.append(
-                f"  stage {s}: layers {r.start}-{r.stop - 1}{what}, {self.parameters[s]:,} parameters"
-            )
+                parts = [f"{blocks} block{'' if blocks == 1 else 's'}"] if blocks else []
+                parts += [k for k in ("embedding", "stem", "head") if any(kinds[i] == k for i in r)]
+                what = f" ({' + '.join(parts)})" if parts else ""
+            span = f"layer {r.start}" if len(r) == 1 else f"layers {r.start}-{r.stop - 1}"
+            lines.append(f"  stage {s}: {span}{what}, {self.parameters[s]:,} parameters")
         return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         plan = plans[name]
         assert plan is not None
         plan.save(path)
+        print(f"saved plan {name} of {args.job} to {path}")
     if args.json:
         print(json.dumps({"job_id": frontier.job_id, "phase": frontier.phase, "selected": frontier.selected,
                           "plans": [{"plan_id": p.plan_id, "name": p.name, "iteration_time": p.iteration_time,
