@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_prof_steps", type=_positive, default=3, help="measured iterations per profiled frequency")
     p.add_argument("--server", default=None, help="Perseus server HOST:PORT (register, fetch the plan, report)")
     p.add_argument("--job_name", default="", help="job name at the server (default: derived from the run)")
-    p.add_argument("--plan", default=None, help="plan JSON (from perseus optimize) to apply without a server")
+    p.add_argument("--plan", default=None, help="plan JSON, or DIR:PLAN of `perseus optimize` output, to apply without a server")
     p.add_argument("--device", choices=("auto", "sim", "nvml"), default=os.environ.get("PERSEUS_DEVICE", "auto"))
     p.add_argument("--sim_profile", default=None, help="profile.csv the simulated GPUs model (default: A100 GPT-3)")
     p.add_argument("--sim_time_scale", type=float, default=1.0, help="simulated instruction time multiplier")

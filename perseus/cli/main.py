@@ -18,6 +18,7 @@ from perseus.errors import PerseusError
 # Command modules, in the order `perseus --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "perseus.cli.optimize",
+    "perseus.cli.plan",
     "perseus.cli.plot",
     "perseus.cli.devices",
     "perseus.cli.serve",

@@ -26,33 +26,52 @@ energies plus blocking power), and only Pareto-optimal points are kept.
 
 from __future__ import annotations
 
+import math
 import time as wallclock
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
+from perseus.errors import InputError
 from perseus.pipeline.costs import OptionTable
 from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
-from perseus.pipeline.evaluate import build_plan
-from perseus.plan.model import FrequencyPlan, PlannedInstruction
+from perseus.plan.model import FrequencyPlan
+from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
 
 
+MAX_STEPS = 1_000_000
+"""Hard cap on minimum cuts per solve, far above any real frontier (16 x 256 takes about 12,000)."""
+STEPS_PER_RESOLUTION = 20
+"""Practical cap: cuts per ``span / time_resolution`` (real solves take 1-4, see :func:`step_bound`)."""
+MIN_RESOLUTION_FRACTION = 1e-5
+"""Finest ``time_resolution`` accepted, as a fraction of the frontier's span (the default is 1e-3
+to 1e-4): finer steps only multiply the cuts without adding plans a user could tell apart."""
+
+
 @dataclass(frozen=True)
 class Frontier:
     """Pareto-optimal plans, fastest first (time ascending, energy strictly descending)."""
 
-    plans: list[FrequencyPlan]
+    store: PlanStore
+    """Every plan in compact form; :attr:`plans` materialises them."""
     iterations: int = 0
     """Minimum cuts computed."""
     solve_seconds: float = 0.0
     lower_bounds: list[float] = field(default_factory=list)
     """Energy lower bound (convex relaxation) at each plan's iteration time, if computed."""
+    capped: bool = False
+    """Whether the solve stopped at its step cap (see :func:`step_bound`) before the fastest plan."""
+
+    @cached_property
+    def plans(self) -> list[FrequencyPlan]:
+        return self.store.plans()
 
     @property
     def fastest(self) -> FrequencyPlan:
@@ -64,8 +83,8 @@ class Frontier:
 
     def plan_within(self, iteration_time: float) -> FrequencyPlan:
         """The least-energy plan whose iteration time is at most ``iteration_time`` (else the fastest)."""
-        feasible = [p for p in self.plans if p.iteration_time <= iteration_time * (1 + 1e-12)]
-        return feasible[-1] if feasible else self.fastest
+        feasible = np.flatnonzero(self.store.iteration_time <= iteration_time * (1 + 1e-12))
+        return self.plans[int(feasible[-1])] if len(feasible) else self.fastest
 
 
 def compute_frontier(
@@ -109,7 +128,6 @@ class GraphCutSolver:
         self._class_times = [times.tolist() for times in class_times]
         self._node_class_list = table.node_class.tolist()
         self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
-        self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
 
     def slowest_choice(self) -> IntArray:
         return self.table.node_count - 1
@@ -132,19 +150,35 @@ class GraphCutSolver:
         shortest = float(self.table.time[:, 0].min())
         return max(min(span / 1000, 0.02 * shortest), span / 10_000, 1e-9)
 
-    def solve(self, progress: Progress | None = None, time_resolution: float | None = None) -> Frontier:
+    def solve(
+        self, progress: Progress | None = None, time_resolution: float | None = None, max_steps: int = MAX_STEPS
+    ) -> Frontier:
+        """The frontier; at most ``max_steps`` cuts (fewer where :func:`step_bound` proves fewer suffice)."""
         started = wallclock.perf_counter()
         choice = self.slowest_choice()
         t_max, t_min = self.makespan(choice), self.makespan(self.fastest_choice())
-        resolution = time_resolution if time_resolution is not None else self.default_resolution(t_max - t_min)
+        span = t_max - t_min
+        resolution = time_resolution if time_resolution is not None else self.default_resolution(span)
+        if not (math.isfinite(resolution) and resolution >= MIN_RESOLUTION_FRACTION * span and resolution > 0):
+            raise InputError(
+                "time resolution",
+                f"must be a positive number of seconds of at least {MIN_RESOLUTION_FRACTION:g} x the frontier's "
+                f"span ({MIN_RESOLUTION_FRACTION * span:.3g} s here), got {resolution}",
+            )
         self.next_option, self.rate = _hull_steps(self.table, resolution)
+        cap = min(
+            max_steps,
+            step_bound(self.table, span, t_min),
+            STEPS_PER_RESOLUTION * math.ceil(span / resolution) + 4 * self.dag.num_nodes,
+        )
+        capped = True
         times: list[float] = []
         choices: list[IntArray] = []
         iterations = 0
         finish: FloatArray | None = None
         latest: FloatArray | None = None  # latest finish times for `deadline`, when the reclaim knows them
         deadline = t_max
-        while True:
+        while iterations < cap:
             durations = self.table.durations(choice)
             if finish is None:
                 finish = self.dag.finish_times(durations)
@@ -158,7 +192,8 @@ class GraphCutSolver:
             if progress is not None:
                 progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
             speed_up = self._cut(choice, durations, finish, latest, makespan, resolution)
-            if speed_up is None:
+            if speed_up is None or (len(times) > 1 and makespan >= times[-2]):
+                capped = False  # the fastest plan, or (rounding only) a step that did not shorten the iteration
                 break
             iterations += 1
             faster = choice.copy()
@@ -166,8 +201,8 @@ class GraphCutSolver:
             faster_finish = self.dag.finish_times(self.table.durations(faster))
             deadline = float(faster_finish.max())
             choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
-        plans = self._pareto_plans(times, choices, resolution)
-        return Frontier(plans, iterations=iterations, solve_seconds=wallclock.perf_counter() - started)
+        store = self._pareto_store(times, choices, resolution)
+        return Frontier(store, iterations=iterations, solve_seconds=wallclock.perf_counter() - started, capped=capped)
 
     def _cut(
         self,
@@ -340,7 +375,7 @@ class GraphCutSolver:
             np.array(backward, dtype=np.int64), np.array(latest_start),
         )
 
-    def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
+    def _pareto_store(self, times: list[float], choices: list[IntArray], resolution: float) -> PlanStore:
         table = self.table
         energies = [table.iteration_energy(c.astype(np.int64), t) for t, c in zip(times, choices, strict=True)]
         order = sorted(range(len(times)), key=lambda k: (times[k], energies[k]))
@@ -354,15 +389,55 @@ class GraphCutSolver:
                 kept.append(k)
         if len(pareto) > 1:
             kept.append(pareto[-1])
-        return [
-            self.to_plan(choices[k].astype(np.int64), times[k], energies[k], f"p{rank:03d}")
-            for rank, k in enumerate(kept)
-        ]
+        return self.to_store(
+            np.array([choices[k] for k in kept], dtype=np.int64),
+            [times[k] for k in kept],
+            [energies[k] for k in kept],
+            [f"p{rank:03d}" for rank in range(len(kept))],
+        )
+
+    def to_store(
+        self, choices: IntArray, iteration_times: list[float], energies: list[float], names: list[str]
+    ) -> PlanStore:
+        """Plans choosing ``choices[k]`` (one row of option indices per plan) as a :class:`PlanStore`."""
+        dag = self.dag
+        order = np.array([n for nodes in dag.stage_nodes for n in nodes], dtype=np.int64)
+        return PlanStore(
+            schedule=dag.schedule,
+            num_stages=dag.num_stages,
+            num_microbatches=dag.num_microbatches,
+            num_chunks=dag.num_chunks,
+            slots=tuple(Slot(i.stage, i.kind, i.microbatch, i.chunk) for i in (dag.nodes[n] for n in order.tolist())),
+            names=tuple(names),
+            iteration_time=np.array(iteration_times, dtype=np.float64),
+            energy=np.array(energies, dtype=np.float64),
+            frequencies=self.table.frequency[self.table.node_class[order], choices[:, order]].astype(np.int32),
+        )
 
     def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
-        return build_plan(
-            self.dag, self.table.frequencies(choice).tolist(), iteration_time, energy, name, self._plan_entries
-        )
+        return self.to_store(choice[None, :], [iteration_time], [energy], [name]).plan(0)
+
+
+def step_bound(table: OptionTable, span: float, t_min: float) -> int:
+    """An upper bound on the cuts of one solve, which is what makes the solve terminate.
+
+    Every step shortens the makespan by at least ``d = min(smallest gap between two options
+    of a class, 1e-9 x t_min)``: the cut meets every path within ``tol >= 1e-9 x makespan``
+    of critical and speeds each cut node up by at least one option gap, so every such path
+    shrinks by at least ``d`` and every other path was already ``tol`` shorter; the reclaim
+    pass then keeps the makespan within the new one (up to 1e-12 relative rounding). The
+    makespan starts at ``t_min + span`` and never goes below ``t_min``, so there are at most
+    ``span / d`` steps. The solve loop also stops at the first step that fails to shorten
+    the iteration, so rounding cannot make it spin.
+
+    ``d`` can be tiny, so the solver also caps the cuts at ``STEPS_PER_RESOLUTION x span /
+    time_resolution`` plus a few per instruction, and says so (``Frontier.capped``) if it ever
+    stops there.
+    """
+    gaps = [np.diff(table.time[c, : table.count[c]]) for c in range(len(table.count))]
+    positive = [float(g.min()) for g in gaps if len(g)]
+    d = min([*positive, 1e-9 * t_min]) - 1e-12 * (t_min + span)
+    return math.ceil(span / d) + 1 if d > 0 else MAX_STEPS
 
 
 def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArray]:
