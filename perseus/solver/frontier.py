@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import time as wallclock
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,10 +36,11 @@ import numpy as np
 
 from perseus.errors import InputError
 from perseus.pipeline.costs import OptionTable
-from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
+from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
+from perseus.solver import kernels
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
@@ -112,21 +112,6 @@ class GraphCutSolver:
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
-        # Each class's option times, as Python lists for the scalar sweeps and laid end to end
-        # (class c's keys shifted by c * key_span) for the vectorised ones: see _vector_sweeps.
-        counts = table.count
-        class_times = [table.time[c, : counts[c]] for c in range(len(counts))]
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._slowest_makespan = self.makespan(self.slowest_choice())
-        # Budgets never exceed the slowest makespan, so classes' key ranges never overlap.
-        self._key_span = 2.0 * (self._slowest_makespan + float(table.time.max())) + 1.0
-        option_time = np.concatenate(class_times)
-        self._option_time_shifted = np.concatenate([[0.0], option_time])
-        self._option_key = np.repeat(np.arange(len(counts)) * self._key_span, counts) + option_time
-        self._class_offset = offsets[table.node_class]
-        self._class_key = table.node_class * self._key_span
-        self._class_times = [times.tolist() for times in class_times]
-        self._node_class_list = table.node_class.tolist()
         self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
 
     def slowest_choice(self) -> IntArray:
@@ -136,7 +121,15 @@ class GraphCutSolver:
         return np.zeros(self.dag.num_nodes, dtype=np.int64)
 
     def makespan(self, choice: IntArray) -> float:
-        return float(self.dag.finish_times(self.table.durations(choice)).max())
+        return float(self.finish_times(self.table.durations(choice)).max())
+
+    def finish_times(self, durations: FloatArray) -> FloatArray:
+        """:meth:`PipelineDAG.finish_times`, compiled."""
+        return kernels.finish_times(self.dag.predecessors, durations)
+
+    def latest_finish_times(self, durations: FloatArray, deadline: float) -> FloatArray:
+        """:meth:`PipelineDAG.latest_finish_times`, compiled."""
+        return kernels.latest_finish_times(self.dag.successors, durations, deadline)
 
     def default_resolution(self, span: float) -> float:
         """1/1000 of the frontier's time span, but at most 2% of the shortest instruction.
@@ -181,10 +174,10 @@ class GraphCutSolver:
         while iterations < cap:
             durations = self.table.durations(choice)
             if finish is None:
-                finish = self.dag.finish_times(durations)
+                finish = self.finish_times(durations)
             makespan = float(finish.max())
             if latest is None:
-                latest = self.dag.latest_finish_times(durations, makespan)
+                latest = self.latest_finish_times(durations, makespan)
             else:
                 latest = latest - (deadline - makespan)  # all sinks share the deadline: a uniform shift
             times.append(makespan)
@@ -198,7 +191,7 @@ class GraphCutSolver:
             iterations += 1
             faster = choice.copy()
             faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
-            faster_finish = self.dag.finish_times(self.table.durations(faster))
+            faster_finish = self.finish_times(self.table.durations(faster))
             deadline = float(faster_finish.max())
             choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
         store = self._pareto_store(times, choices, resolution)
@@ -248,7 +241,7 @@ class GraphCutSolver:
         rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
         sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
         sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
-        if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), edges, sources, sinks):
+        if kernels.reaches_through(~np.isfinite(rate), edges, sources, sinks):  # a path already all at full speed
             return None
         capacity = np.zeros(dag.num_nodes)
         capacity[crit_ids] = rate
@@ -269,10 +262,8 @@ class GraphCutSolver:
         before the sweep), and one in reverse (later instructions take it first, each starting
         no earlier than its earliest start). Neither can push the makespan past ``deadline``.
         """
-        finish = self.dag.finish_times(self.table.durations(choice))
-        # No plan is slower than every instruction at its slowest option; clamping keeps the
-        # budgets inside the key span of the vectorised option lookup.
-        return self._reclaim(choice, min(deadline, self._slowest_makespan), finish)[0]
+        finish = self.finish_times(self.table.durations(choice))
+        return self._reclaim(choice, deadline, finish)[0]
 
     def _reclaim(
         self, choice: IntArray, deadline: float, finish: FloatArray
@@ -285,95 +276,19 @@ class GraphCutSolver:
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
-        if dag.scalar_passes:
-            forward, forward_finish, backward, latest_start = self._scalar_sweeps(
-                choice, durations, finish, deadline, tol
-            )
-        else:
-            forward, forward_finish, backward, latest_start = self._vector_sweeps(
-                choice, durations, finish, deadline, tol
-            )
+        class_time, count, node_class = table.time, table.count, table.node_class
+        bound = self.latest_finish_times(durations, deadline) + tol
+        forward, forward_finish = kernels.forward_sweep(
+            dag.predecessors, node_class, class_time, count, choice, bound
+        )
+        backward, latest_start = kernels.backward_sweep(
+            dag.successors, node_class, class_time, count, choice, finish - durations - tol, deadline
+        )
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()
         if cost_forward <= cost_backward:
             return forward, forward_finish[:-1], None
         return backward, None, latest_start[:-1] + table.durations(backward)
-
-    def _vector_sweeps(
-        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
-    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
-        """Both reclaim sweeps, one numpy call per DAG level: (forward choice, its finish
-        times, backward choice, its latest start times), time arrays padded with node N."""
-        dag = self.dag
-        # Both sweeps pick, per node, the slowest option that fits a time budget: options of a
-        # class are sorted by time, so one searchsorted over every class's option times laid
-        # end to end (class c shifted by c * key_span) answers a whole level at once, and
-        # np.maximum with the current choice keeps the sweep from ever speeding a node up.
-        # Work in global option positions shifted by one (searchsorted's "right" index):
-        # ``g`` picks option ``g - 1 - offset``, and never one faster than the current choice.
-        keys, times, offsets = self._option_key, self._option_time_shifted, self._class_offset
-        floor = offsets + choice + 1
-        picked = np.empty(dag.num_nodes, dtype=np.int64)
-        # Forward sweep: the slowest option that finishes by the latest finish time.
-        budget_key = self._class_key + (dag.latest_finish_times(durations, deadline) + tol)
-        forward_finish = np.zeros(dag.num_nodes + 1)
-        for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
-            start = gather_max(forward_finish, preds)
-            g = np.maximum(keys.searchsorted(budget_key[level] - start, side="right"), floor[level])
-            picked[level] = g
-            forward_finish[level] = start + times[g]
-        forward = picked - offsets - 1
-        # Backward sweep: the slowest option that starts no earlier than the earliest start.
-        start_key = self._class_key - (finish - durations - tol)
-        latest_start = np.full(dag.num_nodes + 1, deadline)
-        for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
-            end = gather_min(latest_start, succs)
-            g = np.maximum(keys.searchsorted(start_key[level] + end, side="right"), floor[level])
-            picked[level] = g
-            latest_start[level] = end - times[g]
-        backward = picked - offsets - 1
-        return forward, forward_finish, backward, latest_start
-
-    def _scalar_sweeps(
-        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
-    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
-        """:meth:`_vector_sweeps` as per-node Python loops, faster on narrow DAGs."""
-        dag = self.dag
-        n = dag.num_nodes
-        options, node_class = self._class_times, self._node_class_list
-        current = choice.tolist()
-        # Forward sweep: the slowest option that finishes by the latest finish time.
-        bound = (dag.latest_finish_times(durations, deadline) + tol).tolist()
-        forward = [0] * n
-        forward_finish = [0.0] * (n + 1)
-        for v, (a, b) in enumerate(dag.predecessor_pairs):
-            x, y = forward_finish[a], forward_finish[b]
-            start = x if x > y else y
-            times = options[node_class[v]]
-            k = bisect_right(times, bound[v] - start) - 1
-            if k < current[v]:
-                k = current[v]
-            forward[v] = k
-            forward_finish[v] = start + times[k]
-        # Backward sweep: the slowest option that starts no earlier than the earliest start.
-        earliest = (finish - durations - tol).tolist()
-        backward = [0] * n
-        latest_start = [deadline] * (n + 1)
-        pairs = dag.successor_pairs
-        for v in range(n - 1, -1, -1):
-            a, b = pairs[v]
-            x, y = latest_start[a], latest_start[b]
-            end = x if x < y else y
-            times = options[node_class[v]]
-            k = bisect_right(times, end - earliest[v]) - 1
-            if k < current[v]:
-                k = current[v]
-            backward[v] = k
-            latest_start[v] = end - times[k]
-        return (
-            np.array(forward, dtype=np.int64), np.array(forward_finish),
-            np.array(backward, dtype=np.int64), np.array(latest_start),
-        )
 
     def _pareto_store(self, times: list[float], choices: list[IntArray], resolution: float) -> PlanStore:
         table = self.table
@@ -459,23 +374,6 @@ def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArr
             best = int(np.argmin(rates))
             next_option[c, k], rate[c, k] = int(faster[best]), max(float(rates[best]), 1e-12)
     return next_option, rate
-
-
-def _has_uncuttable_path(
-    num_nodes: int, stuck: np.ndarray, edges: IntArray, sources: IntArray, sinks: IntArray
-) -> bool:
-    """Whether some source-to-sink path consists only of ``stuck`` (already fastest) nodes."""
-    if not stuck[sources].any():
-        return False
-    reach = np.zeros(num_nodes, dtype=bool)
-    reach[sources] = stuck[sources]
-    if len(edges):
-        # Local ids follow the topological node order, so one sweep over edges sorted by source suffices.
-        order = np.argsort(edges[:, 0], kind="stable")
-        for u, v in edges[order].tolist():
-            if reach[u] and stuck[v]:
-                reach[v] = True
-    return bool(reach[sinks].any())
 
 
 def _batch_series_ties(
