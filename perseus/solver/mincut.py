@@ -72,13 +72,17 @@ def min_vertex_cut(  # pragma: no cover - compiled
         a += 1
     for a in range(num_arcs):
         tail[2 * a + 1], head[2 * a + 1] = head[2 * a], tail[2 * a]
-    # Adjacency (arc ids by tail vertex), CSR.
-    order = np.argsort(tail, kind="mergesort")
+    # Adjacency (arc ids grouped by tail vertex, CSR), by counting sort.
     first = np.zeros(num_vertices + 1, dtype=np.int64)
     for arc in range(2 * num_arcs):
         first[tail[arc] + 1] += 1
     for v in range(num_vertices):
         first[v + 1] += first[v]
+    order = np.empty(2 * num_arcs, dtype=np.int64)
+    fill = first[:-1].copy()
+    for arc in range(2 * num_arcs):
+        order[fill[tail[arc]]] = arc
+        fill[tail[arc]] += 1
     level = np.empty(num_vertices, dtype=np.int64)
     queue = np.empty(num_vertices, dtype=np.int64)
     current = np.empty(num_vertices, dtype=np.int64)
