@@ -278,11 +278,11 @@ class GraphCutSolver:
         tol = 1e-12 * deadline
         class_time, count, node_class = table.time, table.count, table.node_class
         bound = self.latest_finish_times(durations, deadline) + tol
-        forward, forward_finish = kernels.forward_sweep(
-            dag.predecessors, node_class, class_time, count, choice, bound
+        forward, forward_finish = kernels.reclaim_sweep(
+            dag.predecessors, node_class, class_time, count, choice, bound, deadline, True
         )
-        backward, latest_start = kernels.backward_sweep(
-            dag.successors, node_class, class_time, count, choice, finish - durations - tol, deadline
+        backward, latest_start = kernels.reclaim_sweep(
+            dag.successors, node_class, class_time, count, choice, finish - durations - tol, deadline, False
         )
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()

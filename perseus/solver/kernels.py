@@ -61,56 +61,46 @@ def _slowest_within(times: FloatArray, count: int, budget: float, floor: int) ->
 
 
 @njit(cache=True, nogil=True)
-def forward_sweep(  # pragma: no cover - compiled
-    predecessors: IntArray,
+def reclaim_sweep(  # pragma: no cover - compiled
+    neighbours: IntArray,
     node_class: IntArray,
     class_time: FloatArray,
     class_count: IntArray,
     choice: IntArray,
-    bound: FloatArray,
-) -> tuple[IntArray, FloatArray]:
-    """Earlier nodes take the slack first: each node picks the slowest option that finishes by
-    ``bound`` (its latest finish time) after its predecessors, never faster than ``choice``.
-    Returns the new choice and its finish times (padded with node N)."""
-    n = len(choice)
-    picked = np.empty(n, dtype=np.int64)
-    finish = np.zeros(n + 1)
-    for v in range(n):
-        start = 0.0
-        for u in predecessors[v]:
-            start = max(start, finish[u])
-        c = node_class[v]
-        k = _slowest_within(class_time[c], class_count[c], bound[v] - start, choice[v])
-        picked[v] = k
-        finish[v] = start + class_time[c, k]
-    return picked, finish
-
-
-@njit(cache=True, nogil=True)
-def backward_sweep(  # pragma: no cover - compiled
-    successors: IntArray,
-    node_class: IntArray,
-    class_time: FloatArray,
-    class_count: IntArray,
-    choice: IntArray,
-    earliest_start: FloatArray,
+    limit: FloatArray,
     deadline: float,
+    forward: bool,
 ) -> tuple[IntArray, FloatArray]:
-    """Later nodes take the slack first: each node picks the slowest option that starts no earlier
-    than ``earliest_start`` and ends before its successors start, never faster than ``choice``.
-    Returns the new choice and its latest start times (padded with node N)."""
+    """One greedy reclaim sweep: every node picks its slowest option that fits, never faster than
+    ``choice``.
+
+    Forward (``neighbours`` = predecessors), earlier nodes take the slack first: a node starts
+    when its predecessors finish and must finish by ``limit`` (its latest finish time); returns
+    the new choice and its finish times. Backward (``neighbours`` = successors), later nodes take
+    it first: a node ends when its successors start (at the latest) and must start no earlier
+    than ``limit`` (its earliest start); returns the new choice and its latest start times.
+    Time arrays are padded with node N.
+    """
     n = len(choice)
     picked = np.empty(n, dtype=np.int64)
-    latest_start = np.full(n + 1, deadline)
-    for v in range(n - 1, -1, -1):
-        end = deadline
-        for w in successors[v]:
-            end = min(end, latest_start[w])
+    times = np.full(n + 1, 0.0 if forward else deadline)
+    for i in range(n):
+        v = i if forward else n - 1 - i
         c = node_class[v]
-        k = _slowest_within(class_time[c], class_count[c], end - earliest_start[v], choice[v])
+        if forward:
+            start = 0.0
+            for u in neighbours[v]:
+                start = max(start, times[u])
+            k = _slowest_within(class_time[c], class_count[c], limit[v] - start, choice[v])
+            times[v] = start + class_time[c, k]
+        else:
+            end = deadline
+            for w in neighbours[v]:
+                end = min(end, times[w])
+            k = _slowest_within(class_time[c], class_count[c], end - limit[v], choice[v])
+            times[v] = end - class_time[c, k]
         picked[v] = k
-        latest_start[v] = end - class_time[c, k]
-    return picked, latest_start
+    return picked, times
 
 
 @njit(cache=True, nogil=True)
