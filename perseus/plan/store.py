@@ -15,9 +15,12 @@ keeps:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,3 +237,52 @@ def load_plan(spec: str | Path) -> FrequencyPlan:
         except KeyError:
             raise InputError(text, f"no plan named {name!r} in {store_path}") from None
     return FrequencyPlan.load(text)
+
+
+ROW_PREFIX = "perseus-plan-z1:"
+"""Marks a plan stored compactly in one text field (a database row), see :func:`encode_plan`."""
+
+
+def encode_plan(plan: FrequencyPlan) -> str:
+    """``plan`` as one compact text field: a short JSON header, then its instruction slots and
+    frequencies (stage-major, delta-encoded) deflated and base64-encoded.
+
+    A 16 x 256 plan is about 8 KB this way instead of about 400 KB of JSON.
+    """
+    store = PlanStore.from_plans([plan])
+    kinds = sorted({s.kind for s in store.slots})
+    columns = np.array(
+        [[s.stage, kinds.index(s.kind), s.microbatch, s.chunk] for s in store.slots], dtype=np.int32
+    ).reshape(-1, 4)
+    table = np.column_stack([columns, store.frequencies[0]]).T  # one row per field: long runs compress
+    packed = zlib.compress(np.diff(table, axis=1, prepend=0).astype("<i4").tobytes(), 9)
+    header = {"schedule": plan.schedule, "num_stages": plan.num_stages, "num_microbatches": plan.num_microbatches,
+              "num_chunks": plan.num_chunks, "iteration_time": plan.iteration_time, "energy": plan.energy,
+              "name": plan.name, "kinds": kinds, "slots": len(store.slots)}
+    return ROW_PREFIX + json.dumps(header, separators=(",", ":")) + "\n" + base64.b64encode(packed).decode()
+
+
+def decode_plan(text: str, *, source: str = "<plan>") -> FrequencyPlan:
+    """The plan of :func:`encode_plan`'s text, or of plain plan JSON."""
+    if not text.startswith(ROW_PREFIX):
+        return FrequencyPlan.from_json(text, source=source)
+    try:
+        head, _, body = text[len(ROW_PREFIX) :].partition("\n")
+        header = json.loads(head)
+        count = int(header["slots"])
+        if not 0 <= count <= MAX_STORE_ENTRIES:
+            raise ValueError("slot count out of range")
+        raw = zlib.decompressobj().decompress(base64.b64decode(body, validate=True), 5 * 4 * count + 1)
+        table = np.cumsum(np.frombuffer(raw, dtype="<i4").reshape(5, count), axis=1)
+        kinds = [str(k) for k in header["kinds"]]
+        store = PlanStore(
+            schedule=str(header["schedule"]), num_stages=int(header["num_stages"]),
+            num_microbatches=int(header["num_microbatches"]), num_chunks=int(header["num_chunks"]),
+            slots=tuple(Slot(int(s), kinds[k], int(m), int(c)) for s, k, m, c in table[:4].T.tolist()),
+            names=(str(header["name"]),), iteration_time=np.array([float(header["iteration_time"])]),
+            energy=np.array([float(header["energy"])]), frequencies=table[4:5].astype(np.int32),
+        )
+        plan = store.plan(0)
+    except (KeyError, TypeError, ValueError, IndexError, zlib.error, binascii.Error) as exc:
+        raise InputError(source, f"not a compact plan ({exc})") from None
+    return plan

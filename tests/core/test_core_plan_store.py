@@ -12,7 +12,7 @@ from perseus.cli.main import main
 from perseus.errors import InputError
 from perseus.pipeline.evaluate import evaluate_plan
 from perseus.plan import FrequencyPlan
-from perseus.plan.store import PLANS_FILENAME, PlanStore, load_plan
+from perseus.plan.store import PLANS_FILENAME, ROW_PREFIX, PlanStore, decode_plan, encode_plan, load_plan
 from perseus.profile import PipelineProfile
 from perseus.solver import compute_frontier
 
@@ -96,3 +96,23 @@ def test_load_plan_names_the_missing_plan(tmp_path: Path, a100_profile: Pipeline
     with pytest.raises(InputError, match=r"no plan named 'p999' in "):
         load_plan(f"{tmp_path}:p999")
     assert load_plan(f"{tmp_path}:p000").name == "p000"
+
+
+def test_compact_row_round_trips_and_is_small(a100_profile: PipelineProfile) -> None:
+    """What the server writes per plan row: lossless, about 1-2% of the plan JSON."""
+    frontier = compute_frontier(a100_profile, "interleaved-1f1b", 8, 16, 2)
+    for plan in frontier.plans[:: max(1, len(frontier.plans) // 4)]:
+        text = encode_plan(plan)
+        assert text.startswith(ROW_PREFIX)
+        assert decode_plan(text) == plan
+        assert len(text) * 20 < len(plan.to_json())
+    assert decode_plan(frontier.plans[0].to_json()) == frontier.plans[0]  # rows written before stay readable
+
+
+@pytest.mark.parametrize(
+    "text",
+    [ROW_PREFIX + "{}\n", ROW_PREFIX + '{"slots": 1e30}\nAAAA', ROW_PREFIX + "not json\n", ROW_PREFIX + "{\"slots\":3}\n!!"],
+)
+def test_compact_row_garbage_is_an_input_error(text: str) -> None:
+    with pytest.raises(InputError, match=r"^row 7: not a compact plan \("):
+        decode_plan(text, source="row 7")
