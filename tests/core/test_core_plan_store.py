@@ -116,3 +116,18 @@ def test_compact_row_round_trips_and_is_small(a100_profile: PipelineProfile) -> 
 def test_compact_row_garbage_is_an_input_error(text: str) -> None:
     with pytest.raises(InputError, match=r"^row 7: not a compact plan \("):
         decode_plan(text, source="row 7")
+
+
+def test_worker_plan_flag_takes_dir_colon_plan(tmp_path: Path, a100_profile: PipelineProfile) -> None:
+    """`--plan DIR:PLAN` gives a rank the same schedule as the exported JSON, checked against its order."""
+    from merak_integration.config import RunConfig
+    from merak_integration.plans import load_plan_schedule
+
+    frontier = compute_frontier(a100_profile, "1f1b", 8, 4)
+    frontier.store.save(tmp_path / PLANS_FILENAME)
+    plan = frontier.plans[3]
+    expected = [p.name for p in plan.stages[2]]
+    cfg = RunConfig(model="gpt3-tiny", microbatch_size=1, num_microbatches=4, pp=8, plan=f"{tmp_path}:{plan.name}")
+    assert load_plan_schedule(cfg, 2, expected).frequencies() == [p.frequency for p in plan.stages[2]]
+    with pytest.raises(InputError, match="does not match the pipeline's order"):
+        load_plan_schedule(cfg, 2, list(reversed(expected)))
