@@ -77,6 +77,9 @@ class LowtimeRun:
     """Time spent inside the solver's iterations (not our per-iteration snapshot)."""
     total_seconds: float = 0.0
     """Child wall time from setup to the end, snapshots and pipe transfers included."""
+    end_to_end_seconds: float = 0.0
+    """Parent wall time from starting the process to its last plan received (or the timeout):
+    interpreter start, imports, fitting, DAG, iterations and every plan handed back."""
     timed_out: bool = False
     error: str | None = None
 
@@ -91,6 +94,7 @@ def run_lowtime(config: LowtimeConfig, timeout: float) -> LowtimeRun:
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(config, sender), daemon=True)
+    started = time.perf_counter()
     proc.start()
     sender.close()  # so EOF reaches us if the child dies
     run = LowtimeRun()
@@ -109,6 +113,7 @@ def run_lowtime(config: LowtimeConfig, timeout: float) -> LowtimeRun:
             if _apply_message(run, message):
                 break
     finally:
+        run.end_to_end_seconds = time.perf_counter() - started
         if proc.is_alive():
             proc.kill()
         proc.join()

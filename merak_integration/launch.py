@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_prof_steps", type=_positive, default=3, help="measured iterations per profiled frequency")
     p.add_argument("--server", default=None, help="Perseus server HOST:PORT (register, fetch the plan, report)")
     p.add_argument("--job_name", default="", help="job name at the server (default: derived from the run)")
-    p.add_argument("--plan", default=None, help="plan JSON (from perseus optimize) to apply without a server")
+    p.add_argument("--plan", default=None,
+                   help="plan JSON, or DIR:PLAN of `perseus optimize` output, to apply without a server")
     p.add_argument("--device", choices=("auto", "sim", "nvml"), default=os.environ.get("PERSEUS_DEVICE", "auto"),
                    help="auto: NVML beside CUDA, simulated GPUs without CUDA; sim: simulate on purpose")
     p.add_argument("--measure_only", nargs="?", const=True, default=False, type=_bool,

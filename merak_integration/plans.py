@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from merak_integration.config import RunConfig
 from perseus.errors import InputError
 from perseus.plan import FrequencyPlan, PowerStateSchedule
+from perseus.plan.store import load_plan
 
 
 def check_plan(plan: FrequencyPlan, cfg: RunConfig, source: str) -> None:
@@ -38,9 +39,9 @@ def check_schedule(schedule: PowerStateSchedule, expected: Sequence[str], source
 
 
 def load_plan_schedule(cfg: RunConfig, stage: int, expected: Sequence[str]) -> PowerStateSchedule:
-    """This stage's schedule from the ``--plan`` file, checked against the pipeline."""
+    """This stage's schedule from ``--plan`` (a plan JSON or ``DIR:PLAN``), checked against the pipeline."""
     assert cfg.plan is not None
-    plan = FrequencyPlan.load(cfg.plan)
+    plan = load_plan(cfg.plan)
     check_plan(plan, cfg, cfg.plan)
     schedule = plan.stage_schedule(stage)
     check_schedule(schedule, expected, cfg.plan)

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     timeline = kinds.add_parser("timeline", help="one row per stage, boxes per instruction",
                                 description="Plot a plan's per-stage timeline, colored by frequency or power, "
                                 "with the critical path outlined.")
-    timeline.add_argument("plan", type=Path, metavar="PLAN.json")
+    timeline.add_argument("plan", type=Path, metavar="PLAN.json", help="a plan JSON file, or DIR:PLAN (plans.npz)")
     timeline.add_argument("--profile", type=Path, required=True, metavar="PROFILE.csv")
     timeline.add_argument("--blocking-power", type=float, default=None, metavar="W",
                           help="default: meta.json beside the profile")
@@ -46,12 +46,14 @@ def run_frontier(args: argparse.Namespace) -> int:
 
 
 def run_timeline(args: argparse.Namespace) -> int:
-    from perseus.plan import FrequencyPlan
+    from perseus.plan.store import load_plan
     from perseus.plot import plot_timeline
     from perseus.profile import load_profile
 
-    plan = FrequencyPlan.load(args.plan)
+    plan = load_plan(args.plan)
     profile = load_profile(args.profile, blocking_power=args.blocking_power)
-    out = plot_timeline(plan, profile, args.out or args.plan.with_suffix(".png"), args.color_by)
+    # DIR:PLAN draws next to the store, as DIR/PLAN.png.
+    default = args.plan.with_suffix(".png") if args.plan.is_file() else Path(str(args.plan).rpartition(":")[0]) / f"{plan.name}.png"
+    out = plot_timeline(plan, profile, args.out or default, args.color_by)
     print(f"wrote {out}")
     return 0

@@ -39,6 +39,7 @@ from perseus.db import Base
 from perseus.errors import InputError, PerseusError
 from perseus.pipeline.costs import check_profile_kinds
 from perseus.plan import FrequencyPlan, PlannedInstruction
+from perseus.plan.store import decode_plan, encode_plan
 from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, parse_profile, save_profile
 from perseus.profile.io import format_profile
 from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
@@ -791,7 +792,7 @@ class SchedulerCore:
         position: int = 0,
     ) -> StoredPlan:
         row = m.PlanRow(job_id=job.spec.job_id, kind=kind, position=position, name=plan.name,
-                        iteration_time=plan.iteration_time, energy=plan.energy, plan_json=plan.to_json(),
+                        iteration_time=plan.iteration_time, energy=plan.energy, plan_json=encode_plan(plan),
                         power_limits_json=json.dumps(list(power_limits)) if power_limits is not None else None)
         s.add(row)
         s.flush()
@@ -978,4 +979,4 @@ class SchedulerCore:
 
 def _stored(row: m.PlanRow) -> StoredPlan:
     limits = tuple(float(w) for w in json.loads(row.power_limits_json)) if row.power_limits_json else None
-    return StoredPlan(row.id, row.kind, row.name, FrequencyPlan.from_json(row.plan_json), limits)
+    return StoredPlan(row.id, row.kind, row.name, decode_plan(row.plan_json, source=f"plan row {row.id}"), limits)

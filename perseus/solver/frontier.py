@@ -26,33 +26,52 @@ energies plus blocking power), and only Pareto-optimal points are kept.
 
 from __future__ import annotations
 
+import math
 import time as wallclock
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
+from perseus.errors import InputError
 from perseus.pipeline.costs import OptionTable
-from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG, gather_max, gather_min
-from perseus.pipeline.evaluate import build_plan
-from perseus.plan.model import FrequencyPlan, PlannedInstruction
+from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
+from perseus.plan.model import FrequencyPlan
+from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
+from perseus.solver import kernels
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
+
+
+MAX_STEPS = 1_000_000
+"""Hard cap on minimum cuts per solve, far above any real frontier (16 x 256 takes about 12,000)."""
+STEPS_PER_RESOLUTION = 20
+"""Practical cap: cuts per ``span / time_resolution`` (real solves take 1-4, see :func:`step_bound`)."""
+MIN_RESOLUTION_FRACTION = 1e-5
+"""Finest ``time_resolution`` accepted, as a fraction of the frontier's span (the default is 1e-3
+to 1e-4): finer steps only multiply the cuts without adding plans a user could tell apart."""
 
 
 @dataclass(frozen=True)
 class Frontier:
     """Pareto-optimal plans, fastest first (time ascending, energy strictly descending)."""
 
-    plans: list[FrequencyPlan]
+    store: PlanStore
+    """Every plan in compact form; :attr:`plans` materialises them."""
     iterations: int = 0
     """Minimum cuts computed."""
     solve_seconds: float = 0.0
     lower_bounds: list[float] = field(default_factory=list)
     """Energy lower bound (convex relaxation) at each plan's iteration time, if computed."""
+    capped: bool = False
+    """Whether the solve stopped at its step cap (see :func:`step_bound`) before the fastest plan."""
+
+    @cached_property
+    def plans(self) -> list[FrequencyPlan]:
+        return self.store.plans()
 
     @property
     def fastest(self) -> FrequencyPlan:
@@ -64,8 +83,8 @@ class Frontier:
 
     def plan_within(self, iteration_time: float) -> FrequencyPlan:
         """The least-energy plan whose iteration time is at most ``iteration_time`` (else the fastest)."""
-        feasible = [p for p in self.plans if p.iteration_time <= iteration_time * (1 + 1e-12)]
-        return feasible[-1] if feasible else self.fastest
+        feasible = np.flatnonzero(self.store.iteration_time <= iteration_time * (1 + 1e-12))
+        return self.plans[int(feasible[-1])] if len(feasible) else self.fastest
 
 
 def compute_frontier(
@@ -93,23 +112,7 @@ class GraphCutSolver:
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
-        # Each class's option times, as Python lists for the scalar sweeps and laid end to end
-        # (class c's keys shifted by c * key_span) for the vectorised ones: see _vector_sweeps.
-        counts = table.count
-        class_times = [table.time[c, : counts[c]] for c in range(len(counts))]
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._slowest_makespan = self.makespan(self.slowest_choice())
-        # Budgets never exceed the slowest makespan, so classes' key ranges never overlap.
-        self._key_span = 2.0 * (self._slowest_makespan + float(table.time.max())) + 1.0
-        option_time = np.concatenate(class_times)
-        self._option_time_shifted = np.concatenate([[0.0], option_time])
-        self._option_key = np.repeat(np.arange(len(counts)) * self._key_span, counts) + option_time
-        self._class_offset = offsets[table.node_class]
-        self._class_key = table.node_class * self._key_span
-        self._class_times = [times.tolist() for times in class_times]
-        self._node_class_list = table.node_class.tolist()
         self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
-        self._plan_entries: dict[tuple[int, int], PlannedInstruction] = {}
 
     def slowest_choice(self) -> IntArray:
         return self.table.node_count - 1
@@ -118,7 +121,15 @@ class GraphCutSolver:
         return np.zeros(self.dag.num_nodes, dtype=np.int64)
 
     def makespan(self, choice: IntArray) -> float:
-        return float(self.dag.finish_times(self.table.durations(choice)).max())
+        return float(self.finish_times(self.table.durations(choice)).max())
+
+    def finish_times(self, durations: FloatArray) -> FloatArray:
+        """:meth:`PipelineDAG.finish_times`, compiled."""
+        return kernels.finish_times(self.dag.predecessors, durations)
+
+    def latest_finish_times(self, durations: FloatArray, deadline: float) -> FloatArray:
+        """:meth:`PipelineDAG.latest_finish_times`, compiled."""
+        return kernels.latest_finish_times(self.dag.successors, durations, deadline)
 
     def default_resolution(self, span: float) -> float:
         """1/1000 of the frontier's time span, but at most 2% of the shortest instruction.
@@ -132,25 +143,41 @@ class GraphCutSolver:
         shortest = float(self.table.time[:, 0].min())
         return max(min(span / 1000, 0.02 * shortest), span / 10_000, 1e-9)
 
-    def solve(self, progress: Progress | None = None, time_resolution: float | None = None) -> Frontier:
+    def solve(
+        self, progress: Progress | None = None, time_resolution: float | None = None, max_steps: int = MAX_STEPS
+    ) -> Frontier:
+        """The frontier; at most ``max_steps`` cuts (fewer where :func:`step_bound` proves fewer suffice)."""
         started = wallclock.perf_counter()
         choice = self.slowest_choice()
         t_max, t_min = self.makespan(choice), self.makespan(self.fastest_choice())
-        resolution = time_resolution if time_resolution is not None else self.default_resolution(t_max - t_min)
+        span = t_max - t_min
+        resolution = time_resolution if time_resolution is not None else self.default_resolution(span)
+        if not (math.isfinite(resolution) and resolution >= MIN_RESOLUTION_FRACTION * span and resolution > 0):
+            raise InputError(
+                "time resolution",
+                f"must be a positive number of seconds of at least {MIN_RESOLUTION_FRACTION:g} x the frontier's "
+                f"span ({MIN_RESOLUTION_FRACTION * span:.3g} s here), got {resolution}",
+            )
         self.next_option, self.rate = _hull_steps(self.table, resolution)
+        cap = min(
+            max_steps,
+            step_bound(self.table, span, t_min),
+            STEPS_PER_RESOLUTION * math.ceil(span / resolution) + 4 * self.dag.num_nodes,
+        )
+        capped = True
         times: list[float] = []
         choices: list[IntArray] = []
         iterations = 0
         finish: FloatArray | None = None
         latest: FloatArray | None = None  # latest finish times for `deadline`, when the reclaim knows them
         deadline = t_max
-        while True:
+        while iterations < cap:
             durations = self.table.durations(choice)
             if finish is None:
-                finish = self.dag.finish_times(durations)
+                finish = self.finish_times(durations)
             makespan = float(finish.max())
             if latest is None:
-                latest = self.dag.latest_finish_times(durations, makespan)
+                latest = self.latest_finish_times(durations, makespan)
             else:
                 latest = latest - (deadline - makespan)  # all sinks share the deadline: a uniform shift
             times.append(makespan)
@@ -158,16 +185,17 @@ class GraphCutSolver:
             if progress is not None:
                 progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
             speed_up = self._cut(choice, durations, finish, latest, makespan, resolution)
-            if speed_up is None:
+            if speed_up is None or (len(times) > 1 and makespan >= times[-2]):
+                capped = False  # the fastest plan, or (rounding only) a step that did not shorten the iteration
                 break
             iterations += 1
             faster = choice.copy()
             faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
-            faster_finish = self.dag.finish_times(self.table.durations(faster))
+            faster_finish = self.finish_times(self.table.durations(faster))
             deadline = float(faster_finish.max())
             choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
-        plans = self._pareto_plans(times, choices, resolution)
-        return Frontier(plans, iterations=iterations, solve_seconds=wallclock.perf_counter() - started)
+        store = self._pareto_store(times, choices, resolution)
+        return Frontier(store, iterations=iterations, solve_seconds=wallclock.perf_counter() - started, capped=capped)
 
     def _cut(
         self,
@@ -213,7 +241,7 @@ class GraphCutSolver:
         rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
         sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
         sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
-        if _has_uncuttable_path(len(crit_ids), ~np.isfinite(rate), edges, sources, sinks):
+        if kernels.reaches_through(~np.isfinite(rate), edges, sources, sinks):  # a path already all at full speed
             return None
         capacity = np.zeros(dag.num_nodes)
         capacity[crit_ids] = rate
@@ -234,10 +262,8 @@ class GraphCutSolver:
         before the sweep), and one in reverse (later instructions take it first, each starting
         no earlier than its earliest start). Neither can push the makespan past ``deadline``.
         """
-        finish = self.dag.finish_times(self.table.durations(choice))
-        # No plan is slower than every instruction at its slowest option; clamping keeps the
-        # budgets inside the key span of the vectorised option lookup.
-        return self._reclaim(choice, min(deadline, self._slowest_makespan), finish)[0]
+        finish = self.finish_times(self.table.durations(choice))
+        return self._reclaim(choice, deadline, finish)[0]
 
     def _reclaim(
         self, choice: IntArray, deadline: float, finish: FloatArray
@@ -250,97 +276,21 @@ class GraphCutSolver:
         table, dag = self.table, self.dag
         durations = table.durations(choice)
         tol = 1e-12 * deadline
-        if dag.scalar_passes:
-            forward, forward_finish, backward, latest_start = self._scalar_sweeps(
-                choice, durations, finish, deadline, tol
-            )
-        else:
-            forward, forward_finish, backward, latest_start = self._vector_sweeps(
-                choice, durations, finish, deadline, tol
-            )
+        class_time, count, node_class = table.time, table.count, table.node_class
+        bound = self.latest_finish_times(durations, deadline) + tol
+        forward, forward_finish = kernels.reclaim_sweep(
+            dag.predecessors, node_class, class_time, count, choice, bound, deadline, True
+        )
+        backward, latest_start = kernels.reclaim_sweep(
+            dag.successors, node_class, class_time, count, choice, finish - durations - tol, deadline, False
+        )
         cost_forward = table.cost[table.node_class, forward].sum()
         cost_backward = table.cost[table.node_class, backward].sum()
         if cost_forward <= cost_backward:
             return forward, forward_finish[:-1], None
         return backward, None, latest_start[:-1] + table.durations(backward)
 
-    def _vector_sweeps(
-        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
-    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
-        """Both reclaim sweeps, one numpy call per DAG level: (forward choice, its finish
-        times, backward choice, its latest start times), time arrays padded with node N."""
-        dag = self.dag
-        # Both sweeps pick, per node, the slowest option that fits a time budget: options of a
-        # class are sorted by time, so one searchsorted over every class's option times laid
-        # end to end (class c shifted by c * key_span) answers a whole level at once, and
-        # np.maximum with the current choice keeps the sweep from ever speeding a node up.
-        # Work in global option positions shifted by one (searchsorted's "right" index):
-        # ``g`` picks option ``g - 1 - offset``, and never one faster than the current choice.
-        keys, times, offsets = self._option_key, self._option_time_shifted, self._class_offset
-        floor = offsets + choice + 1
-        picked = np.empty(dag.num_nodes, dtype=np.int64)
-        # Forward sweep: the slowest option that finishes by the latest finish time.
-        budget_key = self._class_key + (dag.latest_finish_times(durations, deadline) + tol)
-        forward_finish = np.zeros(dag.num_nodes + 1)
-        for level, preds in zip(dag.levels, dag.level_predecessors, strict=True):
-            start = gather_max(forward_finish, preds)
-            g = np.maximum(keys.searchsorted(budget_key[level] - start, side="right"), floor[level])
-            picked[level] = g
-            forward_finish[level] = start + times[g]
-        forward = picked - offsets - 1
-        # Backward sweep: the slowest option that starts no earlier than the earliest start.
-        start_key = self._class_key - (finish - durations - tol)
-        latest_start = np.full(dag.num_nodes + 1, deadline)
-        for level, succs in zip(reversed(dag.levels), reversed(dag.level_successors), strict=True):
-            end = gather_min(latest_start, succs)
-            g = np.maximum(keys.searchsorted(start_key[level] + end, side="right"), floor[level])
-            picked[level] = g
-            latest_start[level] = end - times[g]
-        backward = picked - offsets - 1
-        return forward, forward_finish, backward, latest_start
-
-    def _scalar_sweeps(
-        self, choice: IntArray, durations: FloatArray, finish: FloatArray, deadline: float, tol: float
-    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
-        """:meth:`_vector_sweeps` as per-node Python loops, faster on narrow DAGs."""
-        dag = self.dag
-        n = dag.num_nodes
-        options, node_class = self._class_times, self._node_class_list
-        current = choice.tolist()
-        # Forward sweep: the slowest option that finishes by the latest finish time.
-        bound = (dag.latest_finish_times(durations, deadline) + tol).tolist()
-        forward = [0] * n
-        forward_finish = [0.0] * (n + 1)
-        for v, (a, b) in enumerate(dag.predecessor_pairs):
-            x, y = forward_finish[a], forward_finish[b]
-            start = x if x > y else y
-            times = options[node_class[v]]
-            k = bisect_right(times, bound[v] - start) - 1
-            if k < current[v]:
-                k = current[v]
-            forward[v] = k
-            forward_finish[v] = start + times[k]
-        # Backward sweep: the slowest option that starts no earlier than the earliest start.
-        earliest = (finish - durations - tol).tolist()
-        backward = [0] * n
-        latest_start = [deadline] * (n + 1)
-        pairs = dag.successor_pairs
-        for v in range(n - 1, -1, -1):
-            a, b = pairs[v]
-            x, y = latest_start[a], latest_start[b]
-            end = x if x < y else y
-            times = options[node_class[v]]
-            k = bisect_right(times, end - earliest[v]) - 1
-            if k < current[v]:
-                k = current[v]
-            backward[v] = k
-            latest_start[v] = end - times[k]
-        return (
-            np.array(forward, dtype=np.int64), np.array(forward_finish),
-            np.array(backward, dtype=np.int64), np.array(latest_start),
-        )
-
-    def _pareto_plans(self, times: list[float], choices: list[IntArray], resolution: float) -> list[FrequencyPlan]:
+    def _pareto_store(self, times: list[float], choices: list[IntArray], resolution: float) -> PlanStore:
         table = self.table
         energies = [table.iteration_energy(c.astype(np.int64), t) for t, c in zip(times, choices, strict=True)]
         order = sorted(range(len(times)), key=lambda k: (times[k], energies[k]))
@@ -354,15 +304,55 @@ class GraphCutSolver:
                 kept.append(k)
         if len(pareto) > 1:
             kept.append(pareto[-1])
-        return [
-            self.to_plan(choices[k].astype(np.int64), times[k], energies[k], f"p{rank:03d}")
-            for rank, k in enumerate(kept)
-        ]
+        return self.to_store(
+            np.array([choices[k] for k in kept], dtype=np.int64),
+            [times[k] for k in kept],
+            [energies[k] for k in kept],
+            [f"p{rank:03d}" for rank in range(len(kept))],
+        )
+
+    def to_store(
+        self, choices: IntArray, iteration_times: list[float], energies: list[float], names: list[str]
+    ) -> PlanStore:
+        """Plans choosing ``choices[k]`` (one row of option indices per plan) as a :class:`PlanStore`."""
+        dag = self.dag
+        order = np.array([n for nodes in dag.stage_nodes for n in nodes], dtype=np.int64)
+        return PlanStore(
+            schedule=dag.schedule,
+            num_stages=dag.num_stages,
+            num_microbatches=dag.num_microbatches,
+            num_chunks=dag.num_chunks,
+            slots=tuple(Slot(i.stage, i.kind, i.microbatch, i.chunk) for i in (dag.nodes[n] for n in order.tolist())),
+            names=tuple(names),
+            iteration_time=np.array(iteration_times, dtype=np.float64),
+            energy=np.array(energies, dtype=np.float64),
+            frequencies=self.table.frequency[self.table.node_class[order], choices[:, order]].astype(np.int32),
+        )
 
     def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
-        return build_plan(
-            self.dag, self.table.frequencies(choice).tolist(), iteration_time, energy, name, self._plan_entries
-        )
+        return self.to_store(choice[None, :], [iteration_time], [energy], [name]).plan(0)
+
+
+def step_bound(table: OptionTable, span: float, t_min: float) -> int:
+    """An upper bound on the cuts of one solve, which is what makes the solve terminate.
+
+    Every step shortens the makespan by at least ``d = min(smallest gap between two options
+    of a class, 1e-9 x t_min)``: the cut meets every path within ``tol >= 1e-9 x makespan``
+    of critical and speeds each cut node up by at least one option gap, so every such path
+    shrinks by at least ``d`` and every other path was already ``tol`` shorter; the reclaim
+    pass then keeps the makespan within the new one (up to 1e-12 relative rounding). The
+    makespan starts at ``t_min + span`` and never goes below ``t_min``, so there are at most
+    ``span / d`` steps. The solve loop also stops at the first step that fails to shorten
+    the iteration, so rounding cannot make it spin.
+
+    ``d`` can be tiny, so the solver also caps the cuts at ``STEPS_PER_RESOLUTION x span /
+    time_resolution`` plus a few per instruction, and says so (``Frontier.capped``) if it ever
+    stops there.
+    """
+    gaps = [np.diff(table.time[c, : table.count[c]]) for c in range(len(table.count))]
+    positive = [float(g.min()) for g in gaps if len(g)]
+    d = min([*positive, 1e-9 * t_min]) - 1e-12 * (t_min + span)
+    return math.ceil(span / d) + 1 if d > 0 else MAX_STEPS
 
 
 def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArray]:
@@ -384,23 +374,6 @@ def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArr
             best = int(np.argmin(rates))
             next_option[c, k], rate[c, k] = int(faster[best]), max(float(rates[best]), 1e-12)
     return next_option, rate
-
-
-def _has_uncuttable_path(
-    num_nodes: int, stuck: np.ndarray, edges: IntArray, sources: IntArray, sinks: IntArray
-) -> bool:
-    """Whether some source-to-sink path consists only of ``stuck`` (already fastest) nodes."""
-    if not stuck[sources].any():
-        return False
-    reach = np.zeros(num_nodes, dtype=bool)
-    reach[sources] = stuck[sources]
-    if len(edges):
-        # Local ids follow the topological node order, so one sweep over edges sorted by source suffices.
-        order = np.argsort(edges[:, 0], kind="stable")
-        for u, v in edges[order].tolist():
-            if reach[u] and stuck[v]:
-                reach[v] = True
-    return bool(reach[sinks].any())
 
 
 def _batch_series_ties(

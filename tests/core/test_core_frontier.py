@@ -78,7 +78,8 @@ def test_other_schedules(a100_profile: PipelineProfile, schedule: str, chunks: i
 
 def test_optimize_cli_writes_frontier_and_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    code = main(["optimize", str(A100), "--stages", "8", "--microbatches", "4", "--out", str(out), "--lower-bound"])
+    code = main(["optimize", str(A100), "--stages", "8", "--microbatches", "4", "--out", str(out), "--lower-bound",
+                 "--plan-files"])
     assert code == 0
     rows = (out / "frontier.csv").read_text().splitlines()
     assert rows[0] == "plan,iteration_time,energy,lower_bound,gap_percent"
