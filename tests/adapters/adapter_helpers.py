@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -89,3 +90,23 @@ def run_ranks(script: Path, world_size: int, args: list[str], timeout: float = 4
                 proc.wait()
     for rank, (proc, out) in enumerate(zip(procs, outputs, strict=True)):
         assert proc.returncode == 0, f"rank {rank} of {script.name} exited {proc.returncode}:\n{out[-4000:]}"
+
+
+def check_ranks(plan: FrequencyPlan, out_pattern: str, world_size: int, steps: int) -> list[dict]:
+    """Every rank ran its instructions in the plan's order at the plan's clocks and reported each step."""
+    results = []
+    for rank in range(world_size):
+        result = json.loads(Path(out_pattern % rank).read_text())
+        planned = [(p.name, p.frequency) for p in plan.stage_schedule(rank).instructions]
+        assert len(result["iterations"]) == steps
+        for iteration in result["iterations"]:
+            assert iteration["time"] > 0 and iteration["energy"] > 0
+            assert [(name, mhz) for name, mhz, _ in iteration["instructions"]] == planned
+        # The controller applies clocks off the compute thread, so an instruction may end before
+        # its clock lands; after the first iteration every clock the GPU ran at is a planned one.
+        applied = {a for it in result["iterations"][1:] for _, _, a in it["instructions"]}
+        assert applied and applied <= {FORWARD_MHZ, BACKWARD_MHZ}, applied
+        reports = [json.loads(line) for line in Path(out_pattern % rank + ".jsonl").read_text().splitlines()]
+        assert [r["stage"] for r in reports] == [rank] * steps and reports[0]["plan"] == plan.name
+        results.append(result)
+    return results

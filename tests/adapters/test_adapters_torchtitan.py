@@ -8,11 +8,10 @@ instructions in the plan's order, at the plan's clocks, and report every iterati
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from adapter_helpers import BACKWARD_MHZ, FORWARD_MHZ, run_ranks, write_plan
+from adapter_helpers import check_ranks, run_ranks, write_plan
 
 pytest.importorskip(
     "torchtitan.distributed.pipeline_parallel",
@@ -32,24 +31,9 @@ def test_plan_applied_and_measured(
     tmp_path: Path, torchtitan_schedule: str, schedule: str, chunks: int
 ) -> None:
     plan = write_plan(tmp_path / "plan.json", schedule, 2, MICROBATCHES, chunks)
-    out = tmp_path / "rank{}.json"
-    for_rank = str(out).replace("{}", "%d")
+    for_rank = str(tmp_path / "rank%d.json")
     run_ranks(
         WORKER, 2, [torchtitan_schedule, str(tmp_path / "plan.json"), for_rank, str(STEPS), str(MICROBATCHES)]
     )
-    for rank in range(2):
-        result = json.loads(Path(for_rank % rank).read_text())
-        planned = [(p.name, p.frequency) for p in plan.stage_schedule(rank).instructions]
-        assert len(result["iterations"]) == STEPS
-        for iteration in result["iterations"]:
-            assert iteration["time"] > 0 and iteration["energy"] > 0
-            assert [(name, mhz) for name, mhz, _ in iteration["instructions"]] == planned
-        # The controller applies clocks off the compute thread, so an instruction may end before
-        # its clock lands; after the first iteration every clock the GPU ran at is a planned one.
-        applied = {a for it in result["iterations"][1:] for _, _, a in it["instructions"]}
-        assert applied <= {FORWARD_MHZ, BACKWARD_MHZ} and applied, applied
-        assert {mhz for _, mhz in planned} == {FORWARD_MHZ, BACKWARD_MHZ}
-        reports = [json.loads(line) for line in Path(for_rank % rank + ".jsonl").read_text().splitlines()]
-        assert [r["stage"] for r in reports] == [rank] * STEPS and reports[0]["plan"] == plan.name
-    last = json.loads(Path(for_rank % 1).read_text())["losses"]
-    assert len(last) == STEPS and all(loss > 0 for loss in last)
+    results = check_ranks(plan, for_rank, 2, STEPS)
+    assert len(results[1]["losses"]) == STEPS and all(loss > 0 for loss in results[1]["losses"])
