@@ -28,7 +28,11 @@ def main() -> None:
     import deepspeed
     from deepspeed.pipe import LayerSpec, PipelineModule
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    # DeepSpeed's CPU accelerator JIT-compiles a shared-memory collective op at init (minutes of
+    # C++ on this 2-core machine); gloo does the communication here, so the op is marked unavailable.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    torch.distributed.init_process_group("gloo")
+    deepspeed.init_distributed(dist_backend="gloo")  # adopts the process group above
     rank = torch.distributed.get_rank()
     torch.manual_seed(0)
     model = PipelineModule(
@@ -61,7 +65,11 @@ def main() -> None:
         "rank": rank,
         "losses": losses,
         "iterations": [
-            {"time": it.time, "energy": it.energy, "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions]}
+            {
+                "time": it.time,
+                "energy": it.energy,
+                "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions],
+            }
             for it in hooks.iterations
         ],
     }
