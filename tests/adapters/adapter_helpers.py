@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from merak_integration.adapters.plan_hooks import PlanHooks
 from perseus.pipeline.schedules import stage_orders
 from perseus.plan import FrequencyPlan, PlannedInstruction
 
@@ -90,6 +91,19 @@ def run_ranks(script: Path, world_size: int, args: list[str], timeout: float = 4
                 proc.wait()
     for rank, (proc, out) in enumerate(zip(procs, outputs, strict=True)):
         assert proc.returncode == 0, f"rank {rank} of {script.name} exited {proc.returncode}:\n{out[-4000:]}"
+
+
+def write_result(path: str, rank: int, losses: list, hooks: PlanHooks) -> None:
+    """What a worker rank measured, for :func:`check_ranks` (called by the worker scripts)."""
+    iterations = [
+        {
+            "time": it.time,
+            "energy": it.energy,
+            "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions],
+        }
+        for it in hooks.iterations
+    ]
+    Path(path).write_text(json.dumps({"rank": rank, "losses": losses, "iterations": iterations}))
 
 
 def check_ranks(plan: FrequencyPlan, out_pattern: str, world_size: int, steps: int) -> list[dict]:

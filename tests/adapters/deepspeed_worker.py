@@ -7,12 +7,12 @@ OUT_JSON(%d = rank) STEPS MICROBATCHES.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
 
 import torch
+from adapter_helpers import write_result  # the worker's own directory is on sys.path
 from torch import nn
 
 from merak_integration.adapters.deepspeed import attach_perseus
@@ -61,20 +61,7 @@ def main() -> None:
     data = batches()
     losses = [float(engine.train_batch(data)) for _ in range(steps)]
     hooks.close()
-    record = {
-        "rank": rank,
-        "losses": losses,
-        "iterations": [
-            {
-                "time": it.time,
-                "energy": it.energy,
-                "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions],
-            }
-            for it in hooks.iterations
-        ],
-    }
-    with open(out_path, "w") as f:
-        json.dump(record, f)
+    write_result(out_path, rank, losses, hooks)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ set; argv: VIRTUAL_CHUNKS PLAN_JSON OUT_JSON(%d = rank) STEPS MICROBATCHES.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from adapter_helpers import write_result  # the worker's own directory is on sys.path
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -128,20 +128,7 @@ def main() -> None:
             )
             losses.append([float(r["loss"]) for r in result])
     hooks.close()
-    record = {
-        "rank": rank,
-        "losses": losses,
-        "iterations": [
-            {
-                "time": it.time,
-                "energy": it.energy,
-                "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions],
-            }
-            for it in hooks.iterations
-        ],
-    }
-    with open(out_path, "w") as f:
-        json.dump(record, f)
+    write_result(out_path, rank, losses, hooks)
     dist.destroy_process_group()
 
 

@@ -11,13 +11,13 @@ PLAN_JSON OUT_JSON STEPS. Writes what this rank measured to OUT_JSON.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import torch
 import torch.distributed as dist
 import torchtitan.distributed.parallel_dims as parallel_dims_module
+from adapter_helpers import write_result  # the worker's own directory is on sys.path
 from torch import nn
 from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
 from torchtitan.distributed import ParallelDims
@@ -110,20 +110,7 @@ def main() -> None:
         if losses:
             losses_per_step.append(float(torch.stack(losses).detach().mean()))
     hooks.close()
-    result = {
-        "rank": rank,
-        "losses": losses_per_step,
-        "iterations": [
-            {
-                "time": it.time,
-                "energy": it.energy,
-                "instructions": [[m.name, m.frequency, m.applied] for m in it.instructions],
-            }
-            for it in hooks.iterations
-        ],
-    }
-    with open(out_path, "w") as f:
-        json.dump(result, f)
+    write_result(out_path, rank, losses_per_step, hooks)
     dist.destroy_process_group()
 
 
