@@ -1,4 +1,4 @@
-"""Hook adapters for pipeline engines Perseus does not run itself (Merak, DeepSpeed).
+"""Adapters for the pipeline engines users train with: Megatron-Core, torchtitan, DeepSpeed, Merak.
 
 See ``merak_integration/ADAPTERS.md``.
 """

@@ -61,6 +61,11 @@ def test_measure_energy(tmp_path: Path) -> None:
     assert "training:" in output
 
 
+def slowdown_choice(measured: dict[float, float], factor: float = 1.1) -> float:
+    """MaxSlowdownConstraint's rule, by hand: the lowest limit within ``factor`` of the highest limit's time."""
+    return min(pl for pl, t in measured.items() if t <= factor * measured[max(measured)])
+
+
 def profile_limits(path: Path) -> list[float]:
     return [m["power_limit"] for m in json.loads(path.read_text())["measurements"]]
 
@@ -78,9 +83,8 @@ def test_power_limit_optimizer_profiles_then_reuses_the_profile(tmp_path: Path) 
     # The simulated A100 draws ~475 W at full clock: lower limits slow the step and save energy.
     assert measured[100][0] > measured[400][0] * 1.2
     assert measured[300][1] < measured[400][1]
-    chosen = first["now"]
-    assert chosen < 400, "a 10% slowdown budget must buy a lower limit than the maximum"
-    assert measured[chosen][0] <= 1.1 * measured[400][0]
+    # Which limit wins depends on timing noise on a loaded machine; the rule must hold on what was measured.
+    assert first["now"] == slowdown_choice({pl: t for pl, (t, _) in measured.items()})
     assert profile_limits(profile) == SIM_LIMITS
 
     second, _ = run_zeus_script(
@@ -116,15 +120,15 @@ def test_power_limit_optimizer_reads_a_zeus_profile_file(tmp_path: Path) -> None
 
 def test_hugging_face_trainer_callback(tmp_path: Path) -> None:
     report = (
-        "{'now': plo.optimizer.current_power_limit, 'limits': [m.power_limit for m in plo.optimizer.measurements],"
+        "{'now': plo.optimizer.current_power_limit, 'm': [[m.power_limit, m.time] for m in plo.optimizer.measurements],"
         " 'callback': [c.__module__ for c in type(plo).__mro__ if c.__name__ == 'TrainerCallback'],"
         " 'steps': trainer.state.global_step}"
     )
     result, _ = run_zeus_script("hf_trainer.py", tmp_path, str(tmp_path / "out"), report=report)
     assert result["callback"] == ["transformers.trainer_callback"]
     assert result["steps"] == 36
-    assert result["limits"] == SIM_LIMITS
-    assert result["now"] in SIM_LIMITS and result["now"] < 400
+    assert [pl for pl, _ in result["m"]] == SIM_LIMITS
+    assert result["now"] == slowdown_choice(dict(result["m"]))
 
 
 def test_batch_size_optimizer_against_the_perseus_server(tmp_path: Path) -> None:
