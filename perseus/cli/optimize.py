@@ -110,10 +110,19 @@ def run(args: argparse.Namespace) -> int:
     from perseus.cli.progress import fraction_progress
     from perseus.pipeline.costs import check_profile_kinds
     from perseus.profile import load_profile, save_profile, split_backward
+    from perseus.profile.io import read_meta
     from perseus.solver import compute_frontier
 
     chunks = check_args(args)
     profile = load_profile(args.profile, blocking_power=args.blocking_power)
+    if args.schedule == "1f1b" and args.microbatches < args.stages:
+        # Valid 1F1B (Megatron-Core runs it), but torch's Schedule1F1B, which bash run.sh uses, refuses it.
+        print(f"note: {args.microbatches} microbatches < {args.stages} stages: bash run.sh (torch's Schedule1F1B) "
+              "cannot run this shape; Megatron-Core's 1F1B can")
+    measured_under = read_meta(args.profile).get("schedule")
+    if isinstance(measured_under, str) and measured_under != args.schedule:
+        print(f"note: {args.profile} was measured under {measured_under}; planning {args.schedule} with its "
+              "per-instruction costs")
     if args.backward_input_share is not None:
         if not 0 < args.backward_input_share < 1:
             raise InputError("--backward-input-share", f"must lie strictly between 0 and 1, got {args.backward_input_share}")

@@ -22,7 +22,8 @@ def register(subparsers: Any) -> None:
                                 description="Plot a plan's per-stage timeline, colored by frequency or power, "
                                 "with the critical path outlined.")
     timeline.add_argument("plan", type=Path, metavar="PLAN.json", help="a plan JSON file, or DIR:PLAN (plans.npz)")
-    timeline.add_argument("--profile", type=Path, required=True, metavar="PROFILE.csv")
+    timeline.add_argument("--profile", type=Path, required=True, metavar="PROFILE.csv",
+                          help="the profile the plan was computed from (instruction times and power)")
     timeline.add_argument("--blocking-power", type=float, default=None, metavar="W",
                           help="default: meta.json beside the profile")
     timeline.add_argument("--color-by", choices=("frequency", "power"), default="frequency")

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="fail a job whose frontier takes longer than S seconds (default 21600)")
     parser.add_argument("--frontier-memory-limit", type=int, default=16 * 1024, metavar="MIB",
                         help="fail a job whose frontier needs more than MIB of memory (default 16384; 0: none)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="least severe server log lines to print (default info)")
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
                         help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a free port)")
     parser.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)")

@@ -37,7 +37,8 @@ from perseus.reports import IterationReport
 from perseus.v1 import scheduler_pb2 as pb
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc
 
-DEFAULT_TARGET = "127.0.0.1:7787"
+DEFAULT_PORT = 7787
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_RECONNECT_BACKOFF_MS = 5000
 T = TypeVar("T")
@@ -74,10 +75,19 @@ class _FailoverStub:
 def parse_targets(target: str | Sequence[str]) -> tuple[str, ...]:
     """``"a:1,b:2"`` or ``["a:1", "b:2"]`` as a tuple of ``host:port`` (empty entries dropped)."""
     items = target.split(",") if isinstance(target, str) else list(target)
-    targets = tuple(t.strip() for t in items if t.strip())
+    targets = tuple(_with_port(t.strip()) for t in items if t.strip())
     if not targets:
         raise PerseusError(f"no Perseus server given in {target!r}")
     return targets
+
+
+def _with_port(target: str) -> str:
+    """``host`` alone means the server's default port (gRPC itself would dial 443); ``host:port`` stays."""
+    if target.startswith("["):  # [IPv6]:port or [IPv6]
+        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
+    if target.count(":") == 1:  # host:port (or unix:PATH)
+        return target
+    return f"[{target}]:{DEFAULT_PORT}" if ":" in target else f"{target}:{DEFAULT_PORT}"
 
 
 class PerseusClient:

@@ -125,6 +125,20 @@ def load_profile(
     return parse_profile(text, source=str(path), blocking_power=blocking_power, num_stages=num_stages)
 
 
+def read_meta(profile_path: Path) -> dict[str, object]:
+    """The ``meta.json`` beside a profile as a dict ({} when there is none); one clear line if it is bad."""
+    meta_path = profile_path.parent / META_FILENAME
+    if not meta_path.exists():
+        return {}
+    try:
+        meta = json.loads(read_text_file(meta_path, MAX_META_BYTES))
+    except json.JSONDecodeError:
+        raise InputError(str(meta_path), "is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise InputError(str(meta_path), "expected a JSON object")
+    return meta
+
+
 def read_blocking_power(profile_path: Path) -> float:
     """The ``blocking_power`` (watts) recorded in ``meta.json`` next to a profile."""
     meta_path = profile_path.parent / META_FILENAME

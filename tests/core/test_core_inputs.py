@@ -135,3 +135,24 @@ def test_step_bound_and_cap() -> None:
     capped = solver.solve(max_steps=2)
     assert capped.capped and capped.iterations == 2
     assert capped.store.iteration_time[0] > full.store.iteration_time[0]
+
+
+def test_1f1b_with_fewer_microbatches_than_stages_says_who_can_run_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "p.csv"
+    profile.write_text(HEADER + "\n" + GOOD + GOOD.replace("0,", "1,"), encoding="utf-8")
+    argv = ["optimize", str(profile), "--stages", "2", "--microbatches", "1", "--out", str(tmp_path / "o"),
+            "--blocking-power", "50"]
+    assert main(argv) == 0
+    assert ("note: 1 microbatches < 2 stages: bash run.sh (torch's Schedule1F1B) cannot run this shape"
+            in capsys.readouterr().out)
+    assert main([*argv[:5], "2", *argv[6:]]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_profile_measured_under_another_schedule_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.csv").write_text(HEADER + "\n" + GOOD, encoding="utf-8")
+    (tmp_path / "meta.json").write_text('{"blocking_power": 50, "schedule": "gpipe"}', encoding="utf-8")
+    assert main(optimize(tmp_path / "p.csv", tmp_path)) == 0
+    assert f"note: {tmp_path / 'p.csv'} was measured under gpipe; planning 1f1b" in capsys.readouterr().out

@@ -75,3 +75,12 @@ def test_cli_errors_are_one_line(running: ServerProcess) -> None:
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("perseus: error: ") and expected in lines[0], result.stderr
+
+
+def test_a_server_without_a_port_means_the_default_port() -> None:
+    from perseus.client.client import parse_targets
+
+    assert parse_targets("127.0.0.1") == ("127.0.0.1:7787",)
+    assert parse_targets("a:1,b") == ("a:1", "b:7787")
+    assert parse_targets("::1") == ("[::1]:7787",)
+    assert parse_targets("[::1]:9") == ("[::1]:9",)
