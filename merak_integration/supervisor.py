@@ -11,7 +11,9 @@ what it changed, and torchrun gives stuck workers 30 s before it kills them. The
 - when a worker vanishes and the rest do not follow within ``grace`` seconds, or a forwarded signal
   is not obeyed within ``grace``, terminates every descendant (SIGTERM, then SIGKILL);
 - afterwards undoes the GPU changes recorded by workers that are gone (per-GPU state files, see
-  :mod:`perseus.device.statefile`), exactly those and nothing else.
+  :mod:`perseus.device.statefile`), exactly those and nothing else;
+- gives the whole tree a private ``TMPDIR`` (torchrun's ``torchelastic_*`` folders, torch's caches)
+  and removes it at the end; a small janitor process removes it if the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,28 +81,42 @@ class Supervisor:
 
     command: Sequence[str]
     env: Mapping[str, str]
-    grace: float = 5.0
+    grace: float = 3.0
     """Seconds survivors get to follow a dead worker or obey a forwarded signal."""
-    kill_after: float = 3.0
+    kill_after: float = 2.0
     """Seconds between SIGTERM and SIGKILL when terminating the process tree."""
     poll: float = 0.1
     _signal: int | None = field(default=None, init=False)
     _signal_at: float = field(default=0.0, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _spare: set[int] = field(default_factory=set, init=False)
 
     def run(self) -> int:
+        from perseus.device import nvml, statefile  # now, not while the workers are dying  # noqa: F401
+
         prctl(_PR_SET_CHILD_SUBREAPER, 1)
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        tmp = tempfile.mkdtemp(prefix=f"perseus-run-{os.getpid()}-")
+        janitor: subprocess.Popen[bytes] | None = None
         try:
             self._proc = subprocess.Popen(
-                list(self.command), env=dict(self.env), start_new_session=True, preexec_fn=die_with_parent
+                list(self.command), env={**self.env, "TMPDIR": tmp}, start_new_session=True,
+                preexec_fn=die_with_parent,
             )
+            janitor = subprocess.Popen(
+                [sys.executable, "-c", _JANITOR, str(os.getpid()), str(self._proc.pid), tmp], start_new_session=True
+            )
+            self._spare = {janitor.pid}
             status = self._watch(self._proc)
+            self._terminate_tree()
+            self._restore_gpus()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self._terminate_tree()
-        self._restore_gpus()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if janitor is not None:
+                janitor.kill()
+                janitor.wait()
         if self._signal is not None:
             return 128 + self._signal
         return status
@@ -132,17 +150,17 @@ class Supervisor:
                 return 1
             time.sleep(self.poll)
 
-    def _terminate_tree(self) -> None:
+    def _terminate_tree(self, exclude: set[int] | None = None) -> None:
         """SIGTERM every descendant, SIGKILL what is left after ``kill_after``, reap what is ours."""
-        me = os.getpid()
+        me, spare = os.getpid(), exclude or self._spare
         for sig, wait in ((signal.SIGTERM, self.kill_after), (signal.SIGKILL, self.kill_after)):
-            pids = descendants(me)
+            pids = [p for p in descendants(me) if p not in spare]
             if not pids:
                 break
             for pid in pids:
                 _kill(pid, sig)
             deadline = time.monotonic() + wait
-            while descendants(me) and time.monotonic() < deadline:
+            while [p for p in descendants(me) if p not in spare] and time.monotonic() < deadline:
                 _reap_orphans()
                 time.sleep(0.05)
         _reap_orphans()
@@ -161,6 +179,25 @@ class Supervisor:
             lines = [f"could not restore GPU settings left by the workers: {exc}"]
         for line in lines:
             print(f"perseus: launcher: {line}", file=sys.stderr, flush=True)
+
+
+# Runs beside the launcher: once the launcher is gone (SIGKILL) and torchrun has finished tearing
+# down, remove the private temp folder. Stopped by the launcher itself after a normal end.
+_JANITOR = """
+import os, shutil, sys, time
+launcher, torchrun, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+while alive(launcher):
+    time.sleep(0.2)
+deadline = time.monotonic() + 60
+while alive(torchrun) and time.monotonic() < deadline:
+    time.sleep(0.2)
+shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 def _parent(pid: int) -> int | None:
