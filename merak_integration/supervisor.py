@@ -4,8 +4,8 @@ Real clusters end runs abnormally all the time: a worker is OOM-killed (SIGKILL)
 aborts one (SIGABRT), a scheduler sends SIGTERM to the launcher. None of these let a worker undo
 what it changed, and torchrun gives stuck workers 30 s before it kills them. The supervisor:
 
-- starts torchrun in its own session and forwards SIGTERM, SIGINT and SIGHUP to it (torchrun passes
-  them on to the workers, which live in sessions of their own);
+- starts torchrun in its own session and passes SIGTERM, SIGINT and SIGHUP to torchrun and to every
+  worker at once (workers live in sessions of their own; torchrun takes seconds to pass them on);
 - becomes the "child subreaper", so workers orphaned by a dead torchrun are still its descendants,
   and asks the kernel to send torchrun SIGTERM if the launcher itself is killed;
 - when a worker vanishes and the rest do not follow within ``grace`` seconds, or a forwarded signal
@@ -52,27 +52,47 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 
 def descendants(root: int) -> list[int]:
-    """Every live process below ``root``, from ``/proc`` (parents before children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    """Every live (non-zombie) process below ``root``, parents before children.
+
+    Reads each process's ``/proc/PID/task/TID/children`` (cheap: no scan of every process).
+    """
     found: list[int] = []
     frontier = [root]
     while frontier:
-        pid = frontier.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            frontier.append(child)
+        pid = frontier.pop(0)
+        for child in _children(pid):
+            if _state(child) not in ("Z", None):
+                found.append(child)
+                frontier.append(child)
     return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    children: list[int] = []
+    for task in tasks:
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name (which may hold spaces and parentheses)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
 
 
 @dataclass
@@ -124,8 +144,11 @@ class Supervisor:
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is None:
             self._signal, self._signal_at = signum, time.monotonic()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signum)
+        # To torchrun and straight to every worker too: torchrun alone takes seconds to pass it on,
+        # and the workers restore their GPUs and exit on it at once.
+        for pid in descendants(os.getpid()):
+            if pid not in self._spare:
+                _kill(pid, signum)
 
     def _watch(self, proc: subprocess.Popen[bytes]) -> int:
         workers: set[int] = set()
@@ -135,12 +158,11 @@ class Supervisor:
             if status is not None:
                 return status if status >= 0 else 128 - status
             now = time.monotonic()
-            alive = set(descendants(proc.pid))
-            current = {pid for pid in alive if _parent(pid) == proc.pid}
+            current = {pid for pid in _children(proc.pid) if _state(pid) not in ("Z", None)}
             if lost_at is None and workers - current:
                 lost_at = now  # normal at the end of a run: the others follow within moments
             workers |= current
-            overdue = self._signal is not None and now - self._signal_at > self.grace
+            overdue = self._signal is not None and now - self._signal_at > self.kill_after
             if overdue or (lost_at is not None and now - lost_at > self.grace):
                 why = "did not stop after the signal" if overdue else "outlived a worker that exited"
                 print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
@@ -198,14 +220,6 @@ while alive(torchrun) and time.monotonic() < deadline:
     time.sleep(0.2)
 shutil.rmtree(folder, ignore_errors=True)
 """
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[1])
 
 
 def _kill(pid: int, sig: int) -> None:
