@@ -33,6 +33,8 @@ from pathlib import Path
 from types import FrameType
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXIT_DIR_ENV = "PERSEUS_SUPERVISOR_DIR"
+"""Where workers leave ``done-<pid>`` when they finish normally, so their exit is not taken for a crash."""
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -44,6 +46,14 @@ def prctl(option: int, value: int) -> bool:
         return bool(libc.prctl(option, value, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def mark_done() -> None:
+    """Tell the supervising launcher (if any) that this worker is ending normally."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if folder:
+        with contextlib.suppress(OSError):
+            Path(folder, f"done-{os.getpid()}").touch()
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -120,14 +130,14 @@ class Supervisor:
         janitor: subprocess.Popen[bytes] | None = None
         try:
             self._proc = subprocess.Popen(
-                list(self.command), env={**self.env, "TMPDIR": tmp}, start_new_session=True,
+                list(self.command), env={**self.env, "TMPDIR": tmp, EXIT_DIR_ENV: tmp}, start_new_session=True,
                 preexec_fn=die_with_parent,
             )
             janitor = subprocess.Popen(
                 [sys.executable, "-c", _JANITOR, str(os.getpid()), str(self._proc.pid), tmp], start_new_session=True
             )
             self._spare = {janitor.pid}
-            status = self._watch(self._proc)
+            status = self._watch(self._proc, Path(tmp))
             self._terminate_tree()
             self._restore_gpus()
         finally:
@@ -150,7 +160,7 @@ class Supervisor:
             if pid not in self._spare:
                 _kill(pid, signum)
 
-    def _watch(self, proc: subprocess.Popen[bytes]) -> int:
+    def _watch(self, proc: subprocess.Popen[bytes], exits: Path) -> int:
         workers: set[int] = set()
         lost_at: float | None = None
         while True:
@@ -159,12 +169,13 @@ class Supervisor:
                 return status if status >= 0 else 128 - status
             now = time.monotonic()
             current = {pid for pid in _children(proc.pid) if _state(pid) not in ("Z", None)}
-            if lost_at is None and workers - current:
-                lost_at = now  # normal at the end of a run: the others follow within moments
+            crashed = [pid for pid in workers - current if not (exits / f"done-{pid}").exists()]
+            if lost_at is None and crashed:
+                lost_at = now
             workers |= current
             overdue = self._signal is not None and now - self._signal_at > self.kill_after
             if overdue or (lost_at is not None and now - lost_at > self.grace):
-                why = "did not stop after the signal" if overdue else "outlived a worker that exited"
+                why = "did not stop after the signal" if overdue else "outlived a worker that died"
                 print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
                       file=sys.stderr, flush=True)
                 self._terminate_tree()
