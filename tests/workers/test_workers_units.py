@@ -228,6 +228,16 @@ class _QueuedController:
         self.queue.clear()
 
 
+def _sim_on_a_fake_clock() -> tuple[Any, PowerStateSchedule]:
+    """A simulated stage-1 GPU whose time only moves when it waits, and a plan of four clocks."""
+    from perseus.device import sim_gpus
+
+    clock = _FakeClock()
+    (gpu,) = sim_gpus(stage=1, time_scale=0.2)
+    gpu._clock, gpu._sleep, gpu._origin = clock, clock.sleep, 0.0
+    return gpu, _plan(gpu.supported_frequencies())
+
+
 def _plan(freqs: list[int]) -> PowerStateSchedule:
     return PowerStateSchedule(
         1,
@@ -252,12 +262,7 @@ def _run_step(local: LocalPerseus, gpu: Any, plan: PowerStateSchedule, between: 
 
 
 def test_local_perseus_requests_the_next_clock_when_the_previous_instruction_ends() -> None:
-    from perseus.device import sim_gpus
-
-    clock = _FakeClock()
-    (gpu,) = sim_gpus(stage=1, time_scale=0.2)
-    gpu._clock, gpu._sleep, gpu._origin = clock, clock.sleep, 0.0
-    plan = _plan(gpu.supported_frequencies())
+    gpu, plan = _sim_on_a_fake_clock()
     controller = _QueuedController(gpu)
     local = LocalPerseus(gpu, controller, schedule=plan)
 
@@ -284,12 +289,7 @@ def test_local_perseus_requests_the_next_clock_when_the_previous_instruction_end
 
 
 def test_clocks_applied_late_are_reported_as_they_ran() -> None:
-    from perseus.device import sim_gpus
-
-    clock = _FakeClock()
-    (gpu,) = sim_gpus(stage=1, time_scale=0.2)
-    gpu._clock, gpu._sleep, gpu._origin = clock, clock.sleep, 0.0
-    plan = _plan(gpu.supported_frequencies())
+    gpu, plan = _sim_on_a_fake_clock()
     controller = _QueuedController(gpu)
     local = LocalPerseus(gpu, controller, schedule=plan)
     pending: list[int] = []
@@ -312,12 +312,7 @@ def test_clocks_applied_late_are_reported_as_they_ran() -> None:
 
 
 def test_measure_only_local_perseus_never_requests_a_clock() -> None:
-    from perseus.device import sim_gpus
-
-    clock = _FakeClock()
-    (gpu,) = sim_gpus(stage=1, time_scale=0.2)
-    gpu._clock, gpu._sleep, gpu._origin = clock, clock.sleep, 0.0
-    plan = _plan(gpu.supported_frequencies())
+    gpu, plan = _sim_on_a_fake_clock()
     local = LocalPerseus(gpu, None, schedule=plan)
     _run_step(local, gpu, plan, lambda event: None)
     assert [m.applied for m in local.iterations[0].instructions] == [1410] * 4
