@@ -4,8 +4,8 @@ Real clusters end runs abnormally all the time: a worker is OOM-killed (SIGKILL)
 aborts one (SIGABRT), a scheduler sends SIGTERM to the launcher. None of these let a worker undo
 what it changed, and torchrun gives stuck workers 30 s before it kills them. The supervisor:
 
-- starts torchrun in its own session and passes SIGTERM, SIGINT and SIGHUP to torchrun and to every
-  worker at once (workers live in sessions of their own; torchrun takes seconds to pass them on);
+- starts torchrun in its own session; SIGTERM, SIGINT and SIGHUP go straight to every worker (they live
+  in sessions of their own, restore and exit), and torchrun, which holds nothing to clean up, is killed;
 - becomes the "child subreaper", so workers orphaned by a dead torchrun are still its descendants,
   and asks the kernel to send torchrun SIGTERM if the launcher itself is killed;
 - when a worker vanishes and the rest do not follow within ``grace`` seconds, or a forwarded signal
@@ -154,11 +154,13 @@ class Supervisor:
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is None:
             self._signal, self._signal_at = signum, time.monotonic()
-        # To torchrun and straight to every worker too: torchrun alone takes seconds to pass it on,
-        # and the workers restore their GPUs and exit on it at once.
+        # Straight to every worker: they restore their GPUs and exit on it at once. torchrun would take
+        # seconds to pass it on and then print its own traceback; it holds nothing to clean up (its
+        # files are in the run's private TMPDIR), so it is stopped outright.
+        torchrun = self._proc.pid if self._proc is not None else None
         for pid in descendants(os.getpid()):
             if pid not in self._spare:
-                _kill(pid, signum)
+                _kill(pid, signal.SIGKILL if pid == torchrun else signum)
 
     def _watch(self, proc: subprocess.Popen[bytes], exits: Path) -> int:
         workers: set[int] = set()
