@@ -3,6 +3,7 @@
 #
 #   bash run.sh demo                         the whole story on simulated GPUs driven by a real profile
 #   bash run.sh test                         lint, type check and the test suite
+#   bash run.sh gpu-check [--measure-only]   hardware acceptance check on your GPU node
 #   bash run.sh MODEL MB NMB [options]       pipeline training (see: bash run.sh --help)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,7 +44,7 @@ provision_postgres() {
 }
 
 usage() {
-  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 case "${1:-}" in
@@ -66,6 +67,11 @@ case "${1:-}" in
     shift
     bootstrap
     exec "$PY" -m perseus.demo "$@"
+    ;;
+  gpu-check)
+    shift
+    bootstrap
+    exec "$PY" -m perseus.device.hwcheck "$@"
     ;;
   *)
     bootstrap

@@ -178,44 +178,42 @@ class LocalPerseus:
         self._request(self.next_name.get(name))
 
     # --- summaries ------------------------------------------------------------------------
-    def per_kind_means(self, skip: int = 0, *, at_clock_only: bool = False) -> dict[str, tuple[float, float]]:
+    def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
         """Mean ``(time, energy)`` of each instruction kind over the whole stage, after ``skip`` iterations.
 
         With several model chunks per GPU a microbatch's pass over the stage is one instruction per
         chunk, so the chunks' means add up (one chunk: the plain mean).
         """
         out: dict[str, tuple[float, float]] = {}
-        for (_, kind), (t, e) in self.per_chunk_kind_means(skip, at_clock_only=at_clock_only).items():
+        for (_, kind), (t, e) in self.per_chunk_kind_means(skip).items():
             t0, e0 = out.get(kind, (0.0, 0.0))
             out[kind] = (t0 + t, e0 + e)
         return out
 
-    def per_chunk_kind_means(
-        self, skip: int = 0, *, at_clock_only: bool = False
-    ) -> dict[tuple[int, str], tuple[float, float]]:
+    def per_chunk_kind_means(self, skip: int = 0) -> dict[tuple[int, str], tuple[float, float]]:
         """Mean ``(time, energy)`` of each (model chunk, instruction kind) over the iterations after ``skip``.
 
         The energy of many instructions is summed before dividing, so the counter's steps average
-        out over the window. ``at_clock_only`` keeps instructions that ran at the requested clock.
+        out over the window.
         """
         sums: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-        for m in self._measured(skip, at_clock_only):
-            kind, _, chunk = parse_instruction_name(m.name)
-            s = sums[(chunk, kind)]
-            s[0] += m.time
-            s[1] += m.energy
-            s[2] += 1
+        for it in self.iterations[skip:]:
+            for m in it.instructions:
+                kind, _, chunk = parse_instruction_name(m.name)
+                s = sums[(chunk, kind)]
+                s[0] += m.time
+                s[1] += m.energy
+                s[2] += 1
         return {k: (v[0] / v[2], v[1] / v[2]) for k, v in sums.items() if v[2]}
 
     def time_at_clock(self, skip: int = 0) -> dict[str, float]:
         """Seconds of instructions per kind that ran at their requested clock, after ``skip`` iterations."""
         totals: dict[str, float] = defaultdict(float)
-        for m in self._measured(skip, True):
-            totals[parse_instruction_name(m.name)[0]] += m.time
+        for it in self.iterations[skip:]:
+            for m in it.instructions:
+                if m.at_planned_clock:
+                    totals[parse_instruction_name(m.name)[0]] += m.time
         return dict(totals)
-
-    def _measured(self, skip: int, at_clock_only: bool) -> list[InstructionMeasurement]:
-        return [m for it in self.iterations[skip:] for m in it.instructions if m.at_planned_clock or not at_clock_only]
 
     def idle_power(self, skip: int = 0) -> float | None:
         """Average power outside instructions (P2P waits, mostly): the blocking power."""

@@ -9,7 +9,7 @@ rank:
    a clock the GPU never reaches (a power cap, no permission) is reported and not recorded;
 2. measures ``num_prof_steps`` iterations or more, until every instruction kind has accumulated
    the GPU's trustworthy window (:attr:`perseus.device.GPU.min_measurement_window`, or
-   ``--profile_window``) of instructions that ran at that clock, and averages them;
+   ``--profile_window``) of instructions that read back that clock, and averages all of them;
 3. rejects a kind whose counter did not move over the whole window instead of recording 0 J.
 
 Kinds are forward and backward, or with a zero-bubble schedule the input- and the weight-gradient
@@ -92,7 +92,7 @@ def profile_locally(trainer: Any, gpu: Any, controller: Any) -> Path | None:
             continue
         skip = len(local.iterations)
         _measure(trainer, hooks, local, skip, cfg.num_prof_steps, window)
-        means = local.per_chunk_kind_means(skip=skip, at_clock_only=True)
+        means = local.per_chunk_kind_means(skip=skip)
         rows += [(virtual_stage(cfg.schedule, cfg.pp, ctx.pp_rank, chunk), kind, target, t, e)
                  for (chunk, kind), (t, e) in sorted(means.items()) if e > 0]
         for chunk, kind in sorted(k for k, (_, e) in means.items() if e <= 0):

@@ -4,14 +4,16 @@ Real clusters end runs abnormally all the time: a worker is OOM-killed (SIGKILL)
 aborts one (SIGABRT), a scheduler sends SIGTERM to the launcher. None of these let a worker undo
 what it changed, and torchrun gives stuck workers 30 s before it kills them. The supervisor:
 
-- starts torchrun in its own session and forwards SIGTERM, SIGINT and SIGHUP to it (torchrun passes
-  them on to the workers, which live in sessions of their own);
+- starts torchrun in its own session; SIGTERM, SIGINT and SIGHUP go straight to every worker (they live
+  in sessions of their own, restore and exit), and torchrun, which holds nothing to clean up, is killed;
 - becomes the "child subreaper", so workers orphaned by a dead torchrun are still its descendants,
   and asks the kernel to send torchrun SIGTERM if the launcher itself is killed;
 - when a worker vanishes and the rest do not follow within ``grace`` seconds, or a forwarded signal
   is not obeyed within ``grace``, terminates every descendant (SIGTERM, then SIGKILL);
 - afterwards undoes the GPU changes recorded by workers that are gone (per-GPU state files, see
-  :mod:`perseus.device.statefile`), exactly those and nothing else.
+  :mod:`perseus.device.statefile`), exactly those and nothing else;
+- gives the whole tree a private ``TMPDIR`` (torchrun's ``torchelastic_*`` folders, torch's caches)
+  and removes it at the end; a small janitor process removes it if the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +33,8 @@ from pathlib import Path
 from types import FrameType
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXIT_DIR_ENV = "PERSEUS_SUPERVISOR_DIR"
+"""Where workers leave ``done-<pid>`` when they finish normally, so their exit is not taken for a crash."""
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -42,33 +48,61 @@ def prctl(option: int, value: int) -> bool:
         return False
 
 
+def mark_done() -> None:
+    """Tell the supervising launcher (if any) that this worker is ending normally."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if folder:
+        with contextlib.suppress(OSError):
+            Path(folder, f"done-{os.getpid()}").touch()
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Have the kernel send ``sig`` to this process when its parent dies (used in torchrun and workers)."""
     prctl(_PR_SET_PDEATHSIG, int(sig))
 
 
 def descendants(root: int) -> list[int]:
-    """Every live process below ``root``, from ``/proc`` (parents before children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    """Every live (non-zombie) process below ``root``, parents before children.
+
+    Reads each process's ``/proc/PID/task/TID/children`` (cheap: no scan of every process).
+    """
     found: list[int] = []
     frontier = [root]
     while frontier:
-        pid = frontier.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            frontier.append(child)
+        pid = frontier.pop(0)
+        for child in _children(pid):
+            if _state(child) not in ("Z", None):
+                found.append(child)
+                frontier.append(child)
     return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    children: list[int] = []
+    for task in tasks:
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name (which may hold spaces and parentheses)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
 
 
 @dataclass
@@ -77,28 +111,42 @@ class Supervisor:
 
     command: Sequence[str]
     env: Mapping[str, str]
-    grace: float = 5.0
+    grace: float = 3.0
     """Seconds survivors get to follow a dead worker or obey a forwarded signal."""
-    kill_after: float = 3.0
+    kill_after: float = 2.0
     """Seconds between SIGTERM and SIGKILL when terminating the process tree."""
     poll: float = 0.1
     _signal: int | None = field(default=None, init=False)
     _signal_at: float = field(default=0.0, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _spare: set[int] = field(default_factory=set, init=False)
 
     def run(self) -> int:
+        from perseus.device import nvml, statefile  # now, not while the workers are dying  # noqa: F401
+
         prctl(_PR_SET_CHILD_SUBREAPER, 1)
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        tmp = tempfile.mkdtemp(prefix=f"perseus-run-{os.getpid()}-")
+        janitor: subprocess.Popen[bytes] | None = None
         try:
             self._proc = subprocess.Popen(
-                list(self.command), env=dict(self.env), start_new_session=True, preexec_fn=die_with_parent
+                list(self.command), env={**self.env, "TMPDIR": tmp, EXIT_DIR_ENV: tmp}, start_new_session=True,
+                preexec_fn=die_with_parent,
             )
-            status = self._watch(self._proc)
+            janitor = subprocess.Popen(
+                [sys.executable, "-c", _JANITOR, str(os.getpid()), str(self._proc.pid), tmp], start_new_session=True
+            )
+            self._spare = {janitor.pid}
+            status = self._watch(self._proc, Path(tmp))
+            self._terminate_tree()
+            self._restore_gpus()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self._terminate_tree()
-        self._restore_gpus()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if janitor is not None:
+                janitor.kill()
+                janitor.wait()
         if self._signal is not None:
             return 128 + self._signal
         return status
@@ -106,10 +154,15 @@ class Supervisor:
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is None:
             self._signal, self._signal_at = signum, time.monotonic()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signum)
+        # Straight to every worker: they restore their GPUs and exit on it at once. torchrun would take
+        # seconds to pass it on and then print its own traceback; it holds nothing to clean up (its
+        # files are in the run's private TMPDIR), so it is stopped outright.
+        torchrun = self._proc.pid if self._proc is not None else None
+        for pid in descendants(os.getpid()):
+            if pid not in self._spare:
+                _kill(pid, signal.SIGKILL if pid == torchrun else signum)
 
-    def _watch(self, proc: subprocess.Popen[bytes]) -> int:
+    def _watch(self, proc: subprocess.Popen[bytes], exits: Path) -> int:
         workers: set[int] = set()
         lost_at: float | None = None
         while True:
@@ -117,14 +170,14 @@ class Supervisor:
             if status is not None:
                 return status if status >= 0 else 128 - status
             now = time.monotonic()
-            alive = set(descendants(proc.pid))
-            current = {pid for pid in alive if _parent(pid) == proc.pid}
-            if lost_at is None and workers - current:
-                lost_at = now  # normal at the end of a run: the others follow within moments
+            current = {pid for pid in _children(proc.pid) if _state(pid) not in ("Z", None)}
+            crashed = [pid for pid in workers - current if not (exits / f"done-{pid}").exists()]
+            if lost_at is None and crashed:
+                lost_at = now
             workers |= current
-            overdue = self._signal is not None and now - self._signal_at > self.grace
+            overdue = self._signal is not None and now - self._signal_at > self.kill_after
             if overdue or (lost_at is not None and now - lost_at > self.grace):
-                why = "did not stop after the signal" if overdue else "outlived a worker that exited"
+                why = "did not stop after the signal" if overdue else "outlived a worker that died"
                 print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
                       file=sys.stderr, flush=True)
                 self._terminate_tree()
@@ -132,17 +185,17 @@ class Supervisor:
                 return 1
             time.sleep(self.poll)
 
-    def _terminate_tree(self) -> None:
+    def _terminate_tree(self, exclude: set[int] | None = None) -> None:
         """SIGTERM every descendant, SIGKILL what is left after ``kill_after``, reap what is ours."""
-        me = os.getpid()
+        me, spare = os.getpid(), exclude or self._spare
         for sig, wait in ((signal.SIGTERM, self.kill_after), (signal.SIGKILL, self.kill_after)):
-            pids = descendants(me)
+            pids = [p for p in descendants(me) if p not in spare]
             if not pids:
                 break
             for pid in pids:
                 _kill(pid, sig)
             deadline = time.monotonic() + wait
-            while descendants(me) and time.monotonic() < deadline:
+            while [p for p in descendants(me) if p not in spare] and time.monotonic() < deadline:
                 _reap_orphans()
                 time.sleep(0.05)
         _reap_orphans()
@@ -163,12 +216,23 @@ class Supervisor:
             print(f"perseus: launcher: {line}", file=sys.stderr, flush=True)
 
 
-def _parent(pid: int) -> int | None:
+# Runs beside the launcher: once the launcher is gone (SIGKILL) and torchrun has finished tearing
+# down, remove the private temp folder. Stopped by the launcher itself after a normal end.
+_JANITOR = """
+import os, shutil, sys, time
+launcher, torchrun, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def alive(pid):
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[1])
+        return False
+while alive(launcher):
+    time.sleep(0.2)
+deadline = time.monotonic() + 60
+while alive(torchrun) and time.monotonic() < deadline:
+    time.sleep(0.2)
+shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 def _kill(pid: int, sig: int) -> None:

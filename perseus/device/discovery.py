@@ -20,7 +20,7 @@ from types import ModuleType
 
 from perseus.device import safety
 from perseus.device.base import GPU
-from perseus.device.nvml import MODES, NoNvidiaGPU, nvml_gpus
+from perseus.device.nvml import MODES, NoNvidiaGPU, cuda_uuids, nvml_gpus
 from perseus.device.sim import SimulatedGPU
 from perseus.errors import DeviceError, InputError
 from perseus.profile import load_profile
@@ -65,7 +65,9 @@ def get_gpus(
     reason = ""
     if backend in ("auto", "nvml"):
         try:
-            gpus: list[GPU] = list(nvml_gpus(nvml, indices=indices, mode=mode))
+            # Beside CUDA, the NVML device is the one whose UUID CUDA reports (device order differs).
+            uuids = cuda_uuids(indices if indices is not None else [0]) if cuda else None
+            gpus: list[GPU] = list(nvml_gpus(nvml, indices=indices, mode=mode, cuda_uuids=uuids))
         except NoNvidiaGPU as exc:
             if cuda:
                 raise DeviceError(

@@ -212,8 +212,13 @@ def nvml_gpus(
     mode: str = "auto",
     can_admin: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    cuda_uuids: Mapping[int, str] | None = None,
 ) -> list[NVMLGPU]:
     """The NVIDIA GPUs this process sees, in ``CUDA_VISIBLE_DEVICES`` order.
+
+    ``cuda_uuids`` (CUDA index -> UUID, from ``torch.cuda.get_device_properties(i).uuid``) pins
+    those indices to the device CUDA computes on: CUDA orders GPUs fastest first unless
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML in PCI order, so only the UUID names the same GPU.
 
     ``mode``: ``"auto"`` controls clocks if permitted and falls back to measure-only with a
     one-line warning; ``"control"`` raises :class:`DeviceError` instead; ``"measure"`` never
@@ -250,6 +255,8 @@ def nvml_gpus(
     gpus = []
     for index in chosen:
         handle, nvml_index, mig_instance = visible[index]
+        if cuda_uuids is not None and index in cuda_uuids:
+            handle, nvml_index, mig_instance = _by_uuid(nvml, cuda_uuids[index], index)
         name = _text(nvml.nvmlDeviceGetName(handle))
         problem = _control_problem(nvml, handle, index, nvml_index, mig_instance, mode, admin)
         if problem is not None and mode == "control":
@@ -355,15 +362,50 @@ def _visible_devices(nvml: ModuleType, environ: Mapping[str, str]) -> list[tuple
                 break
             devices.append((nvml.nvmlDeviceGetHandleByIndex(int(entry)), int(entry), False))
         elif entry.startswith(("GPU-", "MIG-")):
-            try:
-                handle = nvml.nvmlDeviceGetHandleByUUID(entry)
-            except nvml.NVMLError:
+            handle = _handle_by_uuid(nvml, entry, count)
+            if handle is None:
                 break
             mig = entry.startswith("MIG-")
             devices.append((handle, None if mig else _index_of(nvml, handle), mig))
         else:
             break
     return devices
+
+
+def _handle_by_uuid(nvml: ModuleType, uuid: str, count: int) -> Any | None:
+    """The device with this UUID, or with the one UUID it abbreviates (``GPU-8a2b``, as CUDA accepts)."""
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    except nvml.NVMLError:
+        pass
+    if not uuid.startswith("GPU-"):
+        return None
+    matches = []
+    for i in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        if _text(nvml.nvmlDeviceGetUUID(handle)).startswith(uuid):
+            matches.append(handle)
+    return matches[0] if len(matches) == 1 else None
+
+
+def _by_uuid(nvml: ModuleType, uuid: str, index: int) -> tuple[Any, int | None, bool]:
+    """(handle, NVML index, is a MIG instance) of the device CUDA calls ``uuid``."""
+    for candidate in (uuid, f"GPU-{uuid}", f"MIG-{uuid}"):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(candidate)
+        except nvml.NVMLError:
+            continue
+        mig = candidate.startswith("MIG-")
+        return handle, None if mig else _index_of(nvml, handle), mig
+    raise NoNvidiaGPU(f"CUDA device {index} (UUID {uuid}) is not among the GPUs NVML sees")
+
+
+def cuda_uuids(indices: Sequence[int]) -> dict[int, str]:
+    """UUIDs of these CUDA devices as torch reports them (empty if this process has not imported torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    return {i: str(torch.cuda.get_device_properties(i).uuid) for i in indices}
 
 
 def _index_of(nvml: ModuleType, handle: Any) -> int | None:

@@ -71,7 +71,8 @@ def test_same_monitor_over_nvml(fake) -> None:
     mon.begin_window("w")
     time.sleep(0.2)
     w = mon.end_window("w")
-    assert w.energy[0] == pytest.approx(150 * w.time, rel=0.1)
+    step = fake.STATE.devices[0].counter_period  # the counter may lag by up to one step at either end
+    assert 150 * (w.time - step) <= w.energy[0] <= 150 * (w.time + step)
     assert w.energy[1] == pytest.approx(250 * w.time, rel=0.25)
     for g in gpus:
         g.close()

@@ -23,9 +23,12 @@ def test_discovers_gpu_with_units_converted(fake) -> None:
     assert gpu.power_limit_range() == (100.0, 400.0)
     assert gpu.power() == 200.0
     assert gpu.supports_energy_counter and gpu.can_control
-    e0 = gpu.energy()
+    step = fake.STATE.devices[0].counter_period
+    t0, e0 = time.monotonic(), gpu.energy()
     time.sleep(0.05)
-    assert gpu.energy() - e0 == pytest.approx(200.0 * 0.05, rel=0.5)
+    e1, t1 = gpu.energy(), time.monotonic()
+    # The counter moves in steps: the reading may lag real time by up to one step at either end.
+    assert 200.0 * (t1 - t0 - step) <= e1 - e0 <= 200.0 * (t1 - t0 + step)
 
 
 def test_lock_unlock_and_power_limit_reach_nvml(fake) -> None:
@@ -163,3 +166,20 @@ def test_real_pynvml_on_this_machine_says_the_driver_library_is_missing() -> Non
     with pytest.raises(NoNvidiaGPU) as info:
         nvml_gpus()
     assert str(info.value) == "NVML library libnvidia-ml.so.1 not found; no NVIDIA driver installed"
+
+
+def test_abbreviated_uuids_and_cuda_order_resolve_by_uuid(fake) -> None:
+    fake.configure(
+        [fake.FakeDevice(name=f"GPU{i}", uuid=f"GPU-{i}{i}aa-{i}") for i in range(3)], journal=fake.STATE.journal
+    )
+    # CUDA accepts an unambiguous UUID prefix; an ambiguous one names no device (the list ends there).
+    gpus = nvml_gpus(fake, can_admin=True, environ={"CUDA_VISIBLE_DEVICES": "GPU-22,GPU-0"})
+    assert [(g.name, g.uuid) for g in gpus] == [("GPU2", "GPU-22aa-2"), ("GPU0", "GPU-00aa-0")]
+    assert nvml_gpus(fake, can_admin=True, environ={"CUDA_VISIBLE_DEVICES": "GPU-1,GPU-"})[0].name == "GPU1"
+    with pytest.raises(NoNvidiaGPU):
+        nvml_gpus(fake, environ={"CUDA_VISIBLE_DEVICES": "GPU-"})
+    # Fastest-first CUDA order: CUDA's device 0 is NVML's device 2; the UUID torch reports decides.
+    (gpu,) = nvml_gpus(fake, can_admin=True, indices=[0], environ={}, cuda_uuids={0: "22aa-2"})
+    assert (gpu.index, gpu.name, gpu.nvml_index) == (0, "GPU2", 2)
+    with pytest.raises(NoNvidiaGPU, match=r"CUDA device 0 \(UUID ffff\) is not among the GPUs NVML sees"):
+        nvml_gpus(fake, indices=[0], environ={}, cuda_uuids={0: "ffff"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -197,12 +198,48 @@ def test_order_check_and_chain() -> None:
     assert rec.names() == ["forward:0"] and rec.steps[0].time >= 0
 
 
-def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
-    from perseus.device import FrequencyController, sim_gpus
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    gpu = sim_gpus(stage=1, time_scale=0.2)[0]
-    freqs = gpu.supported_frequencies()
-    plan = PowerStateSchedule(
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+class _QueuedController:
+    """Applies each request only when the test says so: clock changes that take time, made explicit."""
+
+    def __init__(self, gpu: Any) -> None:
+        self.gpu = gpu
+        self.requests: list[tuple[int, str]] = []
+        self.queue: list[int] = []
+        self.log: list[str] = []
+
+    def set_frequency(self, mhz: int) -> None:
+        self.requests.append((mhz, self.log[-1] if self.log else ""))
+        self.queue.append(mhz)
+
+    def apply_all(self) -> None:
+        for mhz in self.queue:
+            self.gpu.lock_frequency(mhz)
+        self.queue.clear()
+
+
+def _sim_on_a_fake_clock() -> tuple[Any, PowerStateSchedule]:
+    """A simulated stage-1 GPU whose time only moves when it waits, and a plan of four clocks."""
+    from perseus.device import sim_gpus
+
+    clock = _FakeClock()
+    (gpu,) = sim_gpus(stage=1, time_scale=0.2)
+    gpu._clock, gpu._sleep, gpu._origin = clock, clock.sleep, 0.0
+    return gpu, _plan(gpu.supported_frequencies())
+
+
+def _plan(freqs: list[int]) -> PowerStateSchedule:
+    return PowerStateSchedule(
         1,
         (
             PlannedInstruction("forward", 0, freqs[0]),
@@ -211,26 +248,75 @@ def test_local_perseus_applies_schedule_on_simulated_gpu() -> None:
             PlannedInstruction("backward", 1, freqs[-1]),
         ),
     )
-    with FrequencyController(gpu) as controller:
-        local = LocalPerseus(gpu, controller, schedule=plan)
-        hooks = HookChain([local, GPUInstructionHooks(gpu, 1)])
-        hooks.on_step_begin()
-        for p in plan.instructions:
-            hooks.on_instruction_begin(p.name)
-            # On a loaded machine the background thread can apply a clock after a short
-            # instruction ends; this test is about which clock is requested and measured, so
-            # wait for it (controller latency has its own tests and benchmark).
-            controller.flush()
-            hooks.on_instruction_end(p.name)
-        hooks.on_step_end()
+
+
+def _run_step(local: LocalPerseus, gpu: Any, plan: PowerStateSchedule, between: Any) -> None:
+    hooks = HookChain([local, GPUInstructionHooks(gpu, 1)])
+    hooks.on_step_begin()
+    between("step begin")
+    for p in plan.instructions:
+        hooks.on_instruction_begin(p.name)
+        hooks.on_instruction_end(p.name)
+        between(f"end {p.name}")
+    hooks.on_step_end()
+
+
+def test_local_perseus_requests_the_next_clock_when_the_previous_instruction_ends() -> None:
+    gpu, plan = _sim_on_a_fake_clock()
+    controller = _QueuedController(gpu)
+    local = LocalPerseus(gpu, controller, schedule=plan)
+
+    def between(event: str) -> None:  # the gap between instructions: long enough for a change
+        controller.log.append(event)
+        controller.apply_all()
+
+    _run_step(local, gpu, plan, between)
+    # Each clock is asked for before its instruction begins: the first at step begin, every other one
+    # when the previous instruction ends (the begin hook repeats it; the controller coalesces that).
+    f = plan.frequencies()
+    names = [p.name for p in plan.instructions]
+    expected = [(f[0], ""), (f[0], "step begin")]
+    for i in range(1, 4):
+        before = "step begin" if i == 1 else f"end {names[i - 2]}"
+        expected += [(f[i], before), (f[i], f"end {names[i - 1]}")]
+    assert controller.requests == expected
     it = local.iterations[0]
     assert [m.applied for m in it.instructions] == plan.frequencies()
-    profile = gpu.profile
-    for m, p in zip(it.instructions, plan.instructions, strict=True):
-        want = profile[(1, p.instruction)].at(p.frequency)
-        assert m.time == pytest.approx(want.time * 0.2, rel=0.25, abs=2e-3)
-        assert m.energy == pytest.approx(want.energy * 0.2, rel=0.05)
-    assert it.energy >= it.busy_energy
+    assert [m.began_at for m in it.instructions] == plan.frequencies()
+    assert local.fraction_at_planned_clock() == 1.0
+    for m, p in zip(it.instructions, plan.instructions, strict=True):  # the GPU's (fake-clock) energy
+        assert m.energy == pytest.approx(gpu.profile[(1, p.instruction)].at(p.frequency).energy * 0.2, rel=1e-9)
+
+
+def test_clocks_applied_late_are_reported_as_they_ran() -> None:
+    gpu, plan = _sim_on_a_fake_clock()
+    controller = _QueuedController(gpu)
+    local = LocalPerseus(gpu, controller, schedule=plan)
+    pending: list[int] = []
+
+    def between(event: str) -> None:  # every change lands one instruction late
+        controller.log.append(event)
+        for mhz in pending:
+            gpu.lock_frequency(mhz)
+        pending[:] = controller.queue
+        controller.queue.clear()
+
+    _run_step(local, gpu, plan, between)
+    it = local.iterations[0]
+    planned = plan.frequencies()
+    # Read back, not assumed: instruction i ran at the clock planned for instruction i-1.
+    assert [m.applied for m in it.instructions] == [1410, *planned[:-1]]
+    assert [m.frequency for m in it.instructions] == planned
+    assert local.fraction_at_planned_clock() == 0.25  # only forward:0, planned at the default 1410 MHz
+    assert local.summary()["fraction_at_planned_clock"] == 0.25
+
+
+def test_measure_only_local_perseus_never_requests_a_clock() -> None:
+    gpu, plan = _sim_on_a_fake_clock()
+    local = LocalPerseus(gpu, None, schedule=plan)
+    _run_step(local, gpu, plan, lambda event: None)
+    assert [m.applied for m in local.iterations[0].instructions] == [1410] * 4
+    assert local.fraction_at_planned_clock() == 0.25  # only forward:0 is planned at 1410
 
 
 @pytest.mark.parametrize(

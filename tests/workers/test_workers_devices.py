@@ -1,0 +1,53 @@
+"""Workers on (fake) NVML GPUs: clock control is checked before the first iteration, and measure-only
+runs change nothing and say so in every report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from workers_helpers import ROOT, launch
+
+DEVICE_TESTS = ROOT / "tests" / "device"
+sys.path.insert(0, str(DEVICE_TESTS))
+import fake_nvml  # noqa: E402
+
+
+def _fake_env(tmp: Path, device: fake_nvml.FakeDevice) -> dict[str, str]:
+    shared = tmp / "gpus.json"
+    fake_nvml.share_state(shared, [device])
+    fake_nvml.configure()
+    return {
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{DEVICE_TESTS}",
+        "PERSEUS_NVML_MODULE": "fake_nvml",
+        "FAKE_NVML_STATE": str(shared),
+        "FAKE_NVML_JOURNAL": str(tmp / "journal.txt"),
+        "PERSEUS_STATE_DIR": str(tmp / "state"),
+    }
+
+
+def test_profiling_a_gpu_whose_clocks_cannot_be_set_stops_before_training(tmp_path: Path) -> None:
+    extra = _fake_env(tmp_path, fake_nvml.FakeDevice(mig_mode=fake_nvml.NVML_DEVICE_MIG_ENABLE))
+    run = launch("gpt3-tiny", "2", "4", "--device", "nvml", "--profile", "true", "--profile_dir", str(tmp_path),
+                 extra_env=extra)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("perseus: error:")]
+    assert errors and "cannot set GPU clocks: GPU 0 has MIG mode enabled" in errors[0]
+    assert "--measure_only" in errors[0]
+    assert "profiled" not in run.stdout
+    assert not (tmp_path / "journal.txt").exists()
+
+
+def test_measure_only_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    extra = _fake_env(tmp_path, fake_nvml.FakeDevice())
+    run = launch("gpt3-tiny", "2", "4", "--device", "nvml", "--measure_only", "--max_steps", "2",
+                 "--out_dir", str(tmp_path / "out"), extra_env=extra)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "measure-only: no GPU clock or power limit is changed" in run.stdout
+    assert all("(measure-only)" in line for line in run.stdout.splitlines() if line.startswith("iteration"))
+    rows = json.loads((tmp_path / "out" / "iterations.json").read_text())
+    assert len(rows) == 2 and all(r["measure_only"] for r in rows)
+    assert json.loads((tmp_path / "out" / "rank0.json").read_text())["measure_only"] is True
+    assert not (tmp_path / "journal.txt").exists()  # not one NVML setting call
