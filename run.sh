@@ -4,7 +4,7 @@
 #   bash run.sh demo                         the whole story on simulated GPUs driven by a real profile
 #   bash run.sh test                         lint, type check and the test suite
 #   bash run.sh gpu-check [--measure-only]   hardware acceptance check on your GPU node
-#   bash run.sh MODEL MB NMB [options]       pipeline training (see: bash run.sh --help)
+#   bash run.sh MODEL MB NMB [options]       pipeline training: profile, or train with a plan applied
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -50,9 +50,11 @@ usage() {
 case "${1:-}" in
   ""|-h|--help|help)
     usage
+    echo
     if [[ -x "$PY" ]]; then
-      echo
       "$PY" -m merak_integration.launch --help
+    else
+      echo "Training options are listed here once .venv exists (bash run.sh demo or bash run.sh test prepares it)."
     fi
     ;;
   test)

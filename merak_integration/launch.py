@@ -22,6 +22,7 @@ from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
 from merak_integration.precheck import precheck
 from merak_integration.supervisor import Supervisor
+from perseus.cli.flags import FlagParser
 from perseus.errors import InputError, PerseusError
 
 
@@ -56,7 +57,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = FlagParser(
         prog="bash run.sh",
         description="Pipeline-parallel training with Perseus frequency plans (profile, or train with a plan).",
         epilog=f"models: {', '.join(MODELS)}",
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tp", type=_positive, default=1, help="tensor parallelism (only 1 is supported)")
     p.add_argument("--partition_method", default="uniform", help="uniform|parameters|uniform_transformer|custom:0,8,...")
     p.add_argument("--train_schedule", default="1f1b", help="1f1b|gpipe|interleaved|zb|zbv|dualpipev")
-    p.add_argument("--num_chunks", type=_positive, default=None,
+    p.add_argument("--num_chunks", "--chunks", type=_positive, default=None,
                    help="model chunks per GPU: interleaved (default 2), zb (default 1); zbv and dualpipev use 2")
     p.add_argument("--max_steps", type=_positive, default=10, help="training iterations")
     p.add_argument("--num_warmup_steps", type=_non_negative, default=2, help="discarded iterations per profiled frequency")
@@ -101,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="text file (language models) or image folder (ResNets)")
     p.add_argument("--out_dir", default="out/train", help="where per-rank measurements are written")
     p.add_argument("--profile_dir", default="profiles", help="where --profile true writes the profile folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's initial weights and the data order")
+    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
     p.add_argument("--grad_dump", default=None, help=argparse.SUPPRESS)
     return p
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from perseus import __version__
+from perseus.cli.flags import FlagParser
 from perseus.errors import PerseusError
 
 # Every command: its module and the one line `perseus --help` shows for it, in listing order.
@@ -40,7 +41,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     Other commands are listed by name and one-line help only, without importing their modules.
     """
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="perseus",
         description="Perseus: remove energy bloat from pipeline-parallel training by planning GPU frequencies.",
     )

@@ -42,11 +42,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     parser.add_argument(
-        "--schedule", choices=SCHEDULES, default="1f1b",
+        "--schedule", choices=SCHEDULES, default="1f1b", type=schedule_name,
         help="pipeline schedule (default 1f1b); zb, zbv and dualpipev are torch's zero-bubble schedules",
     )
     parser.add_argument(
-        "--chunks", type=int, default=None,
+        "--chunks", "--num-chunks", type=int, default=None,
         help="model chunks per stage: interleaved-1f1b (default 2) and zb (default 1, ZB-H1); zbv and dualpipev use 2",
     )
     parser.add_argument(
@@ -68,6 +68,11 @@ def register(subparsers: Any) -> None:
         help="also write every plan as DIR/plans/<plan>.json (the layout before plans.npz; large)",
     )
     parser.set_defaults(handler=run)
+
+
+def schedule_name(text: str) -> str:
+    """A schedule as ``perseus optimize`` names it; ``interleaved`` (``bash run.sh``'s name) is accepted too."""
+    return "interleaved-1f1b" if text == "interleaved" else text
 
 
 def check_args(args: argparse.Namespace) -> int:
