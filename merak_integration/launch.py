@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from merak_integration import memory
 from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
@@ -179,6 +180,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def _smallest_gpu_bytes() -> int:
+    import torch
+
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+
+
 def _cuda_count() -> int:
     import torch
 
@@ -208,7 +215,14 @@ def check_pipeline(cfg: RunConfig) -> str:
         raise InputError("NUM_MICROBATCHES", f"1F1B needs at least as many microbatches as stages ({s}), got {m}")
     for stage in range(s):
         spec.instruction_names(stage)  # raises for schedule constraints (interleaved: M % S)
-    return f"{describe(model_cfg)}\n{part.table(kinds)}"
+    per_rank = memory.estimate(model_cfg, part, kinds, cfg.schedule, s, cfg.microbatch_size, m)
+    on_gpus = cfg.device != "sim" and _cuda_count() > 0
+    warning = memory.check(per_rank, ranks_per_node=cfg.nproc_per_node or cfg.world_size,
+                           gpu_bytes=_smallest_gpu_bytes() if on_gpus else None)
+    biggest = max(per_rank, key=lambda r: r.total)
+    lines = [describe(model_cfg), part.table(kinds),
+             f"memory: about {biggest.total / 2**30:.1f} GiB on the busiest rank ({biggest.rank})"]
+    return "\n".join([*lines, warning] if warning else lines)
 
 
 def torchrun_command(cfg: RunConfig) -> list[str]:

@@ -19,3 +19,28 @@ def test_resnet_stem_is_not_called_an_embedding() -> None:
     counts, kinds = parameter_counts(layers), layer_kinds(layers)
     table = partition("uniform", counts, kinds, 2).table(kinds)
     assert "+ stem" in table and "embedding" not in table
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_loads() -> None:
+    import pytest
+
+    from merak_integration import memory
+    from merak_integration.launch import build_parser, check_pipeline, config_from_args
+    from perseus.errors import InputError
+
+    fits = check_pipeline(config_from_args(build_parser().parse_args(["gpt3-tiny", "2", "8", "--pp", "4", "--device", "sim"])))
+    assert fits.splitlines()[-1].startswith("memory: about ")
+    with pytest.raises(InputError, match=r"MODEL: will not fit: about [0-9.]+ GiB needed"):
+        check_pipeline(config_from_args(build_parser().parse_args(["gpt3-175b", "1", "8", "--pp", "4", "--device", "sim"])))
+    # By hand for gpt3-xl (hidden 2048, 16 heads, seq 1024), rank 0 of 4 under 1F1B: 6 blocks x 4 microbatches
+    # x 1024 x 2048 x (34 + 5 x 16 x 1024 / 2048) values x 4 bytes.
+    from merak_integration.models import get_config
+    from merak_integration.pipeline import model_partition
+
+    spec = config_from_args(build_parser().parse_args(["gpt3-xl", "1", "8", "--pp", "4", "--device", "sim"])).pipeline_spec()
+    model, part, kinds = model_partition(spec)
+    rank0 = memory.estimate(model, part, kinds, "1f1b", 4, 1, 8)[0]
+    cfg = get_config("gpt3-xl")
+    blocks = sum(1 for i in part.layers(0) if kinds[i] == "block")
+    assert rank0.activations == int(blocks * 4 * 1024 * cfg.hidden * (34 + 5 * cfg.heads * 1024 / cfg.hidden) * 4)
+    assert rank0.weights_and_grads == 2 * 4 * part.parameters[0]
