@@ -24,6 +24,7 @@ from merak_integration.pipeline import model_partition, normalize_schedule
 from merak_integration.precheck import precheck
 from merak_integration.supervisor import Supervisor
 from perseus.cli.flags import FlagParser
+from perseus.pipeline.instruction import virtual_stage
 from perseus.errors import InputError, PerseusError
 
 
@@ -220,7 +221,12 @@ def check_pipeline(cfg: RunConfig) -> str:
     warning = memory.check(per_rank, ranks_per_node=cfg.nproc_per_node or cfg.world_size,
                            gpu_bytes=_smallest_gpu_bytes() if on_gpus else None)
     biggest = max(per_rank, key=lambda r: r.total)
-    lines = [describe(model_cfg), part.table(kinds),
+    chunks = part.num_stages // s
+    gpu_of = None
+    if chunks > 1:
+        where = {virtual_stage(cfg.schedule, s, gpu, c): (gpu, c) for gpu in range(s) for c in range(chunks)}
+        gpu_of = [where[v] for v in range(part.num_stages)]
+    lines = [describe(model_cfg), part.table(kinds, gpu_of),
              f"memory: about {biggest.total / 2**30:.1f} GiB on the busiest rank ({biggest.rank})"]
     return "\n".join([*lines, warning] if warning else lines)
 

@@ -48,8 +48,12 @@ class Partition:
             return "custom-" + "-".join(str(b) for b in self.boundaries)
         return self.method
 
-    def table(self, kinds: Sequence[str] | None = None) -> str:
-        """Human-readable partition: layers and parameters per stage."""
+    def table(self, kinds: Sequence[str] | None = None, gpu_of: Sequence[tuple[int, int]] | None = None) -> str:
+        """Human-readable partition: layers and parameters per stage.
+
+        ``gpu_of[v]`` is ``(GPU, chunk)`` of virtual stage ``v`` when GPUs hold several model chunks:
+        rows then name the virtual stage and the GPU that runs it.
+        """
         lines = [f"partition ({self.method}): boundaries {','.join(map(str, self.boundaries))}"]
         for s in range(self.num_stages):
             r = self.layers(s)
@@ -60,7 +64,8 @@ class Partition:
                 parts += [k for k in ("embedding", "stem", "head") if any(kinds[i] == k for i in r)]
                 what = f" ({' + '.join(parts)})" if parts else ""
             span = f"layer {r.start}" if len(r) == 1 else f"layers {r.start}-{r.stop - 1}"
-            lines.append(f"  stage {s}: {span}{what}, {self.parameters[s]:,} parameters")
+            name = f"stage {s}" if gpu_of is None else f"virtual stage {s} (GPU {gpu_of[s][0]}, chunk {gpu_of[s][1]})"
+            lines.append(f"  {name}: {span}{what}, {self.parameters[s]:,} parameters")
         return "\n".join(lines)
 
 

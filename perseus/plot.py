@@ -13,6 +13,7 @@ from perseus.errors import InputError
 from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import plan_frequencies
 from perseus.plan.model import FrequencyPlan
+from perseus.plan.store import BASELINE_FILENAME
 from perseus.profile.model import PipelineProfile
 
 _HATCH = {"backward": "//", "backward_input": "\\\\", "backward_weight": ".."}
@@ -76,8 +77,14 @@ def plot_frontier(
     chosen: FrequencyPlan | None = None,
 ) -> Path:
     """Draw iteration time against energy for every frontier plan, with optional baselines marked."""
+    marks = [(p.name or "baseline", p.iteration_time, p.energy) for p in baselines]
+    title = "Perseus frontier"
     if isinstance(source, (str, Path)):
         points = [(t, e) for _, t, e in read_frontier_csv(source)]
+        saved = Path(source) / BASELINE_FILENAME
+        if Path(source).is_dir() and saved.is_file() and not baselines:
+            marks = [("all max frequency" if n == "max-frequency" else n, t, e) for n, t, e in read_frontier_csv(saved)]
+        title = Path(source).resolve().name
     else:
         points = [(p.iteration_time, p.energy) for p in source]
     plt = _pyplot()
@@ -85,8 +92,15 @@ def plot_frontier(
     times, energies = zip(*points, strict=True)
     ax.step(times, energies, where="post", color="#1f77b4", lw=1.2, label="Perseus frontier")
     ax.scatter(times, energies, s=6, color="#1f77b4")
-    for plan in baselines:
-        ax.scatter([plan.iteration_time], [plan.energy], marker="x", s=60, label=plan.name or "baseline")
+    for name, t, e in marks:
+        ax.scatter([t], [e], marker="x", s=60, label=name)
+    title += f": {len(points)} plans, {min(times):.3f}-{max(times):.3f} s per iteration"
+    reference = next((m for m in marks if m[0] in ("all max frequency", "max-frequency")), None)
+    if reference is not None:
+        no_slower = [e for t, e in points if t <= reference[1] * (1 + 1e-9)]
+        if no_slower:
+            title += f"\n{100 * (1 - min(no_slower) / reference[2]):.1f}% less energy than all max frequency, no slower"
+    ax.set_title(title, fontsize=9)
     if chosen is not None:
         ax.scatter([chosen.iteration_time], [chosen.energy], marker="*", s=140, color="#d62728",
                    label=f"chosen ({chosen.name})", zorder=5)
@@ -103,6 +117,10 @@ def _save_time_energy_chart(plt: Any, fig: Any, ax: Any, out_png: str | Path) ->
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+LABEL_MIN_SHARE = 0.006
+"""Boxes longer than this share of the iteration carry their microbatch number (about 4 characters wide)."""
 
 
 def plot_timeline(plan: FrequencyPlan, profile: PipelineProfile, out_png: str | Path, color_by: str = "frequency") -> Path:
@@ -139,9 +157,13 @@ def plot_timeline(plan: FrequencyPlan, profile: PipelineProfile, out_png: str | 
             edgecolor="black" if critical[node] else "white", linewidth=1.4 if critical[node] else 0.3,
             hatch=_HATCH.get(inst.kind),
         )
+        if durations[node] > LABEL_MIN_SHARE * makespan:  # room for the microbatch number
+            ax.text(start + durations[node] / 2, inst.stage, str(inst.microbatch), ha="center", va="center",
+                    fontsize=6, color="white" if norm(values[node]) < 0.6 else "black")
     ax.set_yticks(range(dag.num_stages), [f"stage {s}" for s in range(dag.num_stages)])
     ax.invert_yaxis()
-    ax.set_xlabel("time (s); // backward, \\\\ input gradient, .. weight gradient; black outline = critical path")
+    ax.set_xlabel("time (s); numbers: microbatch; // backward, \\\\ input gradient, .. weight gradient; "
+                  "black outline = critical path")
     ax.set_title(f"{plan.name or 'plan'}: {plan.iteration_time:.3f} s, {plan.energy:.0f} J per iteration")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                  label="frequency (MHz)" if color_by == "frequency" else "power (W)")

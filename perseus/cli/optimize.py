@@ -11,6 +11,7 @@ from perseus.errors import InputError
 from perseus.plan.model import SCHEDULES
 
 if TYPE_CHECKING:
+    from perseus.plan.model import FrequencyPlan
     from perseus.plan.store import PlanStore
     from perseus.profile import PipelineProfile
 
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from perseus.profile import load_profile, save_profile, split_backward
     from perseus.profile.io import read_meta
     from perseus.solver import compute_frontier
+    from perseus.solver.baselines import max_frequency_plan
 
     chunks = check_args(args)
     profile = load_profile(args.profile, blocking_power=args.blocking_power)
@@ -151,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lower_bound:
         bounds = lower_bounds(profile, args, chunks, frontier.store.iteration_time.tolist())
     write_outputs(args.out, frontier.store, bounds, args.plan_files)
+    write_baseline(args.out, max_frequency_plan(profile, args.schedule, args.stages, args.microbatches, chunks))
     times, energies = frontier.store.iteration_time, frontier.store.energy
     print(
         f"{len(frontier.store)} plans in {frontier.solve_seconds:.2f}s ({frontier.iterations} cuts): "
@@ -181,6 +184,17 @@ def lower_bounds(profile: PipelineProfile, args: argparse.Namespace, chunks: int
             bounds.append(bound.energy_at(t))
             progress((k + 1) / len(times))
     return bounds
+
+
+def write_baseline(out: Path, plan: FrequencyPlan) -> None:
+    """``out/baseline.csv``: the all-max-frequency plan's time and energy, what the frontier improves on."""
+    from perseus.plan.store import BASELINE_FILENAME
+
+    try:
+        (out / BASELINE_FILENAME).write_text(
+            f"plan,iteration_time,energy\nmax-frequency,{plan.iteration_time:.9f},{plan.energy:.6f}\n")
+    except OSError as exc:
+        raise InputError("--out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
 
 
 def write_outputs(out: Path, store: PlanStore, bounds: list[float], plan_files: bool) -> None:

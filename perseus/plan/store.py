@@ -32,6 +32,8 @@ from perseus.errors import InputError
 from perseus.plan.model import SCHEDULES, FrequencyPlan, PlannedInstruction
 
 PLANS_FILENAME = "plans.npz"
+BASELINE_FILENAME = "baseline.csv"
+"""Beside the store: the all-max-frequency plan's ``plan,iteration_time,energy`` (what plots compare with)."""
 FORMAT = "perseus-plans/1"
 MAX_STORE_ENTRIES = 200_000_000
 """Plans x instructions a store may hold once decoded (800 MB as int32): refuse larger files
