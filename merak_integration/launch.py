@@ -24,8 +24,8 @@ from merak_integration.pipeline import model_partition, normalize_schedule
 from merak_integration.precheck import precheck
 from merak_integration.supervisor import Supervisor
 from perseus.cli.flags import FlagParser
-from perseus.pipeline.instruction import virtual_stage
 from perseus.errors import InputError, PerseusError
+from perseus.pipeline.instruction import virtual_stage
 
 
 def _bool(text: str) -> bool:
