@@ -43,6 +43,8 @@ class RunConfig:
     """``auto`` (NVML if an NVIDIA GPU is found, else simulated), ``sim`` or ``nvml``."""
     measure_only: bool = False
     """Never change a GPU setting: train at default clocks, measure, and say so in every report."""
+    log_to: tuple[str, ...] = ()
+    """Where rank 0 also logs each iteration: ``tensorboard`` and/or ``wandb``."""
     sim_profile: str | None = None
     sim_time_scale: float = 1.0
     profile_frequencies: list[int] | None = None

@@ -139,6 +139,7 @@ class LocalPerseus:
         self.frequencies = {p.name: p.frequency for p in schedule.instructions} if schedule is not None else {}
         self.next_name = dict(itertools.pairwise(names))
         self.first_name = names[0] if names else None
+        self.plan_name = schedule.plan_name if schedule is not None else ""
 
     def _now(self) -> tuple[float, float]:
         self.gpu.synchronize()

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from merak_integration import memory
+from merak_integration import memory, runlog
 from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.models import MODELS, describe
 from merak_integration.pipeline import model_partition, normalize_schedule
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 1 on NVIDIA GPUs, whose energy counters step; 0 on simulated ones)")
     p.add_argument("--data", default=None, help="text file (language models) or image folder (ResNets)")
     p.add_argument("--out_dir", default="out/train", help="where per-rank measurements are written")
+    p.add_argument("--log_to", type=_sinks, default=(), metavar="tensorboard,wandb",
+                   help="also log each iteration's time, energy and plan to TensorBoard (OUT_DIR/tensorboard) "
+                   "and/or Weights & Biases (WANDB_MODE=offline works)")
     p.add_argument("--profile_dir", default="profiles", help="where --profile true writes the profile folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's initial weights and the data order")
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
@@ -168,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         lr=args.lr,
         device=args.device,
         measure_only=args.measure_only,
+        log_to=args.log_to,
         sim_profile=args.sim_profile,
         sim_time_scale=args.sim_time_scale,
         profile_frequencies=freqs,
@@ -179,6 +183,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         master_port=args.master_port,
         nproc_per_node=per_node,
     )
+
+
+def _sinks(text: str) -> tuple[str, ...]:
+    try:
+        return runlog.parse_sinks(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def _smallest_gpu_bytes() -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from merak_integration import collectives
+from merak_integration import collectives, runlog
 from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
@@ -217,6 +217,7 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
     hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     rows: list[dict[str, Any]] = []
+    logs = runlog.open_logs(cfg.log_to, cfg) if ctx.rank == 0 else []
     watch = StallWatch.start(ctx.rank, ctx.world, cfg.pp, say=lambda line: print(line, flush=True))
     try:
         for step in range(cfg.max_steps):
@@ -230,6 +231,9 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
             at_planned = sum(m.at_planned_clock for m in it.planned)
             rows.append(_summarize(step, it.time, it.energy, loss, cfg.dp, (len(it.planned), at_planned)))
             rows[-1]["measure_only"] = cfg.measure_only
+            rows[-1]["plan"] = local.plan_name
+            for log in logs:
+                log.log(step, rows[-1])
             if ctx.rank == 0:
                 row = rows[-1]
                 clocks = "" if row["at_planned_clock"] is None else f", {100 * row['at_planned_clock']:.0f}% at planned clock"
@@ -239,6 +243,8 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
                     flush=True,
                 )
     finally:
+        for log in logs:
+            log.close()
         if watch is not None:
             watch.stop()
         if session is not None:

@@ -91,7 +91,8 @@ def with_server(cfg: DemoConfig) -> tuple[list[Row], list[FrequencyPlan]]:
     with ServerThread(ServerConfig(port=0, db=f"sqlite:///{cfg.out / 'perseus.db'}")) as server:
         address = f"127.0.0.1:{server.port}"
         job = f"demo-{MODEL}-pp{cfg.pp}"
-        say("1/3 profile: the server sweeps every frequency, high to low, on every stage")
+        say("1/3 profile: the server sweeps the frequencies high to low on every stage, stopping below a "
+            "stage's least-energy clock once its energy rose 3 times in a row")
         run_workers(cfg, "--profile", "true", "--server", address, "--job_name", job,
                     "--num_warmup_steps", "1", "--num_prof_steps", "1")
         with PerseusClient(address) as client:
