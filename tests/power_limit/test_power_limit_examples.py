@@ -91,6 +91,12 @@ def test_ddp_example_ranks_pick_the_limit_of_the_aggregated_profile(tmp_path: Pa
 @pytest.mark.slow
 def test_recurring_job_example_reaches_target(tmp_path: Path) -> None:
     out = run(
-        [sys.executable, str(EXAMPLES / "recurring_job.py"), *FAST, "--target-accuracy", "0.8"], tmp_path
+        [sys.executable, str(EXAMPLES / "recurring_job.py"), *FAST, "--epochs", "10", "--target-accuracy", "0.8"],
+        tmp_path,
     )
     assert "stopped: target metric 0.8 reached" in out
+
+
+def test_recurring_job_example_stops_at_its_epochs(tmp_path: Path) -> None:
+    out = run([sys.executable, str(EXAMPLES / "recurring_job.py"), *FAST, "--target-accuracy", "0.999"], tmp_path)
+    assert "stopped: max_epochs (1) reached; 1 epochs" in out
