@@ -13,7 +13,7 @@ from perseus.errors import InputError
 from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import plan_frequencies
 from perseus.plan.model import FrequencyPlan
-from perseus.plan.store import BASELINE_FILENAME
+from perseus.plan.store import BASELINE_FILENAME, PLANS_FILENAME, load_plan
 from perseus.profile.model import PipelineProfile
 
 _HATCH = {"backward": "//", "backward_input": "\\\\", "backward_weight": ".."}
@@ -43,11 +43,14 @@ def read_frontier_csv(directory: str | Path) -> list[tuple[str, float, float]]:
 
 
 def frontier_label(directory: str | Path) -> str:
-    """``DIR (schedule)``, the schedule read from one of ``DIR/plans/*.json`` when there is one."""
-    plans = sorted((Path(directory) / "plans").glob("*.json"))[:1]
-    if not plans:
-        return Path(directory).name
-    plan = FrequencyPlan.load(plans[0])
+    """``DIR (schedule)``, the schedule read from the plans ``perseus optimize`` wrote there, if any."""
+    folder = Path(directory)
+    if (folder / PLANS_FILENAME).is_file():  # the compact store: its first plan says the schedule
+        plan = load_plan(f"{folder}:{read_frontier_csv(folder)[0][0]}")
+    elif plans := sorted((folder / "plans").glob("*.json"))[:1]:
+        plan = FrequencyPlan.load(plans[0])
+    else:
+        return folder.name
     chunks = f", {plan.num_chunks} chunks" if plan.num_chunks > 1 else ""
     return f"{Path(directory).name} ({plan.schedule}{chunks})"
 

@@ -37,7 +37,9 @@ class PlanHooks:
         self.controller = FrequencyController(gpu)
         self.local = LocalPerseus(gpu, self.controller, schedule=self.schedule)
         self._chain = HookChain(
-            [OrderCheck([p.name for p in self.schedule.instructions], stage), self.local, GPUInstructionHooks(gpu, stage)]
+            [OrderCheck([p.name for p in self.schedule.instructions], stage), self.local,
+             # The framework's partition is its own: a simulated GPU charges each chunk an equal share.
+             GPUInstructionHooks(gpu, stage, (1 / plan.num_chunks,) * plan.num_chunks)]
         )
         self.report_path = Path(report_path) if report_path is not None else None
 

@@ -50,9 +50,10 @@ def test_frontier_endpoints(a100_profile: PipelineProfile, a100_frontier) -> Non
 def test_lower_bound_holds_and_gap_is_small(a100_profile: PipelineProfile, a100_frontier) -> None:  # type: ignore[no-untyped-def]
     """Every plan within the measured gap of the convex relaxation.
 
-    Measured 2026-11-30 on all 155 plans: 0.041% to 0.150% above the bound, 0.083% on average.
-    Bounds 10% above that: 0.165% worst, 0.09% mean. Without the reclaim pass the gaps are 0.37% /
-    0.24%; with the forward reclaim sweep only, 0.177% / 0.094%.
+    Measured 2026-11-30 on all 155 plans of the igraph solver: 0.041% to 0.150% above the bound, 0.083%
+    on average; on the 150 plans of the numba solver that replaced it: at most 0.166%, 0.082% on average.
+    Bounds about 10% above that: 0.185% worst, 0.09% mean. Without the reclaim pass the gaps are 0.37% /
+    0.24%; with the forward reclaim sweep only, 0.177% / 0.094% (the mean bound catches both).
     """
     bound = LowerBound(OptionTable.build(a100_profile, PipelineDAG.build("1f1b", 8, 6)))
     gaps = []
@@ -60,7 +61,7 @@ def test_lower_bound_holds_and_gap_is_small(a100_profile: PipelineProfile, a100_
         lb = bound.energy_at(plan.iteration_time)
         assert lb <= plan.energy * (1 + 1e-9), plan.name
         gaps.append(plan.energy / lb - 1)
-    assert max(gaps) <= 0.00165, f"worst gap {max(gaps):.4%}"
+    assert max(gaps) <= 0.00185, f"worst gap {max(gaps):.4%}"
     assert sum(gaps) / len(gaps) <= 0.0009, f"mean gap {sum(gaps) / len(gaps):.4%}"
     assert bound.energy_at(a100_frontier.fastest.iteration_time * 0.9) == float("inf")
 

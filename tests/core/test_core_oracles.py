@@ -40,7 +40,9 @@ BRUTE_FORCE_CASES = [
     pytest.param("1f1b", 2, 2, 1, 3, 0.085, 0.006, id="1f1b-2x2x1-3clk"),  # measured 7.69% / 0.43%
     pytest.param("1f1b", 2, 3, 1, 2, 0.050, 0.004, id="1f1b-2x3x1-2clk"),  # measured 4.14% / 0.28%
     pytest.param("1f1b", 3, 2, 1, 2, 0.050, 0.003, id="1f1b-3x2x1-2clk"),  # measured 4.53% / 0.17%
-    pytest.param("1f1b", 2, 2, 1, 4, 0.110, 0.012, id="1f1b-2x2x1-4clk"),  # measured 9.63% / 0.93%; without reclaim 15.4% / 1.32%
+    # Measured 9.63% / 0.93% with the igraph solver, 13.70% / 0.66% with the numba one (worse worst plan,
+    # better mean); without reclaim 15.4% / 1.32%: the mean bound is what catches that.
+    pytest.param("1f1b", 2, 2, 1, 4, 0.150, 0.008, id="1f1b-2x2x1-4clk"),
     pytest.param("gpipe", 2, 2, 1, 3, 0.075, 0.008, id="gpipe-2x2x1-3clk"),  # measured 6.40% / 0.58%; without reclaim 8.5%
     pytest.param("gpipe", 2, 3, 1, 2, 0.035, 0.0025, id="gpipe-2x3x1-2clk"),  # measured 2.75% / 0.15%; without reclaim 5.9% / 0.30%
     pytest.param("gpipe", 3, 2, 1, 2, 0.050, 0.005, id="gpipe-3x2x1-2clk"),  # measured 4.41% / 0.37%

@@ -226,7 +226,8 @@ def test_optimize_cli_zero_bubble_schedules_and_one_chart(tmp_path: Path, capsys
     assert "--chunks: zbv runs 2 chunk(s) per stage, got 3" in capsys.readouterr().err
     for schedule in ("zb", "zbv"):
         out = tmp_path / schedule
-        assert main(["optimize", *common, "--schedule", schedule, "--backward-input-share", "0.5", "--out", str(out)]) == 0
+        assert main(["optimize", *common, "--schedule", schedule, "--backward-input-share", "0.5", "--out", str(out),
+                     "--plan-files"]) == 0
         plan = FrequencyPlan.load(sorted((out / "plans").glob("*.json"))[0])
         assert plan.schedule == schedule and plan.num_chunks == (2 if schedule == "zbv" else 1)
         assert {p.instruction for p in plan.stages[0]} == {"forward", "backward_input", "backward_weight"}

@@ -48,7 +48,9 @@ def test_cli_end_to_end(running: ServerProcess, tmp_path: Path) -> None:
     data = json.loads(frontier.stdout)
     assert data["selected"] == "p000" and len(data["plans"]) > 2
     table = perseus("frontier", "cli-job", *server, "--save", f"p001={tmp_path / 'p001.json'}", token="tok")
-    assert table.returncode == 0 and table.stdout.splitlines()[1].startswith("*  p000")
+    lines = table.stdout.splitlines()
+    assert table.returncode == 0 and lines[0] == f"saved plan p001 of cli-job to {tmp_path / 'p001.json'}"
+    assert lines[2].startswith("*  p000")
     saved = FrequencyPlan.load(tmp_path / "p001.json")
     assert saved.name == "p001"
 

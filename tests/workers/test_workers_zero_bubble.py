@@ -50,7 +50,7 @@ def test_zbv_profiles_split_backwards_per_chunk_then_trains_with_its_plan(tmp_pa
 
     out = tmp_path / "frontier"
     assert main(["optimize", str(folder / "profile.csv"), "--stages", "2", "--microbatches", "4",
-                 "--schedule", "zbv", "--out", str(out)]) == 0
+                 "--schedule", "zbv", "--out", str(out), "--plan-files"]) == 0
     plans = sorted((out / "plans").glob("*.json"))
     slow = FrequencyPlan.load(plans[-1])  # least energy: weight gradients at the lower clock
     assert any(p.frequency == 1005 for p in slow.stages[0] if p.instruction == "backward_weight")
