@@ -20,7 +20,6 @@ import asyncio
 import functools
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,8 +28,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +35,9 @@ import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "server"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from server_helpers import scratch_database  # noqa: E402  (tests/server)
+from pg_cluster import PostgresUnavailable, scratch_database, throwaway_cluster  # noqa: E402  (tests/)
 
 from perseus.client import PerseusClient, Target  # noqa: E402
 from perseus.profile import load_profile  # noqa: E402
@@ -85,32 +82,6 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster, started like the tests' fixture (tests/server/conftest.py)."""
-    from conftest import _as_postgres, _ensure_postgres
-    from server_helpers import free_port
-
-    found = _ensure_postgres()
-    if isinstance(found, str):
-        raise SystemExit(f"PostgreSQL: {found}")
-    initdb, pg_ctl = found
-    base = Path(tempfile.mkdtemp(prefix="perseus-bench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", free_port()
-    try:
-        subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True)
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w",
-                                     "start"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: list[int]) -> tuple[
@@ -244,11 +215,14 @@ def main() -> int:
                 for i, (code, root) in enumerate(codes):
                     results.append(run_one(code, root, f"sqlite:///{tmp}/bench{i}.db", args))
             elif db_kind == "postgres":
-                with postgres_cluster() as cluster:
-                    for code, root in codes:
-                        with scratch_database(cluster, "bench") as db:
-                            results.append(run_one(code, root, db, args))
-                    delays = propagation(cluster)
+                try:
+                    with throwaway_cluster() as cluster:
+                        for code, root in codes:
+                            with scratch_database(cluster, "bench") as db:
+                                results.append(run_one(code, root, db, args))
+                        delays = propagation(cluster)
+                except PostgresUnavailable as exc:
+                    raise SystemExit(str(exc)) from None
             else:
                 raise SystemExit(f"--db: unknown database {db_kind!r} (sqlite or postgres)")
 

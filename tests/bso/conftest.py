@@ -3,15 +3,12 @@ servicer on a settable clock (lease tests), and a fresh database on the shared P
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from bso_helpers import Clock, make_sqlite_engine, start_server
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import perseus.bso.models  # noqa: F401 (registers the tables)
@@ -60,20 +57,3 @@ def clock_stub(clock_server: str) -> Iterator[bso_pb2_grpc.BatchSizeOptimizerStu
     with grpc.insecure_channel(clock_server) as channel:
         yield bso_pb2_grpc.BatchSizeOptimizerStub(channel)
 
-
-# -- PostgreSQL ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres_db(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the shared cluster (the servers migrate it themselves)."""
-    name = f"bso_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import profile_slice, scratch_database
+from server_helpers import profile_slice
 
 from perseus.client import PerseusClient
 from perseus.profile import PipelineProfile
@@ -30,9 +30,3 @@ def client(server: ServerThread) -> Iterator[PerseusClient]:
     with PerseusClient(f"127.0.0.1:{server.port}", retry_timeout=5) as c:
         yield c
 
-
-@pytest.fixture
-def postgres_db(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL cluster (servers migrate it on start)."""
-    with scratch_database(postgres_url, "perseus") as url:
-        yield url

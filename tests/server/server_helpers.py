@@ -9,9 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from perseus.client import PerseusClient
@@ -126,24 +124,6 @@ def solver_processes(parent: int | None = None) -> list[int]:
         if b"perseus.server.optimize" in cmdline and state != "Z" and (parent is None or int(ppid) == parent):
             found.append(int(proc.name))
     return found
-
-
-@contextmanager
-def scratch_database(cluster_url: str, prefix: str) -> Iterator[str]:
-    """The URL of a new, empty database on a PostgreSQL cluster, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(cluster_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(cluster_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def free_port() -> int:
