@@ -529,9 +529,7 @@ class SchedulerCore:
         run_id: str = "",
     ) -> int:
         """Store one iteration's time and energy (a repeated report is ignored); returns the version."""
-        report = IterationReport(rank, iteration, time_s, energy, plan_name)
-        runs.validate_report(report)
-        runs.validate(run_id, ())
+        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name)
         with self._lock:
             self._job_rank(job_id, rank)
         return self._queue_iteration(job_id, run_id, report).result()
@@ -544,9 +542,7 @@ class SchedulerCore:
 
         None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
         """
-        report = IterationReport(rank, iteration, time_s, energy, plan_name)
-        runs.validate_report(report)
-        runs.validate(run_id, ())
+        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name)
         if not self._lock.acquire(blocking=False):
             return None
         try:

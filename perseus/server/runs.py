@@ -45,12 +45,24 @@ class RunStats:
 
 def validate(run_id: str, reports: Sequence[IterationReport]) -> None:
     """Raise InputError naming the first bad field of a batch."""
-    if not RUN_ID.fullmatch(run_id):
-        raise InputError("run_id", "at most 64 characters of A-Z a-z 0-9 . _ : -")
+    validate_run_id(run_id)
     if len(reports) > MAX_BATCH:
         raise InputError("reports", f"at most {MAX_BATCH} per call, got {len(reports)}")
     for i, r in enumerate(reports):
         validate_report(r, f"reports[{i}].")
+
+
+def validate_run_id(run_id: str) -> None:
+    if not RUN_ID.fullmatch(run_id):
+        raise InputError("run_id", "at most 64 characters of A-Z a-z 0-9 . _ : -")
+
+
+def checked_report(run_id: str, rank: int, iteration: int, time: float, energy: float, plan_name: str) -> IterationReport:
+    """One report of run ``run_id``, validated (InputError naming the bad field)."""
+    validate_run_id(run_id)
+    report = IterationReport(rank, iteration, time, energy, plan_name)
+    validate_report(report)
+    return report
 
 
 def validate_report(r: IterationReport, prefix: str = "") -> None:
