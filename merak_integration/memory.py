@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from merak_integration.models import ModelConfig, TransformerConfig
 from merak_integration.partition import Partition
+from perseus.errors import InputError
 from perseus.pipeline.instruction import virtual_stage
 
 BYTES_PER_VALUE = 4
@@ -99,8 +100,6 @@ def check(per_rank: list[RankMemory], *, ranks_per_node: int, gpu_bytes: int | N
     ``gpu_bytes``: the smallest GPU's memory (each rank has its own); None: the ranks of this node
     share its RAM (simulated GPUs), the heaviest ranks first.
     """
-    from perseus.errors import InputError
-
     partial = any(r.activations is None for r in per_rank)
     note = " (weights only: activations not estimated for this model)" if partial else ""
     if gpu_bytes is not None:

@@ -78,7 +78,7 @@ def schedule_name(text: str) -> str:
 
 def check_args(args: argparse.Namespace) -> int:
     """Validate every flag before any work; returns the number of model chunks per stage."""
-    from perseus.pipeline.instruction import schedule_chunks
+    from perseus.pipeline.instruction import SPLIT_BACKWARD_SCHEDULES, schedule_chunks
     from perseus.profile.io import check_blocking_power
 
     for name, top in (("stages", MAX_STAGES), ("microbatches", MAX_MICROBATCHES), ("chunks", MAX_CHUNKS)):
@@ -87,7 +87,7 @@ def check_args(args: argparse.Namespace) -> int:
             raise InputError(f"--{name}", f"must be between 1 and {top}, got {value}")
     chunks = schedule_chunks(args.schedule, args.chunks)
     # Zero-bubble schedules split each backward in two: three instructions per microbatch and chunk.
-    per_microbatch = 3 if args.schedule in ("zb", "zbv", "dualpipev") else 2
+    per_microbatch = 3 if args.schedule in SPLIT_BACKWARD_SCHEDULES else 2
     instructions = per_microbatch * args.stages * args.microbatches * chunks
     limit = memory_bytes() // 2 // BYTES_PER_INSTRUCTION
     if instructions > limit:
