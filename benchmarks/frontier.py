@@ -28,6 +28,7 @@ import platform
 import resource
 import statistics
 import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -358,6 +359,7 @@ def main() -> int:
     args = parse_args()
     console = Console(width=None if sys.stdout.isatty() else 180)
     specs = [s for s in CASES if args.cases is None or any(key in s.name for key in args.cases)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped"))  # so `timeout` still removes scratch
     with tempfile.TemporaryDirectory(prefix="perseus-bench-") as scratch:
         cases = [run_case(spec, args, console, Path(scratch)) for spec in specs]
     console.print(table(cases))
