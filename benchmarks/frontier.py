@@ -26,9 +26,9 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
-import signal
 import sys
 import tempfile
 import time
