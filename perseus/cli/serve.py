@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="pace relative to the other pipelines that makes a straggler (default %(default)s)")
     loop.add_argument("--straggler-exit", type=float, default=st.exit, metavar="X",
                       help="relative pace below which a straggler has recovered (default %(default)s)")
+    loop.add_argument("--straggler-confirm", type=int, default=st.confirm, metavar="N",
+                      help="iterations in a row a straggler change must be called for (default %(default)s)")
     loop.add_argument("--straggler-dwell", type=int, default=st.dwell, metavar="N",
                       help="iterations a straggler decision stands before the next (default %(default)s)")
     loop.add_argument("--drift-detection", choices=("on", "off"), default="on",
@@ -123,7 +125,7 @@ def control_config(args: argparse.Namespace) -> ControlConfig:
     """The closed loop's settings from ``perseus serve``'s flags (validated by :meth:`ServerConfig.validate`)."""
     return ControlConfig(
         straggler=StragglerConfig(args.straggler_window, args.straggler_enter, args.straggler_exit,
-                                  args.straggler_dwell),
+                                  args.straggler_confirm, args.straggler_dwell),
         drift=DriftConfig(args.drift_window, args.drift_threshold, args.drift_hold, args.drift_max_scale,
                           args.drift_max_spread),
         auto_stragglers=args.auto_stragglers == "on",

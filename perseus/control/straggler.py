@@ -7,7 +7,8 @@ pace does not look slow, and the decision does not flip back once it is acted on
 
 Noise never flips a decision: a pipeline's pace is the median of its last ``window`` iterations (more
 than half of them must be slow before it moves), entering needs ``enter`` and leaving ``exit`` (a gap),
-and a decision stands for at least ``dwell`` iterations.
+a change is made only once called for ``confirm`` iterations in a row, and a decision stands for at
+least ``dwell`` iterations.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from perseus.errors import InputError
 class StragglerConfig:
     """Thresholds and windows of the detector (``perseus serve --straggler-*``)."""
 
-    window: int = 8
-    """Iterations per pipeline the median covers: 5 slow ones of 8 move it, 4 outliers never do."""
+    window: int = 9
+    """Iterations per pipeline the median covers (odd): 5 slow ones of 9 move it, 4 outliers never do."""
     enter: float = 1.10
     """Relative pace at which a pipeline becomes a straggler: above CPU/network jitter (a few %)."""
     exit: float = 1.05
     """Relative pace below which a straggler has recovered; the gap to ``enter`` is the hysteresis."""
+    confirm: int = 3
+    """Consecutive iterations a change must be called for before it is made (a burst of outliers is not)."""
     dwell: int = 10
     """Iterations a decision stands before the next one may change it."""
 
@@ -39,6 +42,8 @@ class StragglerConfig:
             raise InputError("--straggler-enter", f"must be in (1, 10], got {self.enter}")
         if not 1.0 <= self.exit < self.enter:
             raise InputError("--straggler-exit", f"must be in [1, --straggler-enter={self.enter}), got {self.exit}")
+        if not 1 <= self.confirm <= 1000:
+            raise InputError("--straggler-confirm", f"must be in [1, 1000] iterations, got {self.confirm}")
         if not 0 <= self.dwell <= 100_000:
             raise InputError("--straggler-dwell", f"must be in [0, 100000] iterations, got {self.dwell}")
 
@@ -53,6 +58,10 @@ class StragglerState:
     """Straggling pipeline -> its pace relative to the others' when it was (last) decided."""
     changed_at: int | None = None
     """Iteration of the last decision (``None``: none yet)."""
+    pending: Mapping[int, float] | None = None
+    """The change called for (the straggler set it would make), while it is being confirmed."""
+    pending_count: int = 0
+    """Consecutive iterations ``pending`` has been called for."""
 
 
 def relative_paces(config: StragglerConfig, state: StragglerState) -> dict[int, float]:
@@ -87,8 +96,11 @@ def observe(config: StragglerConfig, state: StragglerState, iteration: int, pace
                 slow[p] = r  # much slower or faster than decided: the others' pace must follow
         elif r >= config.enter:
             slow[p] = r
-    if len(slow) >= len(rel):
-        return state  # everyone slower than everyone: no reference left, change nothing
-    if slow == dict(state.slow):
-        return state
-    return replace(state, slow=slow, changed_at=iteration)
+    if len(slow) >= len(rel) or slow == dict(state.slow):
+        # nothing to change (or everyone slower than everyone: no reference left)
+        return replace(state, pending=None, pending_count=0)
+    same = state.pending is not None and set(state.pending) == set(slow)
+    count = state.pending_count + 1 if same else 1
+    if count < config.confirm:
+        return replace(state, pending=slow, pending_count=count)
+    return replace(state, slow=slow, changed_at=iteration, pending=None, pending_count=0)
