@@ -7,10 +7,12 @@ drift into a re-profile request, the control hook) rather than wall time.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import profile_slice, wait_until
 
 from perseus.client import PerseusClient, Target
@@ -62,9 +64,9 @@ class Job:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[ServerThread, PerseusClient]]:
-    with ServerThread(ServerConfig(port=0, db=f"sqlite:///{tmp_path / 'perseus.db'}", control=CONTROL)) as srv:
-        with PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=5) as c:
-            yield srv, c
+    config = ServerConfig(port=0, db=f"sqlite:///{tmp_path / 'perseus.db'}", control=CONTROL)
+    with ServerThread(config) as srv, PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=5) as c:
+        yield srv, c
 
 
 def test_auto_straggler_switches_and_recovers_and_yields_to_manual(
@@ -101,7 +103,7 @@ def test_auto_straggler_switches_and_recovers_and_yields_to_manual(
 
 
 def test_auto_stragglers_and_drift_survive_a_restart(tmp_path: Path, profile: PipelineProfile) -> None:
-    config = ServerConfig(port=0, db=f"sqlite:///{tmp_path / 'perseus.db'}", control=CONTROL)
+    config = ServerConfig(port=0, db=f"sqlite:///{tmp_path / 'perseus.db'}", control=CONTROL, metrics_port=0)
     with ServerThread(config) as srv, PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=5) as client:
         job = Job(client, profile)
         job.run(10, slow={1: 1.25})
@@ -109,6 +111,11 @@ def test_auto_stragglers_and_drift_survive_a_restart(tmp_path: Path, profile: Pi
         job.run(10, slow={0: 2.5, 1: 2.5 * 1.25})  # every copy 2.5x slower: beyond a rescale
         info = client.get_job("loop")
         assert info.drift == "reprofile" and "perseus jobs reprofile loop" in info.drift_note
+        text = urllib.request.urlopen(f"http://127.0.0.1:{srv.server.metrics_port}/metrics", timeout=10).read()
+        metrics = {(m.name, tuple(sorted(x.labels.items()))): x.value
+                   for m in text_string_to_metric_families(text.decode()) for x in m.samples}
+        assert metrics[("perseus_job_drifted", (("job", "loop"), ("state", "reprofile")))] == 1
+        assert metrics[("perseus_job_stragglers", (("job", "loop"), ("source", "auto")))] == 1
     with ServerThread(config) as srv, PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=5) as client:
         info = client.get_job("loop")
         assert info.auto_stragglers == (1,) and info.drift == "reprofile"

@@ -117,3 +117,24 @@ def test_drift_rescales_the_profile_and_replans(tmp_path: Path) -> None:
         assert abs(info.plan_iteration_time / planned - 1.3) < 0.03  # the new fastest plan: 1.3x the old
     finally:
         server.stop()
+
+
+def test_sim_slowdown_flag_is_checked() -> None:
+    import pytest
+
+    from merak_integration.launch import build_parser, config_from_args
+    from perseus.errors import InputError
+
+    def cfg(*flags: str) -> Any:
+        return config_from_args(build_parser().parse_args(["gpt3-tiny", "2", "4", "--device", "sim", *flags]))
+
+    assert cfg("--dp", "2", "--sim_slowdown", "1:1.2:20").sim_slowdown == (1, 1.2, 20)
+    assert cfg("--dp", "2", "--sim_slowdown", "0:1.5").sim_slowdown == (0, 1.5, 0)
+    for bad, why in [("1:1.2", "out of range for --dp 1"), ("x", "expected PIPELINE:FACTOR"),
+                     ("0:0", "factor must be"), ("0:1.2:-3", "FROM_STEP must be"), ("0:1:2:3", "expected")]:
+        with pytest.raises(InputError, match=why) as err:
+            cfg("--sim_slowdown", bad)
+        assert err.value.where == "--sim_slowdown"
+    run = launch("gpt3-tiny", "2", "4", "--device", "sim", "--sim_slowdown", "3:2")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].count("--sim_slowdown") == 1
