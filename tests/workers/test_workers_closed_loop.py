@@ -27,11 +27,22 @@ SLOW_FROM = 20
 
 
 def _first_stages(num_stages: int, scale: float = 1.0) -> PipelineProfile:
+    """The shipped A100 profile's first stages, every 4th clock (a quicker frontier), times and energies x ``scale``."""
     p = load_profile(DEVICE_PROFILE)
+    keep = set(p.frequencies()[::4])
     return PipelineProfile({k: InstructionProfile(k[0], k[1], tuple(Measurement(m.frequency, m.time * scale,
                                                                                 m.energy * scale)
-                                                                    for m in v.measurements))
+                                                                    for m in v.measurements if m.frequency in keep))
                             for k, v in p.instructions.items() if k[0] < num_stages}, p.blocking_power, p.source)
+
+
+def _write_profile(folder: Path, profile: PipelineProfile) -> Path:
+    """``profile`` as FOLDER/profile.csv with the shipped profile's meta.json (blocking power) beside it."""
+    folder.mkdir()
+    path = folder / "profile.csv"
+    path.write_text(format_profile((p.stage, p.instruction, m) for p in profile for m in p.measurements))
+    shutil.copy(DEVICE_PROFILE.parent / "meta.json", folder / "meta.json")
+    return path
 
 
 def _requested(out: Path, rank: int) -> list[list[Any]]:
@@ -48,13 +59,15 @@ def _energies(out: Path, ranks: list[int]) -> list[float]:
 def test_automatic_straggler_switches_the_fast_pipeline(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path)
     try:
-        job, steps = "straggle", 36
+        job, steps, profile = "straggle", 36, _first_stages(2)
+        sim = _write_profile(tmp_path / "a100", profile)  # planned and simulated alike
         with PerseusClient(server.address) as client:
             client.register_job(job_id=job, model="gpt3-tiny", partition="uniform", num_stages=2, num_microbatches=4,
-                                dp_degree=2, profile=_first_stages(2), target=Target.fastest())
+                                dp_degree=2, profile=profile, target=Target.fastest())
             client.wait_for_phase(job, "serving", timeout=120)
         out = tmp_path / "out"
-        run = launch("gpt3-tiny", "2", "4", "--pp", "2", "--dp", "2", "--device", "sim", "--max_steps", str(steps),
+        run = launch("gpt3-tiny", "2", "4", "--pp", "2", "--dp", "2", "--device", "sim", "--sim_profile", str(sim),
+                     "--max_steps", str(steps),
                      "--server", server.address, "--job_name", job, "--out_dir", str(out),
                      "--sim_slowdown", f"1:1.2:{SLOW_FROM}")
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
@@ -85,11 +98,7 @@ def test_automatic_straggler_switches_the_fast_pipeline(tmp_path: Path) -> None:
 
 
 def test_drift_rescales_the_profile_and_replans(tmp_path: Path) -> None:
-    sim = tmp_path / "slow-a100" / "profile.csv"
-    sim.parent.mkdir()
-    slow = _first_stages(2, scale=1.3)
-    sim.write_text(format_profile((p.stage, p.instruction, m) for p in slow for m in p.measurements))
-    shutil.copy(DEVICE_PROFILE.parent / "meta.json", sim.parent / "meta.json")
+    sim = _write_profile(tmp_path / "slow-a100", _first_stages(2, scale=1.3))
     server = ServerProcess(
         tmp_path, config="control=ControlConfig(drift=DriftConfig(window=5, hold=3))",
         imports="from perseus.server.control import ControlConfig\nfrom perseus.control.drift import DriftConfig")
