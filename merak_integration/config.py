@@ -47,6 +47,8 @@ class RunConfig:
     """Where rank 0 also logs each iteration: ``tensorboard`` and/or ``wandb``."""
     sim_profile: str | None = None
     sim_time_scale: float = 1.0
+    sim_slowdown: tuple[int, float, int] | None = None
+    """(pipeline, factor, from step): that data-parallel pipeline's simulated GPUs run FACTOR times slower."""
     profile_frequencies: list[int] | None = None
     """Frequencies to sweep when profiling (default: every supported one)."""
     profile_window: float | None = None

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="workers (GPUs) on this node (default: pp*dp/nnodes)")
     p.add_argument("--sim_profile", default=None, help="profile.csv the simulated GPUs model (default: A100 GPT-3)")
     p.add_argument("--sim_time_scale", type=float, default=1.0, help="simulated instruction time multiplier")
+    p.add_argument("--sim_slowdown", default=None, metavar="PIPELINE:FACTOR[:FROM_STEP]",
+                   help="make the simulated GPUs of one data-parallel pipeline FACTOR times slower from step FROM_STEP "
+                   "(default 0) on: a straggler for tests and demos")
     p.add_argument("--profile_frequencies", default=None, help="comma-separated MHz to profile (default: all)")
     p.add_argument("--profile_window", type=float, default=None,
                    help="seconds of instructions per kind and frequency each profile mean covers "
@@ -130,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise InputError("--profile_window", f"must be >= 0 seconds, got {args.profile_window}")
     if args.sim_time_scale <= 0:
         raise InputError("--sim_time_scale", f"must be positive, got {args.sim_time_scale}")
+    slowdown = parse_sim_slowdown(args.sim_slowdown, args.dp) if args.sim_slowdown else None
+    if slowdown is not None and args.device == "nvml":
+        raise InputError("--sim_slowdown", "slows simulated GPUs only; drop it or use --device sim")
     freqs = None
     if args.profile_frequencies:
         try:
@@ -174,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         log_to=args.log_to,
         sim_profile=args.sim_profile,
         sim_time_scale=args.sim_time_scale,
+        sim_slowdown=slowdown,
         profile_frequencies=freqs,
         profile_window=args.profile_window,
         grad_dump=args.grad_dump,
@@ -183,6 +190,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         master_port=args.master_port,
         nproc_per_node=per_node,
     )
+
+
+def parse_sim_slowdown(text: str, dp: int) -> tuple[int, float, int]:
+    """``PIPELINE:FACTOR[:FROM_STEP]`` as (pipeline, factor, from step); InputError naming the flag."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        pipeline, factor = int(parts[0]), float(parts[1])
+        start = int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise InputError("--sim_slowdown", f"expected PIPELINE:FACTOR[:FROM_STEP] like 1:1.2:20, got {text!r}") from None
+    if not 0 <= pipeline < dp:
+        raise InputError("--sim_slowdown", f"pipeline {pipeline} is out of range for --dp {dp} (0..{dp - 1})")
+    if not (factor > 0 and factor <= 100):
+        raise InputError("--sim_slowdown", f"factor must be in (0, 100], got {parts[1]}")
+    if start < 0:
+        raise InputError("--sim_slowdown", f"FROM_STEP must be >= 0, got {start}")
+    return pipeline, factor, start
 
 
 def _sinks(text: str) -> tuple[str, ...]:

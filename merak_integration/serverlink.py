@@ -242,7 +242,8 @@ class ServerSession:
             self._link = _Link(self)
             if self.trainer.ctx.rank == 0:
                 print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
-        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name))
+        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name,
+                                                    it.busy_time, it.busy_energy))
         newer = self._link.follower.take()
         if newer is not None and _key(newer) != _key(self.served):
             self._switch(newer, local)

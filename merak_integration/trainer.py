@@ -222,6 +222,7 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
     try:
         for step in range(cfg.max_steps):
             t0 = time.perf_counter()
+            slow_down(cfg, ctx, gpu, step)
             loss = trainer.iteration(hooks)
             if watch is not None:
                 watch.progress(step)
@@ -273,6 +274,20 @@ def _summarize(
     fraction = float(sums[3] / sums[2]) if sums[2] > 0 else None
     return {"step": step, "time": float(times[0]), "energy": float(sums[0]), "loss": float(sums[1]) / dp,
             "at_planned_clock": fraction}
+
+
+def slow_down(cfg: RunConfig, ctx: Context, gpu: Any, step: int) -> None:
+    """``--sim_slowdown``: from its step on, this pipeline's simulated GPU runs every instruction slower."""
+    if cfg.sim_slowdown is None:
+        return
+    pipeline, factor, start = cfg.sim_slowdown
+    if ctx.dp_rank != pipeline or step != start:
+        return
+    if not hasattr(gpu, "time_scale"):
+        raise DeviceError("--sim_slowdown slows simulated GPUs only, this rank runs on a real one")
+    gpu.time_scale *= factor  # time and energy alike: the same power for longer, as a throttled GPU
+    if ctx.pp_rank == 0:
+        print(f"perseus: sim: pipeline {pipeline} runs {factor:g}x slower from step {step}", flush=True)
 
 
 def gpu_stage(gpu: Any, ctx: Context) -> int:

@@ -27,6 +27,10 @@ class IterationReport:
     time: float
     energy: float
     plan_name: str = ""
+    busy_time: float = 0.0
+    """Seconds the rank spent inside its instructions (without waits for other stages or pipelines); 0: unknown."""
+    busy_energy: float = 0.0
+    """Joules of those instructions; 0: unknown."""
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,14 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int
             j.job_id, j.model or "-", j.schedule, f"{j.num_stages}x{j.num_microbatches}", str(j.dp_degree),
             j.phase + (f" ({j.stages_profiled}/{j.num_stages})" if j.phase == "profiling" else ""),
             str(j.target), j.plan_name or "-", str(j.num_ranks), str(len(j.runs)), str(j.num_iterations),
-            ",".join(f"{p}:{f:g}" for p, f in sorted(j.stragglers.items())) or "-",
+            ",".join(f"{p}:{f:.3g}{'(auto)' if p in j.auto_stragglers else ''}"
+                     for p, f in sorted(j.stragglers.items())) or "-",
+            j.drift or "-",
         ]
         for j in jobs
     ]
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
-               "STRAGGLERS"]
+               "STRAGGLERS", "DRIFT"]
     print(table(headers, rows) if rows else "no jobs")
     if with_runs:
         print(runs_table(jobs))
@@ -84,6 +86,8 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int
             print(f"{j.job_id}: {j.error}")
         if j.target_note:
             print(f"{j.job_id}: note: {j.target_note}")
+        if j.drift:
+            print(f"{j.job_id}: drift ({j.drift}): {j.drift_note}")
     return 0
 
 

@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 import os
 
+from perseus.control.drift import DriftConfig
+from perseus.control.straggler import StragglerConfig
+from perseus.server.control import ControlConfig
 from perseus.server.limits import Limits, flag
 
 
@@ -45,6 +48,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
                         help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a free port)")
     parser.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)")
+    loop = parser.add_argument_group("closed loop", "automatic stragglers and drift (see README: Closed loop)")
+    st, dr = StragglerConfig(), DriftConfig()
+    loop.add_argument("--auto-stragglers", choices=("on", "off"), default="on",
+                      help="switch the other pipelines when one is persistently slower (default on)")
+    loop.add_argument("--straggler-window", type=int, default=st.window, metavar="N",
+                      help="iterations per pipeline in the median pace (default %(default)s)")
+    loop.add_argument("--straggler-enter", type=float, default=st.enter, metavar="X",
+                      help="pace relative to the other pipelines that makes a straggler (default %(default)s)")
+    loop.add_argument("--straggler-exit", type=float, default=st.exit, metavar="X",
+                      help="relative pace below which a straggler has recovered (default %(default)s)")
+    loop.add_argument("--straggler-confirm", type=int, default=st.confirm, metavar="N",
+                      help="iterations in a row a straggler change must be called for (default %(default)s)")
+    loop.add_argument("--straggler-dwell", type=int, default=st.dwell, metavar="N",
+                      help="iterations a straggler decision stands before the next (default %(default)s)")
+    loop.add_argument("--drift-detection", choices=("on", "off"), default="on",
+                      help="compare stages with the plan's prediction and re-plan on drift (default on)")
+    loop.add_argument("--drift-window", type=int, default=dr.window, metavar="N",
+                      help="iterations per stage in the median measured/predicted ratio (default %(default)s)")
+    loop.add_argument("--drift-threshold", type=float, default=dr.threshold, metavar="X",
+                      help="relative time or energy difference that counts as drift (default %(default)s)")
+    loop.add_argument("--drift-hold", type=int, default=dr.hold, metavar="N",
+                      help="iterations a drift must persist before the job counts as drifted (default %(default)s)")
+    loop.add_argument("--drift-max-scale", type=float, default=dr.max_scale, metavar="X",
+                      help="largest ratio a profile rescale may explain; beyond it: re-profile (default %(default)s)")
+    loop.add_argument("--drift-max-spread", type=float, default=dr.max_spread, metavar="X",
+                      help="largest relative spread in a window a rescale may explain (default %(default)s)")
     limits = parser.add_argument_group("limits", "what clients may ask of the server (see README: Security)")
     for name, help_text in LIMIT_HELP.items():
         limits.add_argument(flag(name), type=int, default=getattr(Limits(), name), metavar="N",
@@ -87,5 +116,18 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         frontier=PoolLimits(args.frontier_workers, args.frontier_time_limit, args.frontier_memory_limit),
+        control=control_config(args),
     )
     return serve(config, announce=lambda line: print(line, file=sys.stdout, flush=True))
+
+
+def control_config(args: argparse.Namespace) -> ControlConfig:
+    """The closed loop's settings from ``perseus serve``'s flags (validated by :meth:`ServerConfig.validate`)."""
+    return ControlConfig(
+        straggler=StragglerConfig(args.straggler_window, args.straggler_enter, args.straggler_exit,
+                                  args.straggler_confirm, args.straggler_dwell),
+        drift=DriftConfig(args.drift_window, args.drift_threshold, args.drift_hold, args.drift_max_scale,
+                          args.drift_max_spread),
+        auto_stragglers=args.auto_stragglers == "on",
+        drift_detection=args.drift_detection == "on",
+    )

@@ -295,7 +295,8 @@ class PerseusClient:
         request = pb.ReportIterationsRequest(
             job_id=job_id, run_id=run_id,
             reports=[pb.IterationReport(rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
-                                        plan_name=r.plan_name) for r in reports],
+                                        plan_name=r.plan_name, busy_time=r.busy_time, busy_energy=r.busy_energy)
+                     for r in reports],
         )
         reply = self._call(self._stub.ReportIterations, request)
         return ReportAck(reply.version, reply.stored, reply.duplicates)

@@ -193,6 +193,11 @@ class JobInfo:
     """Expected seconds per iteration of ``plan_name`` (0 without a plan)."""
     plan_energy: float = 0.0
     """Expected joules per iteration of one pipeline under ``plan_name``."""
+    drift: str = ""
+    """Closed loop: "" (no drift), "replanning", "replanned" or "reprofile"."""
+    drift_note: str = ""
+    auto_stragglers: tuple[int, ...] = ()
+    """Pipelines among ``stragglers`` the server detected itself."""
 
     @classmethod
     def from_proto(cls, msg: pb.JobInfo) -> JobInfo:
@@ -209,6 +214,7 @@ class JobInfo:
                                r.last_report_at) for r in msg.runs),
             target_note=msg.target_note,
             plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
+            drift=msg.drift, drift_note=msg.drift_note, auto_stragglers=tuple(msg.auto_stragglers),
         )
 
 

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.orm import Session, sessionmaker
 
 from perseus.errors import InputError
+from perseus.server.control import ControlConfig
 from perseus.server.core import SchedulerCore
 from perseus.server.db import session_factory
 from perseus.server.guard import GuardInterceptor
@@ -62,9 +63,12 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     frontier: PoolLimits = field(default_factory=PoolLimits)
     """Frontier processes at once, and each one's time and memory limits."""
+    control: ControlConfig = field(default_factory=ControlConfig)
+    """The closed loop: automatic stragglers and drift detection."""
 
     def validate(self) -> None:
         self.frontier.validate()
+        self.control.validate()
         if not 0 <= self.port <= 65535:
             raise InputError("--port", f"must be in [0, 65535], got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -172,7 +176,8 @@ class PerseusServer:
             self._closers.append(lock.release)
         engine = await asyncio.get_running_loop().run_in_executor(None, open_database, cfg.db, _redact(cfg.db))
         self._closers.append(engine.dispose)
-        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir, limits=cfg.limits, pool=cfg.frontier)
+        self.core = core = SchedulerCore(engine, profile_dir=cfg.profile_dir, limits=cfg.limits, pool=cfg.frontier,
+                                         control=cfg.control)
         self._closers.append(core.close)
         guard = GuardInterceptor(cfg.token, cfg.limits)
         interceptors: list[grpc.aio.ServerInterceptor] = [guard]

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from perseus.control.drift import DriftVerdict, rescale
 from perseus.db import Base
 from perseus.errors import InputError, PerseusError
 from perseus.pipeline.costs import check_profile_kinds
@@ -46,6 +47,7 @@ from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
 from perseus.reports import IterationReport
 from perseus.server import models as m
 from perseus.server import runs
+from perseus.server.control import ControlConfig, Controller, ControlListener, Decision, DriftStatus
 from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.notify import make_feed
@@ -104,6 +106,9 @@ class _Job:
     """(stage, supported clocks) pairs already checked against the job's plans."""
     target_note: str = ""
     """Why the served plan differs from the target (e.g. no plan meets it and the closest runs)."""
+    auto_stragglers: set[int] = field(default_factory=set)
+    """Pipelines in ``stragglers`` that the detector put there (the others were reported by hand)."""
+    drift: DriftStatus = field(default_factory=DriftStatus)
 
 
 class SchedulerCore:
@@ -116,8 +121,11 @@ class SchedulerCore:
         pool: PoolLimits | None = None,
         limits: Limits | None = None,
         profile_dir: Path | None = None,
+        control: ControlConfig | None = None,
     ) -> None:
         self._sessions = session_factory(engine)
+        self._control = Controller(control or ControlConfig())
+        self._control_listeners: list[ControlListener] = []
         self._limits = limits or Limits()
         self._lock = threading.RLock()
         self._profile_dir = profile_dir
@@ -132,7 +140,7 @@ class SchedulerCore:
             self._jobs = self._read_jobs(s)
         with self._lock:
             for job in list(self._jobs.values()):
-                if job.phase == "optimizing":
+                if job.phase == "optimizing" or job.drift.state == "replanning":
                     log.info("job %s: resuming frontier computation", job.spec.job_id)
                     self._submit_frontier(job)
         self._feed.start(self._on_remote_change, self._on_tick)
@@ -142,6 +150,18 @@ class SchedulerCore:
     def add_listener(self, callback: Callable[[str], None]) -> None:
         """``callback(job_id)`` runs (under the lock, keep it short) after a job's schedules may change."""
         self._listeners.append(callback)
+
+    def add_control_listener(self, callback: ControlListener) -> None:
+        """``callback(job_id, event)`` after the closed loop acted on a job (under the lock, keep it short):
+        ``"drifted"``, ``"replanned"`` or ``"stragglers"`` (see :data:`perseus.server.control.ControlListener`)."""
+        self._control_listeners.append(callback)
+
+    def _control_event(self, job_id: str, event: str) -> None:
+        for callback in self._control_listeners:
+            try:
+                callback(job_id, event)
+            except Exception:  # a subscriber's bug must not stop the loop
+                log.exception("job %s: control listener failed on %r", job_id, event)
 
     def close(self) -> None:
         """Stop; a frontier still computing is abandoned (the job stays "optimizing" and resumes later)."""
@@ -174,6 +194,7 @@ class SchedulerCore:
                 phase=row.phase, version=row.version, target=TargetSpec.from_json(row.target_json),
                 plan_id=row.plan_id, profiling=ProfilingSettings.from_json(row.profiling_json),
                 profile_csv=row.profile_csv, error=row.error, created_at=row.created_at,
+                drift=DriftStatus.from_json(row.drift_json),
             )
             if job.profile_csv:
                 job.profile = self._parse_profile(job.spec, job.profile_csv)
@@ -191,6 +212,8 @@ class SchedulerCore:
                 job.frontier.append(stored)
         for st in s.scalars(only(select(m.StragglerRow), m.StragglerRow.job_id)):
             jobs[st.job_id].stragglers[st.pipeline_id] = st.factor
+            if st.source == "auto":
+                jobs[st.job_id].auto_stragglers.add(st.pipeline_id)
         for rep in s.scalars(only(select(m.ProfileReportRow), m.ProfileReportRow.job_id)):
             jobs[rep.job_id].num_profile_reports += 1
             self._record_measurement(jobs[rep.job_id], rep.stage, rep.frequency, rep.instruction,
@@ -221,7 +244,7 @@ class SchedulerCore:
         """Another replica changed the job: re-read it, stop a frontier it no longer needs, wake watchers."""
         with self._sessions() as s:
             job = self._refresh(s, job_id)
-        if job_id in self._computing and (job is None or job.phase != "optimizing"):
+        if job_id in self._computing and (job is None or (job.phase != "optimizing" and job.drift.state != "replanning")):
             self.cancel_frontier(job_id)
         for callback in self._listeners:
             callback(job_id)
@@ -247,7 +270,8 @@ class SchedulerCore:
                 if stored.get(job_id, (None,))[0] != job.version:
                     self._refreshed(job_id)
             for job_id, (_, phase) in stored.items():
-                if phase == "optimizing" and job_id not in self._computing:
+                replanning = (cached := self._jobs.get(job_id)) is not None and cached.drift.state == "replanning"
+                if (phase == "optimizing" or replanning) and job_id not in self._computing:
                     optimizing = self._cached_or_stored(job_id)
                     if optimizing is not None:
                         self._submit_frontier(optimizing)
@@ -600,6 +624,129 @@ class SchedulerCore:
         for report in stored:
             stats.add(report.rank, 1, now, now)
         job.num_iteration_reports += len(stored)
+        if job.phase != "serving":
+            return
+        try:
+            decision = self._control.observe(job.spec.job_id, job.spec.num_stages, job.ranks,
+                                             lambda name: _plan_named(job, name), job.profile, run_id, stored)
+            if decision.stragglers is not None or decision.drift is not None:
+                self._apply_decision(job.spec.job_id, decision)
+        except Exception:  # the loop must never fail a report: it is stored and acknowledged already
+            log.exception("job %s: the closed loop failed on a report", job.spec.job_id)
+
+    # ---------------------------------------------------------------- closed loop
+
+    def _apply_decision(self, job_id: str, decision: Decision) -> None:
+        """Act on what the detectors decided (the caller holds the lock)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        if decision.stragglers is not None:
+            self._apply_auto_stragglers(job, decision.stragglers)
+        job = self._jobs.get(job_id)
+        if decision.drift is not None and job is not None:
+            self._apply_drift(job, decision.drift)
+
+    def _apply_auto_stragglers(self, job: _Job, slow: Mapping[int, float]) -> None:
+        """Make the job's automatic stragglers ``slow`` (pipeline -> pace relative to the others).
+
+        A manual straggler (ReportStraggler) takes precedence: while the job has one, the detector
+        changes nothing. Factors are relative to the fastest plan, as the manual ones: the relative pace
+        times the straggler's own plan's time over the fastest plan's.
+        """
+        job_id = job.spec.job_id
+        manual = set(job.stragglers) - job.auto_stragglers
+        if manual:
+            log.info("job %s: detector sees stragglers %s; manual stragglers %s take precedence", job_id,
+                     sorted(slow) or "none", sorted(manual))
+            return
+        base = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        scale = base.plan.iteration_time / job.frontier[0].plan.iteration_time if base and job.frontier else 1.0
+        wanted = {p: min(100.0, max(1.0 + 1e-6, rel * scale)) for p, rel in slow.items()}
+        with self._writing(job_id) as (s, job):
+            for p in list(job.auto_stragglers):
+                if p not in wanted:
+                    row = s.get(m.StragglerRow, (job_id, p))
+                    if row is not None:
+                        s.delete(row)
+                    job.stragglers.pop(p, None)
+                    job.auto_stragglers.discard(p)
+            for p, factor in wanted.items():
+                row = s.get(m.StragglerRow, (job_id, p))
+                if row is None:
+                    s.add(m.StragglerRow(job_id=job_id, pipeline_id=p, factor=factor, source="auto"))
+                else:
+                    row.factor, row.source = factor, "auto"
+                job.stragglers[p] = factor
+                job.auto_stragglers.add(p)
+            self._bump(s, job)
+        others = [p for p in range(job.spec.dp_degree) if p not in job.stragglers]
+        plan = self._pipeline_plan(job, others[0]) if others else None
+        log.info("job %s: automatic stragglers %s; the other pipelines run %s", job_id,
+                 {p: round(f, 3) for p, f in wanted.items()} or "none (recovered)", plan.name if plan else "-")
+        self._notify(job)
+        self._control_event(job_id, "stragglers")
+
+    def _apply_drift(self, job: _Job, verdict: DriftVerdict) -> None:
+        """Rescale the profile and re-plan, or ask for a re-profile (the caller holds the lock)."""
+        job_id = job.spec.job_id
+        if job.phase != "serving" or job.profile is None or job.drift.state in ("replanning", "reprofile"):
+            return
+        csv_text = ""
+        if verdict.action == "rescale" and job.profile.num_stages == job.spec.num_stages:
+            scaled = rescale(job.profile, verdict.time_scales, verdict.energy_scales)
+            kinds = {(st, k) for st, k in _csv_keys(job.profile_csv or "")}
+            rows = [(ip.stage, ip.instruction, meas) for ip in scaled if (ip.stage, ip.instruction) in kinds
+                    for meas in ip.measurements]
+            try:
+                csv_text = format_profile(rows)
+                profile = self._parse_profile(job.spec, csv_text)
+            except PerseusError as exc:
+                log.warning("job %s: cannot rescale the profile (%s)", job_id, exc)
+                csv_text = ""
+        if csv_text:
+            status = DriftStatus("replanning", f"{verdict.note}; re-planning from the profile scaled by the measurements")
+        else:
+            status = DriftStatus("reprofile", f"{verdict.note}; no uniform scale explains it: "
+                                              f"run `perseus jobs reprofile {job_id}`")
+        with self._writing(job_id) as (s, job):
+            row = s.get_one(m.JobRow, job_id)
+            if csv_text:
+                job.profile_csv, job.profile = csv_text, profile
+                job.compatible.clear()
+                row.profile_csv = csv_text
+            job.drift = status
+            row.drift_json = status.to_json()
+            self._bump(s, job)
+        log.warning("job %s: drifted: %s", job_id, status.note)
+        if csv_text:
+            self._submit_frontier(job)
+        self._notify(job)
+        self._control_event(job_id, "drifted")
+
+    def _store_replanned(self, s: Any, job: _Job, plans: Sequence[FrequencyPlan], error: str) -> None:
+        """The rescaled profile's frontier replaces the old one (the caller's transaction stores it)."""
+        job_id = job.spec.job_id
+        row = s.get_one(m.JobRow, job_id)
+        if error:
+            job.drift = DriftStatus("reprofile", f"{job.drift.note}; re-planning failed ({error}): "
+                                                 f"run `perseus jobs reprofile {job_id}`")
+        else:
+            old = [p.id for p in job.frontier]
+            s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id.in_(old)))
+            for plan_id in old:
+                job.plans.pop(plan_id, None)
+            job.frontier = [self._store_plan(s, job, "frontier", p, None, i) for i, p in enumerate(plans)]
+            if job.target.follows_frontier:
+                target = dataclasses.replace(job.target, nearest=True)  # the new frontier may miss the target
+                index, job.target_note = choose([p.plan for p in job.frontier], target)
+                job.plan_id = job.frontier[index].id
+            row.plan_id = job.plan_id
+            job.drift = DriftStatus("replanned", job.drift.note.replace("re-planning from", "re-planned from"))
+            log.info("job %s: re-planned: frontier of %d plans; serving %s", job_id, len(plans),
+                     job.plans[job.plan_id].name if job.plan_id in job.plans else "-")
+        row.drift_json = job.drift.to_json()
+        self._bump(s, job)
 
     def iteration_reports(self, job_id: str) -> list[tuple[int, int, float, float, str]]:
         """(rank, iteration, time, energy, plan_name) of every stored iteration report."""
@@ -629,7 +776,12 @@ class SchedulerCore:
             return self._view(job)
 
     def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobView, str]:
-        """Record a pipeline's slowdown (1.0 = recovered); returns the job and the others' plan name."""
+        """Record a pipeline's slowdown (1.0 = recovered); returns the job and the others' plan name.
+
+        A manual straggler overrides the detector: while a job has one, automatic stragglers do not
+        change. Reporting 1.0 clears the pipeline's entry (manual or automatic) and hands the job back to
+        the detector, which sets it again at its next decision if the pipeline is still slow.
+        """
         if not (math.isfinite(factor) and 1.0 <= factor <= 100.0):
             raise InputError("factor", f"must be in [1, 100], got {factor}")
         with self._lock:
@@ -638,15 +790,16 @@ class SchedulerCore:
                 raise InputError("pipeline_id", f"{pipeline_id} is out of range for dp_degree {job.spec.dp_degree}")
             with self._writing(job_id) as (s, job):
                 row = s.get(m.StragglerRow, (job_id, pipeline_id))
+                job.auto_stragglers.discard(pipeline_id)
                 if factor <= 1.0:
                     if row is not None:
                         s.delete(row)
                     job.stragglers.pop(pipeline_id, None)
                 else:
                     if row is None:
-                        s.add(m.StragglerRow(job_id=job_id, pipeline_id=pipeline_id, factor=factor))
+                        s.add(m.StragglerRow(job_id=job_id, pipeline_id=pipeline_id, factor=factor, source="manual"))
                     else:
-                        row.factor = factor
+                        row.factor, row.source = factor, "manual"
                     job.stragglers[pipeline_id] = factor
                 self._bump(s, job)
             self._notify(job)
@@ -670,6 +823,7 @@ class SchedulerCore:
                 s.execute(delete(m.JobRow).where(m.JobRow.id == job_id))
                 job.version += 1  # the replicas re-read it, find nothing and drop it
             self._jobs.pop(job_id, None)
+            self._control.forget(job_id)
             self._notify(job)  # watchers wake up to NOT_FOUND
             log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
                      view.num_iteration_reports)
@@ -699,6 +853,8 @@ class SchedulerCore:
                 job.plans = {keep: job.plans[keep]} if keep is not None else {}
                 job.frontier, job.measured, job.num_profile_reports, job.target_note = [], {}, 0, ""
                 job.compatible.clear()
+                job.drift, row.drift_json = DriftStatus(), "{}"
+            self._control.reset_drift(job_id)
             self._notify(job)
             log.info("job %s: re-profiling", job_id)
             return self._view(job)
@@ -852,7 +1008,7 @@ class SchedulerCore:
         if self._feed.shared:  # the claim may come just after another replica finished the job
             with self._sessions() as s:
                 fresh = self._refresh(s, job_id)
-            if fresh is None or fresh.phase != "optimizing":
+            if fresh is None or (fresh.phase != "optimizing" and fresh.drift.state != "replanning"):
                 self._feed.release(job_id)
                 return
             job = fresh
@@ -882,10 +1038,15 @@ class SchedulerCore:
         plans = [FrequencyPlan.from_dict(d) for d in result or ()]
         if result is not None and not plans:
             error = "the frontier is empty"
+        replanned = False
         with self._writing(job_id) as (s, job):
-            if job.phase != "optimizing" or job.profile_csv != request.profile_csv:
+            replanning = job.phase == "serving" and job.drift.state == "replanning"
+            if (job.phase != "optimizing" and not replanning) or job.profile_csv != request.profile_csv:
                 return  # re-profiled or finished elsewhere meanwhile
-            if error:
+            if replanning:
+                self._store_replanned(s, job, plans, error)
+                replanned = True
+            elif error:
                 log.error("job %s: frontier computation failed: %s", job_id, error)
                 job.phase, job.error = "failed", f"frontier computation failed: {error}"
                 row = s.get_one(m.JobRow, job_id)
@@ -910,6 +1071,9 @@ class SchedulerCore:
                 log.info("job %s: frontier of %d plans; serving %s", job_id, len(plans),
                          job.plans[job.plan_id].name if job.plan_id else "-")
         self._notify(job)
+        if replanned:
+            self._control.reset_drift(job_id)
+            self._control_event(job_id, "replanned")
 
     def _pipeline_plan(self, job: _Job, pipeline_id: int) -> StoredPlan | None:
         """The plan a pipeline runs: the target's, or a slower one to match a straggler."""
@@ -970,7 +1134,27 @@ class SchedulerCore:
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
             target_note=job.target_note, plan_iteration_time=stored.plan.iteration_time if stored else 0.0,
             plan_energy=stored.plan.energy if stored else 0.0,
+            drift=job.drift.state, drift_note=job.drift.note, auto_stragglers=tuple(sorted(job.auto_stragglers)),
         )
+
+
+def _plan_named(job: _Job, name: str) -> FrequencyPlan | None:
+    """The job's stored plan called ``name`` (the newest if several are)."""
+    found = None
+    for stored in job.plans.values():
+        if stored.name == name and stored.power_limits is None:
+            found = stored.plan
+    return found
+
+
+def _csv_keys(csv_text: str) -> set[tuple[int, str]]:
+    """(stage, instruction) pairs a profile CSV lists (the derived fused backward is not one)."""
+    keys = set()
+    for line in csv_text.splitlines()[1:]:
+        parts = line.split(",")
+        if len(parts) >= 2 and parts[0].strip().isdigit():
+            keys.add((int(parts[0]), parts[1].strip()))
+    return keys
 
 
 def _stored(row: m.PlanRow) -> StoredPlan:

@@ -110,12 +110,20 @@ class JobCollector(Collector):
         lag = GaugeMetricFamily("perseus_job_report_lag_seconds", "Seconds since the job's newest iteration report.",
                                 labels=job)
         reports = CounterMetricFamily("perseus_job_iteration_reports", "Iteration reports stored.", labels=job)
+        drifted = GaugeMetricFamily("perseus_job_drifted", "1 while the closed loop finds the job drifted "
+                                    "(state: replanning, replanned or reprofile), else 0.", labels=["job", "state"])
+        stragglers = GaugeMetricFamily("perseus_job_stragglers", "Straggling pipelines, by who set them.",
+                                       labels=["job", "source"])
         counts: dict[str, int] = {}
         for view in views:
             job_id = view.spec.job_id
             counts[view.phase] = counts.get(view.phase, 0) + 1
             info.add_metric([job_id, view.phase, view.target.describe(), view.plan_name or "-"], 1)
             reports.add_metric([job_id], view.num_iteration_reports)
+            drifted.add_metric([job_id, view.drift or "none"], 1 if view.drift else 0)
+            auto = len(view.auto_stragglers)
+            stragglers.add_metric([job_id, "auto"], auto)
+            stragglers.add_metric([job_id, "manual"], len(view.stragglers) - auto)
             all_max = self._all_max_energy(view)
             if view.plan_name:
                 planned_t.add_metric([job_id], view.plan_iteration_time)
@@ -134,7 +142,8 @@ class JobCollector(Collector):
             phases.add_metric([phase], count)
         streams = GaugeMetricFamily("perseus_watch_streams_open", "Open WatchSchedule streams.")
         streams.add_metric([], self._open_streams())
-        yield from (phases, info, planned_t, planned_e, measured_t, measured_e, savings, lag, reports, streams)
+        yield from (phases, info, planned_t, planned_e, measured_t, measured_e, savings, lag, reports, drifted, stragglers,
+                    streams)
 
     def _all_max_energy(self, view: JobView) -> float | None:
         """Energy per iteration with every instruction at its highest clock (cached per profile)."""

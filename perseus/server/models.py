@@ -44,6 +44,8 @@ class JobRow(Base):
     """Profiling configuration and the frequency list being swept."""
     profile_csv: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    drift_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    """The closed loop's drift state (:class:`perseus.server.control.DriftStatus` as JSON)."""
     created_at: Mapped[float] = mapped_column(Float, default=_now)
 
 
@@ -122,3 +124,5 @@ class StragglerRow(Base):
     job_id: Mapped[str] = mapped_column(String(64), ForeignKey("scheduler_jobs.id"), primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     factor: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    """``manual`` (ReportStraggler) or ``auto`` (the server's detector); manual ones take precedence."""

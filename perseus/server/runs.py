@@ -60,7 +60,7 @@ def validate_run_id(run_id: str) -> None:
 def checked_report(run_id: str, rank: int, iteration: int, time: float, energy: float, plan_name: str) -> IterationReport:
     """One report of run ``run_id``, validated (InputError naming the bad field)."""
     validate_run_id(run_id)
-    report = IterationReport(rank, iteration, time, energy, plan_name)
+    report = IterationReport(rank, iteration, time, energy, plan_name)  # busy time: batched reports only
     validate_report(report)
     return report
 
@@ -70,6 +70,8 @@ def validate_report(r: IterationReport, prefix: str = "") -> None:
     in_range(f"{prefix}iteration", r.iteration, 0, 2**62)
     finite(f"{prefix}time", r.time, positive=True)
     finite(f"{prefix}energy", r.energy)
+    finite(f"{prefix}busy_time", r.busy_time)
+    finite(f"{prefix}busy_energy", r.busy_energy)
     if len(r.plan_name) > MAX_TEXT:
         raise InputError(f"{prefix}plan_name", f"at most {MAX_TEXT} characters")
 

@@ -103,6 +103,7 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
                          num_reports=r.num_reports, first_report_at=r.first_report_at,
                          last_report_at=r.last_report_at) for r in view.runs],
         target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
+        drift=view.drift, drift_note=view.drift_note, auto_stragglers=list(view.auto_stragglers),
     )
 
 
@@ -280,7 +281,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIterations(
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationsResponse:
-        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name) for r in request.reports]
+        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, r.busy_time, r.busy_energy)
+                   for r in request.reports]
         version, stored, duplicates = await self._call(context, self.core.report_iterations, request.job_id,
                                                        request.run_id, reports)
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)

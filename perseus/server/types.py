@@ -139,6 +139,11 @@ class JobView:
     target_note: str = ""
     plan_iteration_time: float = 0.0
     plan_energy: float = 0.0
+    drift: str = ""
+    """Closed loop: "" (no drift), "replanning", "replanned" or "reprofile" (see :mod:`perseus.control.drift`)."""
+    drift_note: str = ""
+    auto_stragglers: tuple[int, ...] = ()
+    """Pipelines among ``stragglers`` that the server detected itself (the others were reported)."""
 
     @property
     def num_iterations(self) -> int:

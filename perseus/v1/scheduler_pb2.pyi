@@ -173,7 +173,7 @@ class PowerStateSchedule(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., stage: _Optional[int] = ..., pipeline_id: _Optional[int] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., mode: _Optional[_Union[ScheduleMode, str]] = ..., plan_name: _Optional[str] = ..., plan_id: _Optional[int] = ..., version: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[PlannedInstruction, _Mapping]]] = ..., power_limit: _Optional[float] = ..., profiling: _Optional[_Union[ProfilingStep, _Mapping]] = ..., expected_iteration_time: _Optional[float] = ..., expected_energy: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy")
+    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy", "drift", "drift_note", "auto_stragglers")
     class StragglersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,9 @@ class JobInfo(_message.Message):
     TARGET_NOTE_FIELD_NUMBER: _ClassVar[int]
     PLAN_ITERATION_TIME_FIELD_NUMBER: _ClassVar[int]
     PLAN_ENERGY_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_NOTE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_STRAGGLERS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model: str
     partition: str
@@ -235,7 +238,10 @@ class JobInfo(_message.Message):
     target_note: str
     plan_iteration_time: float
     plan_energy: float
-    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ...) -> None: ...
+    drift: str
+    drift_note: str
+    auto_stragglers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at")
@@ -328,7 +334,7 @@ class ReportProfileResponse(_message.Message):
     def __init__(self, next: _Optional[_Union[ProfilingStep, _Mapping]] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ReportIterationRequest(_message.Message):
-    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name", "run_id")
+    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name", "run_id", "busy_time", "busy_energy")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +342,8 @@ class ReportIterationRequest(_message.Message):
     ENERGY_FIELD_NUMBER: _ClassVar[int]
     PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSY_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUSY_ENERGY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     rank: int
     iteration: int
@@ -343,21 +351,27 @@ class ReportIterationRequest(_message.Message):
     energy: float
     plan_name: str
     run_id: str
-    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    busy_time: float
+    busy_energy: float
+    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., run_id: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ...) -> None: ...
 
 class IterationReport(_message.Message):
-    __slots__ = ("rank", "iteration", "time", "energy", "plan_name")
+    __slots__ = ("rank", "iteration", "time", "energy", "plan_name", "busy_time", "busy_energy")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ENERGY_FIELD_NUMBER: _ClassVar[int]
     PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUSY_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUSY_ENERGY_FIELD_NUMBER: _ClassVar[int]
     rank: int
     iteration: int
     time: float
     energy: float
     plan_name: str
-    def __init__(self, rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ...) -> None: ...
+    busy_time: float
+    busy_energy: float
+    def __init__(self, rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ...) -> None: ...
 
 class ReportIterationsRequest(_message.Message):
     __slots__ = ("job_id", "run_id", "reports")

@@ -41,10 +41,11 @@ def iterations(out_dir: Path) -> list[dict[str, Any]]:
 class ServerProcess:
     """``perseus serve`` equivalent in its own process, SQLite in a tmp dir, port picked by the OS."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: str = "", imports: str = "") -> None:
+        """``config``: more ``ServerConfig`` keyword arguments as Python source; ``imports``: what they need."""
         code = (
-            "from perseus.server.app import ServerConfig, run\n"
-            f"run(ServerConfig(port=0, db='sqlite:///{tmp / 'perseus.db'}'), "
+            f"{imports}\nfrom perseus.server.app import ServerConfig, run\n"
+            f"run(ServerConfig(port=0, db='sqlite:///{tmp / 'perseus.db'}'{', ' + config if config else ''}), "
             "announce=lambda line: print(line, flush=True))\n"
         )
         self.proc = subprocess.Popen(
