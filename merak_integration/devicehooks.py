@@ -104,6 +104,26 @@ class IterationMeasurement:
     def planned(self) -> list[InstructionMeasurement]:
         return [i for i in self.instructions if i.frequency is not None]
 
+    @property
+    def at_planned_clock(self) -> int:
+        """Planned instructions that read back their planned clock when they began and ended."""
+        return sum(i.at_planned_clock for i in self.instructions)
+
+    @property
+    def mean_clock(self) -> float:
+        """Time-weighted mean of the clock read back over the instructions (MHz); 0 when none was read.
+
+        Each instruction counts the mean of its two readings (begin and end): the clock in effect,
+        not the one requested.
+        """
+        total = weighted = 0.0
+        for i in self.instructions:
+            read = [c for c in (i.began_at, i.applied) if c]
+            if read:
+                total += i.time
+                weighted += i.time * sum(read) / len(read)
+        return weighted / total if total > 0 else 0.0
+
 
 class LocalPerseus:
     """Applies a per-instruction frequency schedule and measures time and energy, without a server.

@@ -225,9 +225,14 @@ class ServerSession:
             print(f"perseus: job {job.job_id} serving plan {job.plan_name or '-'} (target {job.target})", flush=True)
 
     def apply(self, local: LocalPerseus) -> None:
-        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline)."""
+        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline).
+
+        A measure-only run applies nothing: clocks and power limits stay as they are.
+        """
         served = self.served
-        if served.mode == "plan":
+        if self.trainer.cfg.measure_only:
+            local.set_schedule(None)
+        elif served.mode == "plan":
             check_schedule(served, self.trainer.pipe.expected_order, f"server {self.client.target} job {self.job_id}")
             local.set_schedule(served)
         elif served.mode == "power_limit":
@@ -242,10 +247,22 @@ class ServerSession:
             self._link = _Link(self)
             if self.trainer.ctx.rank == 0:
                 print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
-        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name))
+        self._link.reporter.put(self.iteration_report(step, it, local))
         newer = self._link.follower.take()
         if newer is not None and _key(newer) != _key(self.served):
             self._switch(newer, local)
+
+    def iteration_report(self, step: int, it: IterationMeasurement, local: LocalPerseus) -> IterationReport:
+        """What the server stores of one iteration: time, energy, and what the GPU did (read back).
+
+        A measure-only rank applies no plan, so it names none; its planned-clock counts are 0.
+        """
+        measure_only = self.trainer.cfg.measure_only
+        return IterationReport(
+            self.trainer.ctx.rank, step, it.time, it.energy, "" if measure_only else self.served.plan_name,
+            measure_only=measure_only, clock_mhz=it.mean_clock, planned_instructions=len(it.planned),
+            at_planned_clock=it.at_planned_clock,
+        )
 
     def _switch(self, newer: ServedSchedule, local: LocalPerseus) -> None:
         old = self.served
@@ -257,13 +274,13 @@ class ServerSession:
             self.served = old
             print(f"perseus: warning: rank {self.trainer.ctx.rank}: ignoring the new schedule: {exc}", flush=True)
             return
-        if old.mode == "power_limit" and newer.mode != "power_limit":
+        if old.mode == "power_limit" and newer.mode != "power_limit" and not self.trainer.cfg.measure_only:
             self.gpu.reset_power_limit()
 
     def close(self) -> None:
         if self._link is not None:
             self._link.close(self.trainer.ctx.rank)
-        if self.served.mode == "power_limit":
+        if self.served.mode == "power_limit" and not self.trainer.cfg.measure_only:
             self.gpu.reset_power_limit()
         self.client.close()
 

@@ -207,9 +207,15 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         from merak_integration.serverlink import ServerSession
 
         session = ServerSession(trainer, gpu, controller, with_profile=True)
-        if session.served.mode == "profiling":
-            session.run_profiling(controller)
-        session.wait_for_plan()
+        if cfg.measure_only:
+            # Sweeping or applying a plan changes clocks: neither happens; reports say measure-only.
+            if ctx.rank == 0:
+                print(f"perseus: measure-only: job {session.job_id} ({session.served.mode}) gets reports at default "
+                      "clocks; its profiling sweep and plans are not applied", flush=True)
+        else:
+            if session.served.mode == "profiling":
+                session.run_profiling(controller)
+            session.wait_for_plan()
         session.apply(local)
     elif cfg.plan:
         from merak_integration.plans import load_plan_schedule

@@ -206,7 +206,8 @@ class JobInfo:
             frontier_size=msg.frontier_size, error=msg.error, stragglers=dict(msg.stragglers),
             created_at=msg.created_at, stages_profiled=msg.stages_profiled, num_iterations=msg.num_iterations,
             runs=tuple(RunInfo(r.run_id, r.num_ranks, r.num_iterations, r.num_reports, r.first_report_at,
-                               r.last_report_at) for r in msg.runs),
+                               r.last_report_at, r.measure_only_reports, r.planned_instructions, r.at_planned_clock,
+                               r.mean_clock_mhz) for r in msg.runs),
             target_note=msg.target_note,
             plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
         )
