@@ -30,7 +30,7 @@ from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
 from merak_integration.stallwatch import StallWatch
-from merak_integration.supervisor import die_with_parent, mark_done
+from merak_integration.supervisor import die_with_parent, mark_done, report_error
 from perseus.device import safety
 from perseus.errors import DeviceError, InputError, PerseusError
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             dist.destroy_process_group()
     except PerseusError as exc:
-        print(f"perseus: error: {exc}", file=sys.stderr)
+        report_error(f"perseus: error: {exc}")
         return 2
     mark_done()
     return 0

@@ -16,9 +16,9 @@ sys.path.insert(0, str(DEVICE_TESTS))
 import fake_nvml  # noqa: E402
 
 
-def _fake_env(tmp: Path, device: fake_nvml.FakeDevice) -> dict[str, str]:
+def _fake_env(tmp: Path, *devices: fake_nvml.FakeDevice) -> dict[str, str]:
     shared = tmp / "gpus.json"
-    fake_nvml.share_state(shared, [device])
+    fake_nvml.share_state(shared, list(devices))
     fake_nvml.configure()
     return {
         "PYTHONPATH": f"{ROOT}{os.pathsep}{DEVICE_TESTS}",
@@ -30,13 +30,19 @@ def _fake_env(tmp: Path, device: fake_nvml.FakeDevice) -> dict[str, str]:
 
 
 def test_profiling_a_gpu_whose_clocks_cannot_be_set_stops_before_training(tmp_path: Path) -> None:
-    extra = _fake_env(tmp_path, fake_nvml.FakeDevice(mig_mode=fake_nvml.NVML_DEVICE_MIG_ENABLE))
-    run = launch("gpt3-tiny", "2", "4", "--device", "nvml", "--profile", "true", "--profile_dir", str(tmp_path),
-                 extra_env=extra)
+    """Both ranks stop with the same reason: the user reads it once, last, and no torchrun traceback."""
+    mig = [fake_nvml.FakeDevice(uuid=f"GPU-{i}{i}", mig_mode=fake_nvml.NVML_DEVICE_MIG_ENABLE) for i in range(2)]
+    extra = _fake_env(tmp_path, *mig)
+    run = launch("gpt3-tiny", "2", "4", "--pp", "2", "--device", "nvml", "--profile", "true", "--profile_dir",
+                 str(tmp_path), extra_env=extra)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("perseus: error:")]
-    assert errors and "cannot set GPU clocks: GPU 0 has MIG mode enabled" in errors[0]
-    assert "--measure_only" in errors[0]
+    assert len(errors) == 1 and "cannot set GPU clocks: GPU " in errors[0], run.stderr
+    assert "has MIG mode enabled" in errors[0] and "--measure_only" in errors[0]
+    assert errors[0].endswith("(and 1 more worker)")
+    assert run.stderr.splitlines()[-1] == errors[0], run.stderr
+    assert "Traceback" not in run.stderr and "ChildFailedError" not in run.stderr, run.stderr
+    assert "failed (exitcode" not in run.stderr, run.stderr
     assert "profiled" not in run.stdout
     assert not (tmp_path / "journal.txt").exists()
 
