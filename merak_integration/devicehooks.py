@@ -199,27 +199,32 @@ class LocalPerseus:
         self._request(self.next_name.get(name))
 
     # --- summaries ------------------------------------------------------------------------
-    def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
+    def per_kind_means(self, skip: int = 0, *, held_only: bool = False) -> dict[str, tuple[float, float]]:
         """Mean ``(time, energy)`` of each instruction kind over the whole stage, after ``skip`` iterations.
 
         With several model chunks per GPU a microbatch's pass over the stage is one instruction per
-        chunk, so the chunks' means add up (one chunk: the plain mean).
+        chunk, so the chunks' means add up (one chunk: the plain mean). ``held_only``: only
+        instructions that read back their planned clock at both ends count.
         """
         out: dict[str, tuple[float, float]] = {}
-        for (_, kind), (t, e) in self.per_chunk_kind_means(skip).items():
+        for (_, kind), (t, e) in self.per_chunk_kind_means(skip, held_only=held_only).items():
             t0, e0 = out.get(kind, (0.0, 0.0))
             out[kind] = (t0 + t, e0 + e)
         return out
 
-    def per_chunk_kind_means(self, skip: int = 0) -> dict[tuple[int, str], tuple[float, float]]:
+    def per_chunk_kind_means(
+        self, skip: int = 0, *, held_only: bool = False
+    ) -> dict[tuple[int, str], tuple[float, float]]:
         """Mean ``(time, energy)`` of each (model chunk, instruction kind) over the iterations after ``skip``.
 
         The energy of many instructions is summed before dividing, so the counter's steps average
-        out over the window.
+        out over the window. ``held_only``: see :meth:`per_kind_means`.
         """
         sums: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for it in self.iterations[skip:]:
             for m in it.instructions:
+                if held_only and not m.at_planned_clock:
+                    continue
                 kind, _, chunk = parse_instruction_name(m.name)
                 s = sums[(chunk, kind)]
                 s[0] += m.time
