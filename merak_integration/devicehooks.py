@@ -104,25 +104,27 @@ class IterationMeasurement:
     def planned(self) -> list[InstructionMeasurement]:
         return [i for i in self.instructions if i.frequency is not None]
 
-    @property
-    def at_planned_clock(self) -> int:
-        """Planned instructions that read back their planned clock when they began and ended."""
-        return sum(i.at_planned_clock for i in self.instructions)
-
-    @property
-    def mean_clock(self) -> float:
-        """Time-weighted mean of the clock read back over the instructions (MHz); 0 when none was read.
+    def clock_counts(self) -> tuple[int, int, float]:
+        """(planned instructions, those that read back their planned clock at both ends, time-weighted
+        mean clock read back over all instructions in MHz, 0 when none was read), in one pass.
 
         Each instruction counts the mean of its two readings (begin and end): the clock in effect,
-        not the one requested.
+        not the one requested. Runs on the training thread once per iteration, hence one loop.
         """
+        planned = held = 0
         total = weighted = 0.0
         for i in self.instructions:
-            read = [c for c in (i.began_at, i.applied) if c]
-            if read:
+            f, a, b = i.frequency, i.applied, i.began_at
+            if f is not None:
+                planned += 1
+                held += a == f and b == f
+            if a and b:
                 total += i.time
-                weighted += i.time * sum(read) / len(read)
-        return weighted / total if total > 0 else 0.0
+                weighted += i.time * (a + b) * 0.5
+            elif a or b:
+                total += i.time
+                weighted += i.time * (a or b or 0)
+        return planned, held, weighted / total if total > 0 else 0.0
 
 
 class LocalPerseus:

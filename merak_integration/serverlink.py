@@ -281,10 +281,10 @@ class ServerSession:
         A measure-only rank applies no plan, so it names none; its planned-clock counts are 0.
         """
         measure_only = self.trainer.cfg.measure_only
+        planned, held, clock = it.clock_counts()
         return IterationReport(
             self.trainer.ctx.rank, step, it.time, it.energy, "" if measure_only else self.served.plan_name,
-            measure_only=measure_only, clock_mhz=it.mean_clock, planned_instructions=len(it.planned),
-            at_planned_clock=it.at_planned_clock,
+            measure_only=measure_only, clock_mhz=clock, planned_instructions=planned, at_planned_clock=held,
         )
 
     def _switch(self, newer: ServedSchedule, local: LocalPerseus) -> None:
