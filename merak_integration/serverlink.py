@@ -8,9 +8,10 @@
   back from its GPU is the one asked for (at least one iteration), runs the measured iterations,
   reports its mean forward/backward time and energy over the instructions that held that clock,
   and goes on with the next clock the server returns, until every stage is done. A window in which
-  an instruction kind never held the clock is discarded and measured again (up to
-  ``MAX_WINDOWS`` times; then the rank says so and stops sweeping rather than mislabel a clock). Ranks keep iterating together (a pipeline cannot
-  run one stage alone), so a stage whose sweep ended early runs unmeasured iterations meanwhile.
+  an instruction kind never held the clock is discarded and measured again (up to ``MAX_WINDOWS``
+  times; then the rank says so and stops sweeping rather than mislabel a clock). Ranks keep
+  iterating together (a pipeline cannot run one stage alone), so a stage whose sweep ended early
+  runs unmeasured iterations meanwhile.
 - Serving: each rank applies its stage's frequencies instruction by instruction (or a power
   limit). The training thread only queues each iteration's report and, at iteration boundaries,
   picks up a schedule the watch stream delivered meanwhile (new target, straggler): both happen
@@ -270,12 +271,12 @@ class ServerSession:
             self._link = _Link(self)
             if self.trainer.ctx.rank == 0:
                 print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
-        self._link.reporter.put(self.iteration_report(step, it, local))
+        self._link.reporter.put(self.iteration_report(step, it))
         newer = self._link.follower.take()
         if newer is not None and _key(newer) != _key(self.served):
             self._switch(newer, local)
 
-    def iteration_report(self, step: int, it: IterationMeasurement, local: LocalPerseus) -> IterationReport:
+    def iteration_report(self, step: int, it: IterationMeasurement) -> IterationReport:
         """What the server stores of one iteration: time, energy, and what the GPU did (read back).
 
         A measure-only rank applies no plan, so it names none; its planned-clock counts are 0.
