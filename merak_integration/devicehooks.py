@@ -104,6 +104,28 @@ class IterationMeasurement:
     def planned(self) -> list[InstructionMeasurement]:
         return [i for i in self.instructions if i.frequency is not None]
 
+    def clock_counts(self) -> tuple[int, int, float]:
+        """(planned instructions, those that read back their planned clock at both ends, time-weighted
+        mean clock read back over all instructions in MHz, 0 when none was read), in one pass.
+
+        Each instruction counts the mean of its two readings (begin and end): the clock in effect,
+        not the one requested. Runs on the training thread once per iteration, hence one loop.
+        """
+        planned = held = 0
+        total = weighted = 0.0
+        for i in self.instructions:
+            f, a, b = i.frequency, i.applied, i.began_at
+            if f is not None:
+                planned += 1
+                held += a == f and b == f
+            if a and b:
+                total += i.time
+                weighted += i.time * (a + b) * 0.5
+            elif a or b:
+                total += i.time
+                weighted += i.time * (a or b or 0)
+        return planned, held, weighted / total if total > 0 else 0.0
+
 
 class LocalPerseus:
     """Applies a per-instruction frequency schedule and measures time and energy, without a server.
@@ -179,27 +201,32 @@ class LocalPerseus:
         self._request(self.next_name.get(name))
 
     # --- summaries ------------------------------------------------------------------------
-    def per_kind_means(self, skip: int = 0) -> dict[str, tuple[float, float]]:
+    def per_kind_means(self, skip: int = 0, *, held_only: bool = False) -> dict[str, tuple[float, float]]:
         """Mean ``(time, energy)`` of each instruction kind over the whole stage, after ``skip`` iterations.
 
         With several model chunks per GPU a microbatch's pass over the stage is one instruction per
-        chunk, so the chunks' means add up (one chunk: the plain mean).
+        chunk, so the chunks' means add up (one chunk: the plain mean). ``held_only``: only
+        instructions that read back their planned clock at both ends count.
         """
         out: dict[str, tuple[float, float]] = {}
-        for (_, kind), (t, e) in self.per_chunk_kind_means(skip).items():
+        for (_, kind), (t, e) in self.per_chunk_kind_means(skip, held_only=held_only).items():
             t0, e0 = out.get(kind, (0.0, 0.0))
             out[kind] = (t0 + t, e0 + e)
         return out
 
-    def per_chunk_kind_means(self, skip: int = 0) -> dict[tuple[int, str], tuple[float, float]]:
+    def per_chunk_kind_means(
+        self, skip: int = 0, *, held_only: bool = False
+    ) -> dict[tuple[int, str], tuple[float, float]]:
         """Mean ``(time, energy)`` of each (model chunk, instruction kind) over the iterations after ``skip``.
 
         The energy of many instructions is summed before dividing, so the counter's steps average
-        out over the window.
+        out over the window. ``held_only``: see :meth:`per_kind_means`.
         """
         sums: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for it in self.iterations[skip:]:
             for m in it.instructions:
+                if held_only and not m.at_planned_clock:
+                    continue
                 kind, _, chunk = parse_instruction_name(m.name)
                 s = sums[(chunk, kind)]
                 s[0] += m.time

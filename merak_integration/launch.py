@@ -2,7 +2,7 @@
 
 Checks every option before any process starts (unsupported combinations such as ``--tp 2`` fail at
 once with one clear line; a GPU run whose NVML is unusable fails here, not in every worker), prints
-the partition and launches ``torch.distributed.run`` under a :class:`~merak_integration.supervisor.Supervisor`
+the partition and launches ``torch.distributed.run`` (:mod:`merak_integration.torchrun`) under a :class:`~merak_integration.supervisor.Supervisor`
 with one worker process per GPU, or per simulated GPU on a machine without NVIDIA GPUs. The run
 configuration travels to the workers in the environment (no temporary file to leave behind).
 Several nodes join one run with ``--nnodes/--node_rank/--master_addr/--master_port`` (or the
@@ -278,7 +278,7 @@ def torchrun_command(cfg: RunConfig) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "merak_integration.torchrun",  # torch.distributed.run, without its traceback when a worker fails
         *nodes,
         f"--nproc_per_node={cfg.nproc_per_node or cfg.world_size}",
         "-m",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
-from merak_integration.hooks import HookChain, NullHooks
+from merak_integration.hooks import HookChain, NullHooks, parse_instruction_name
 from perseus.pipeline.instruction import virtual_stage
 
 Row = tuple[int, str, int, float, float]
@@ -42,6 +43,9 @@ MAX_EXTRA_WARMUP = 10
 """Warm-up iterations beyond ``num_warmup_steps`` a clock gets to show up in the read-back."""
 MAX_MEASURE_FACTOR = 100
 """Measured iterations stop at this multiple of ``num_prof_steps`` even if the window is not full."""
+MAX_WINDOWS = 3
+"""Windows a frequency of the server's sweep gets measured in before a rank gives up on it (a clock
+the GPU does not hold under load: a power cap, a thermal limit)."""
 
 
 def profile_dir(trainer: Any) -> Path:
@@ -115,16 +119,58 @@ def _all_ranks(flag: bool) -> bool:
     return bool(value[0])
 
 
-def _warm_up(trainer: Any, hooks: HookChain, local: LocalPerseus, target: int, steps: int) -> bool:
+def _warm_up(trainer: Any, hooks: HookChain, local: LocalPerseus, target: int | None, steps: int) -> bool:
     """Iterate until the clock is confirmed at ``target`` on every rank (at least ``max(1, steps)``
-    iterations, at most ``steps + MAX_EXTRA_WARMUP``); ``False`` if this rank's never was."""
+    iterations, at most ``steps + MAX_EXTRA_WARMUP``); ``False`` if this rank's never was.
+    A rank with no ``target`` (it measures nothing now) iterates along, confirmed."""
     done = 0
     while True:
         trainer.iteration(hooks)
         done += 1
-        confirmed = all(m.at_planned_clock for m in local.iterations[-1].instructions)
+        confirmed = target is None or all(m.at_planned_clock for m in local.iterations[-1].instructions)
         if _all_ranks(confirmed and done >= max(1, steps)) or done >= max(1, steps) + MAX_EXTRA_WARMUP:
             return confirmed
+
+
+@dataclass(frozen=True)
+class Window:
+    """One measured window at a locked clock, judged by the clock read back from the GPU."""
+
+    means: dict[str, tuple[float, float]]
+    """Mean (time, energy) per instruction kind, over the instructions that held the clock."""
+    held: int
+    """Instructions that read back the locked clock when they began and when they ended."""
+    total: int
+    kinds: frozenset[str]
+    """Instruction kinds that ran in the window."""
+    seen: tuple[int, ...]
+    """Other clocks read back (MHz), by the instructions that did not hold."""
+
+    @property
+    def complete(self) -> bool:
+        """Every kind that ran has instructions at the clock: the window measures that clock."""
+        return self.total > 0 and set(self.means) == set(self.kinds)
+
+
+def judge_window(local: LocalPerseus, skip: int) -> Window:
+    """The iterations of ``local`` after ``skip`` as a :class:`Window` (see there)."""
+    measured = [m for it in local.iterations[skip:] for m in it.instructions]
+    seen = {c for m in measured if not m.at_planned_clock for c in (m.began_at, m.applied)
+            if c is not None and c != m.frequency}
+    return Window(local.per_kind_means(skip, held_only=True), sum(m.at_planned_clock for m in measured),
+                  len(measured), frozenset(parse_instruction_name(m.name)[0] for m in measured), tuple(sorted(seen)))
+
+
+def measure_at(
+    trainer: Any, hooks: HookChain, local: LocalPerseus, target: int | None, warmup: int, measure: int
+) -> Window | None:
+    """Warm up until every rank's clock is confirmed, then measure ``measure`` iterations (all ranks
+    together); this rank's window at ``target``, judged by the read-back clock (``None``: no target)."""
+    _warm_up(trainer, hooks, local, target, warmup)
+    skip = len(local.iterations)
+    for _ in range(measure):
+        trainer.iteration(hooks)
+    return None if target is None else judge_window(local, skip)
 
 
 def _measure(trainer: Any, hooks: HookChain, local: LocalPerseus, skip: int, steps: int, window: float) -> None:

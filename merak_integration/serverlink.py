@@ -4,10 +4,14 @@
   it with the local profile ``profiles/<model>+<partition>+pp<N>+mbs<MB>/`` when there is one (the
   server then optimizes at once), else without (the server starts a profiling sweep).
 - Every rank registers itself (stage, pipeline id, supported clocks) and gets its schedule.
-- Profiling mode: every rank locks the clock the server asks for, runs the warm-up and measured
-  iterations, reports its mean forward/backward time and energy, and goes on with the next clock
-  the server returns, until every stage is done. Ranks keep iterating together (a pipeline cannot
-  run one stage alone), so a stage whose sweep ended early runs unmeasured iterations meanwhile.
+- Profiling mode: every rank locks the clock the server asks for, warms up until the clock read
+  back from its GPU is the one asked for (at least one iteration), runs the measured iterations,
+  reports its mean forward/backward time and energy over the instructions that held that clock,
+  and goes on with the next clock the server returns, until every stage is done. A window in which
+  an instruction kind never held the clock is discarded and measured again (up to ``MAX_WINDOWS``
+  times; then the rank says so and stops sweeping rather than mislabel a clock). Ranks keep
+  iterating together (a pipeline cannot run one stage alone), so a stage whose sweep ended early
+  runs unmeasured iterations meanwhile.
 - Serving: each rank applies its stage's frequencies instruction by instruction (or a power
   limit). The training thread only queues each iteration's report and, at iteration boundaries,
   picks up a schedule the watch stream delivered meanwhile (new target, straggler): both happen
@@ -161,6 +165,7 @@ class ServerSession:
         While the server is unreachable the sweep pauses (the measurement waits to be reported) and
         training goes on at default clocks; the sweep resumes when the server answers.
         """
+        from merak_integration.profiler import MAX_WINDOWS, measure_at
         from merak_integration.trainer import gpu_stage
 
         trainer, ctx = self.trainer, self.trainer.ctx
@@ -168,7 +173,7 @@ class ServerSession:
         rows: list[tuple[int, str, int, float, float]] = []
         pending: _Measured | None = None  # a measurement the server has not acknowledged yet
         sweep_size = len(trainer.cfg.profile_frequencies or self.gpu.supported_frequencies())
-        swept = 0
+        swept = failed = 0
         client = PerseusClient(trainer.cfg.server, retry_timeout=2.0, timeout=10.0)
         health = LinkHealth(client.target, (lambda line: print(line, flush=True)) if ctx.rank == 0 else None)
         start = time.perf_counter()
@@ -184,18 +189,37 @@ class ServerSession:
             if int(counts[0]) == 0:
                 break
             warmup, measure = int(counts[1]), max(1, int(counts[2]))
-            freq = None if pending is not None or step is None or step.done else step.frequency
+            freq = None
+            if pending is None and step is not None and not step.done:
+                freq = self.gpu.nearest_frequency(step.frequency)  # the clock the GPU locks and reads back
             local = LocalPerseus(self.gpu, controller, fixed_frequency=freq)
             hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx), trainer.pipe.chunk_shares)])
-            for _ in range(warmup + measure):
-                trainer.iteration(hooks)
-            if freq is not None:
-                means = local.per_kind_means(skip=warmup)
-                rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(means.items())]
-                pending, swept = (freq, means), swept + 1
+            # The clock is confirmed (read back) before the window; instructions that did not hold it
+            # are left out, and a window in which some kind never held it is measured again.
+            window = measure_at(trainer, hooks, local, freq, warmup, measure)
+            if freq is not None and window is not None and window.complete:
+                failed = 0
+                rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(window.means.items())]
+                pending, swept = (freq, window.means), swept + 1
+                if window.held < window.total:
+                    print(f"perseus: rank {ctx.rank}: {window.total - window.held} of {window.total} instructions "
+                          f"did not hold {freq} MHz (read back {list(window.seen)} MHz); measured without them",
+                          flush=True)
                 if ctx.rank == 0:
                     print(f"profiled {freq} MHz: frequency {swept}/{sweep_size} "
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
+            elif freq is not None and window is not None:
+                failed += 1
+                what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the measured "
+                        f"window ({window.held} of {window.total} instructions read it back; also read "
+                        f"{list(window.seen)} MHz); window discarded")
+                if failed < MAX_WINDOWS:
+                    print(f"{what}, measuring again", flush=True)
+                else:  # never report a clock that did not apply: this rank's part of the sweep ends here
+                    print(f"{what} {failed} times; this rank stops its part of the sweep, so the job's profile "
+                          "stays incomplete (a power cap or thermal limit? see nvidia-smi -q -d PERFORMANCE)",
+                          flush=True)
+                    step, failed = None, 0
             if pending is not None:
                 step, pending = self._report_profile(client, health, pending, step)
         client.close()
@@ -225,9 +249,14 @@ class ServerSession:
             print(f"perseus: job {job.job_id} serving plan {job.plan_name or '-'} (target {job.target})", flush=True)
 
     def apply(self, local: LocalPerseus) -> None:
-        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline)."""
+        """Make ``local`` apply the current served schedule (raises if it does not fit the pipeline).
+
+        A measure-only run applies nothing: clocks and power limits stay as they are.
+        """
         served = self.served
-        if served.mode == "plan":
+        if self.trainer.cfg.measure_only:
+            local.set_schedule(None)
+        elif served.mode == "plan":
             check_schedule(served, self.trainer.pipe.expected_order, f"server {self.client.target} job {self.job_id}")
             local.set_schedule(served)
         elif served.mode == "power_limit":
@@ -242,11 +271,23 @@ class ServerSession:
             self._link = _Link(self)
             if self.trainer.ctx.rank == 0:
                 print(f"perseus: run {self.run_id} of job {self.job_id}", flush=True)
-        self._link.reporter.put(IterationReport(self.trainer.ctx.rank, step, it.time, it.energy, self.served.plan_name,
-                                                    it.busy_time, it.busy_energy))
+        self._link.reporter.put(self.iteration_report(step, it))
         newer = self._link.follower.take()
         if newer is not None and _key(newer) != _key(self.served):
             self._switch(newer, local)
+
+    def iteration_report(self, step: int, it: IterationMeasurement) -> IterationReport:
+        """What the server stores of one iteration: time, energy, and what the GPU did (read back).
+
+        A measure-only rank applies no plan, so it names none; its planned-clock counts are 0.
+        """
+        measure_only = self.trainer.cfg.measure_only
+        planned, held, clock = it.clock_counts()
+        return IterationReport(
+            self.trainer.ctx.rank, step, it.time, it.energy, "" if measure_only else self.served.plan_name,
+            busy_time=it.busy_time, busy_energy=it.busy_energy,
+            measure_only=measure_only, clock_mhz=clock, planned_instructions=planned, at_planned_clock=held,
+        )
 
     def _switch(self, newer: ServedSchedule, local: LocalPerseus) -> None:
         old = self.served
@@ -258,13 +299,13 @@ class ServerSession:
             self.served = old
             print(f"perseus: warning: rank {self.trainer.ctx.rank}: ignoring the new schedule: {exc}", flush=True)
             return
-        if old.mode == "power_limit" and newer.mode != "power_limit":
+        if old.mode == "power_limit" and newer.mode != "power_limit" and not self.trainer.cfg.measure_only:
             self.gpu.reset_power_limit()
 
     def close(self) -> None:
         if self._link is not None:
             self._link.close(self.trainer.ctx.rank)
-        if self.served.mode == "power_limit":
+        if self.served.mode == "power_limit" and not self.trainer.cfg.measure_only:
             self.gpu.reset_power_limit()
         self.client.close()
 

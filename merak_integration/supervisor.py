@@ -13,7 +13,9 @@ what it changed, and torchrun gives stuck workers 30 s before it kills them. The
 - afterwards undoes the GPU changes recorded by workers that are gone (per-GPU state files, see
   :mod:`perseus.device.statefile`), exactly those and nothing else;
 - gives the whole tree a private ``TMPDIR`` (torchrun's ``torchelastic_*`` folders, torch's caches)
-  and removes it at the end; a small janitor process removes it if the launcher itself is killed.
+  and removes it at the end; a small janitor process removes it if the launcher itself is killed;
+- prints the one-line reason the first failing worker gave (:func:`report_error`) once, after torchrun is
+  gone; torchrun itself runs as :mod:`merak_integration.torchrun`, which prints no traceback.
 """
 
 from __future__ import annotations
@@ -54,6 +56,42 @@ def mark_done() -> None:
     if folder:
         with contextlib.suppress(OSError):
             Path(folder, f"done-{os.getpid()}").touch()
+
+
+ERROR_PREFIX = "error-"
+"""A worker that stops with a reason leaves it in ``error-<pid>`` beside ``done-<pid>``."""
+
+
+def report_error(line: str) -> None:
+    """Say why this worker stops: to the supervising launcher, which prints the first worker's reason
+    once after torchrun ended (the last thing the user reads, not one copy per rank followed by
+    torchrun's traceback); straight to stderr when no launcher supervises this worker."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if folder:
+        path = Path(folder, f"{ERROR_PREFIX}{os.getpid()}")
+        try:
+            part = path.with_name(path.name + ".part")
+            part.write_text(line)
+            part.rename(path)  # the launcher never reads half a line
+            return
+        except OSError:
+            pass
+    print(line, file=sys.stderr, flush=True)
+
+
+def explained_failures(folder: Path) -> list[str]:
+    """The distinct reasons workers left (see :func:`report_error`), oldest first."""
+    try:
+        files = sorted(folder.glob(f"{ERROR_PREFIX}*[0-9]"), key=lambda p: p.stat().st_mtime_ns)
+    except OSError:
+        return []
+    lines: list[str] = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            line = path.read_text().strip()
+            if line and line not in lines:
+                lines.append(line)
+    return lines
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -140,6 +178,10 @@ class Supervisor:
             status = self._watch(self._proc, Path(tmp))
             self._terminate_tree()
             self._restore_gpus()
+            reasons = explained_failures(Path(tmp))
+            if reasons:  # one line: the first worker's reason (the others usually say the same of their GPU)
+                more = f" (and {len(reasons) - 1} more worker{'s' * (len(reasons) > 2)})" if len(reasons) > 1 else ""
+                print(reasons[0] + more, file=sys.stderr, flush=True)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -177,9 +219,10 @@ class Supervisor:
             workers |= current
             overdue = self._signal is not None and now - self._signal_at > self.kill_after
             if overdue or (lost_at is not None and now - lost_at > self.grace):
-                why = "did not stop after the signal" if overdue else "outlived a worker that died"
-                print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
-                      file=sys.stderr, flush=True)
+                if overdue or not explained_failures(exits):  # a worker that said why needs no second line
+                    why = "did not stop after the signal" if overdue else "outlived a worker that died"
+                    print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",
+                          file=sys.stderr, flush=True)
                 self._terminate_tree()
                 proc.wait()
                 return 1

@@ -30,7 +30,7 @@ from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
 from merak_integration.pipeline import StagePipeline
 from merak_integration.stallwatch import StallWatch
-from merak_integration.supervisor import die_with_parent, mark_done
+from merak_integration.supervisor import die_with_parent, mark_done, report_error
 from perseus.device import safety
 from perseus.errors import DeviceError, InputError, PerseusError
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             dist.destroy_process_group()
     except PerseusError as exc:
-        print(f"perseus: error: {exc}", file=sys.stderr)
+        report_error(f"perseus: error: {exc}")
         return 2
     mark_done()
     return 0
@@ -207,9 +207,15 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
         from merak_integration.serverlink import ServerSession
 
         session = ServerSession(trainer, gpu, controller, with_profile=True)
-        if session.served.mode == "profiling":
-            session.run_profiling(controller)
-        session.wait_for_plan()
+        if cfg.measure_only:
+            # Sweeping or applying a plan changes clocks: neither happens; reports say measure-only.
+            if ctx.rank == 0:
+                print(f"perseus: measure-only: job {session.job_id} ({session.served.mode}) gets reports at default "
+                      "clocks; its profiling sweep and plans are not applied", flush=True)
+        else:
+            if session.served.mode == "profiling":
+                session.run_profiling(controller)
+            session.wait_for_plan()
         session.apply(local)
     elif cfg.plan:
         from merak_integration.plans import load_plan_schedule

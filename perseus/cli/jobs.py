@@ -9,6 +9,7 @@ from perseus.client.cli_args import add_connection_args
 
 if TYPE_CHECKING:
     from perseus.client import JobInfo
+    from perseus.reports import RunInfo
 
 ACTIONS = ("list", "delete", "reprofile")
 
@@ -73,11 +74,12 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int
             ",".join(f"{p}:{f:.3g}{'(auto)' if p in j.auto_stragglers else ''}"
                      for p, f in sorted(j.stragglers.items())) or "-",
             j.drift or "-",
+            clocks(j.runs[-1]) if j.runs else "-",
         ]
         for j in jobs
     ]
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
-               "STRAGGLERS", "DRIFT"]
+               "STRAGGLERS", "DRIFT", "CLOCKS (LAST RUN)"]
     print(table(headers, rows) if rows else "no jobs")
     if with_runs:
         print(runs_table(jobs))
@@ -101,6 +103,18 @@ def runs_table(jobs: list[JobInfo]) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
     rows = [[j.job_id, r.run_id or "(no run id)", str(r.num_ranks), str(r.num_iterations), str(r.num_reports),
-             when(r.first_report_at), when(r.last_report_at)] for j in jobs for r in j.runs]
-    headers = ["JOB", "RUN", "RANKS", "ITERS", "REPORTS", "FIRST REPORT (UTC)", "LAST REPORT (UTC)"]
+             when(r.first_report_at), when(r.last_report_at), clocks(r),
+             f"{r.mean_clock_mhz:.0f}" if r.mean_clock_mhz else "-"] for j in jobs for r in j.runs]
+    headers = ["JOB", "RUN", "RANKS", "ITERS", "REPORTS", "FIRST REPORT (UTC)", "LAST REPORT (UTC)", "CLOCKS",
+               "MEAN MHZ"]
     return table(headers, rows) if rows else "no runs"
+
+
+def clocks(run: RunInfo) -> str:
+    """What a run's GPUs did, from its reports (read back): measure-only, or the share at the planned clock."""
+    if run.measure_only_reports:
+        if run.measure_only_reports == run.num_reports:
+            return "measure-only"
+        return f"measure-only ({run.measure_only_reports}/{run.num_reports} reports)"
+    share = run.planned_clock_share
+    return "-" if share is None else f"{100 * share:.0f}% at planned clock"

@@ -283,11 +283,16 @@ class PerseusClient:
 
     def report_iteration(
         self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
-        run_id: str = "",
+        run_id: str = "", *, measure_only: bool = False, clock_mhz: float = 0.0, planned_instructions: int = 0,
+        at_planned_clock: int = 0,
     ) -> int:
-        """Store one iteration's time and energy; returns the job's schedule version."""
+        """Store one iteration's time and energy (and what the GPU did, read back; see
+        :class:`~perseus.reports.IterationReport`); returns the job's schedule version."""
         request = pb.ReportIterationRequest(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
-                                            energy=energy, plan_name=plan_name, run_id=run_id)
+                                            energy=energy, plan_name=plan_name, run_id=run_id,
+                                            measure_only=measure_only, clock_mhz=clock_mhz,
+                                            planned_instructions=planned_instructions,
+                                            at_planned_clock=at_planned_clock)
         return int(self._call(self._stub.ReportIteration, request).version)
 
     def report_iterations(self, job_id: str, run_id: str, reports: Sequence[IterationReport]) -> ReportAck:
@@ -295,8 +300,10 @@ class PerseusClient:
         request = pb.ReportIterationsRequest(
             job_id=job_id, run_id=run_id,
             reports=[pb.IterationReport(rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
-                                        plan_name=r.plan_name, busy_time=r.busy_time, busy_energy=r.busy_energy)
-                     for r in reports],
+                                        plan_name=r.plan_name, busy_time=r.busy_time, busy_energy=r.busy_energy,
+                                        measure_only=r.measure_only, clock_mhz=r.clock_mhz,
+                                        planned_instructions=r.planned_instructions,
+                                        at_planned_clock=r.at_planned_clock) for r in reports],
         )
         reply = self._call(self._stub.ReportIterations, request)
         return ReportAck(reply.version, reply.stored, reply.duplicates)

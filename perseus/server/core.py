@@ -550,23 +550,27 @@ class SchedulerCore:
 
     def report_iteration(
         self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
-        run_id: str = "",
+        run_id: str = "", **observed: Any,
     ) -> int:
-        """Store one iteration's time and energy (a repeated report is ignored); returns the version."""
-        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name)
+        """Store one iteration's time and energy (a repeated report is ignored); returns the version.
+
+        ``observed``: what the GPU did (``measure_only``, ``clock_mhz``, ``planned_instructions``,
+        ``at_planned_clock``, see :class:`~perseus.reports.IterationReport`).
+        """
+        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name, **observed)
         with self._lock:
             self._job_rank(job_id, rank)
         return self._queue_iteration(job_id, run_id, report).result()
 
     def try_report_iteration(
         self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
-        run_id: str = "",
+        run_id: str = "", **observed: Any,
     ) -> Future[int] | None:
         """:meth:`report_iteration` without blocking: the future resolves once the report is stored.
 
         None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
         """
-        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name)
+        report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name, **observed)
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -623,6 +627,7 @@ class SchedulerCore:
         stats = job.runs.setdefault(run_id, runs.RunStats())
         for report in stored:
             stats.add(report.rank, 1, now, now)
+            stats.observe(report)
         job.num_iteration_reports += len(stored)
         if job.phase != "serving":
             return

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from perseus.db import Base
 
@@ -114,6 +115,13 @@ class IterationReportRow(Base):
     energy: Mapped[float] = mapped_column(Float)
     plan_name: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[float] = mapped_column(Float, default=_now)
+    measure_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The rank changed no GPU setting (``--measure_only``)."""
+    clock_mhz: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Time-weighted mean clock read back over the iteration's instructions; 0: not read."""
+    planned_instructions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    at_planned_clock: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Planned instructions that read back their planned clock."""
 
 
 class StragglerRow(Base):

@@ -50,7 +50,9 @@ class ReportWriter:
         """Queue one report of run ``run_id``; the future says (after the commit) whether it was new."""
         future: Future[bool] = Future()
         row = dict(job_id=job_id, run_id=run_id, rank=report.rank, iteration=report.iteration, time=report.time,
-                   energy=report.energy, plan_name=report.plan_name, created_at=time.time())
+                   energy=report.energy, plan_name=report.plan_name, created_at=time.time(),
+                   measure_only=report.measure_only, clock_mhz=report.clock_mhz,
+                   planned_instructions=report.planned_instructions, at_planned_clock=report.at_planned_clock)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the server is stopping")

@@ -101,7 +101,9 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
         num_iterations=view.num_iterations,
         runs=[pb.RunInfo(run_id=r.run_id, num_ranks=r.num_ranks, num_iterations=r.num_iterations,
                          num_reports=r.num_reports, first_report_at=r.first_report_at,
-                         last_report_at=r.last_report_at) for r in view.runs],
+                         last_report_at=r.last_report_at, measure_only_reports=r.measure_only_reports,
+                         planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock,
+                         mean_clock_mhz=r.mean_clock_mhz) for r in view.runs],
         target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
         drift=view.drift, drift_note=view.drift_note, auto_stragglers=list(view.auto_stragglers),
     )
@@ -267,13 +269,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     ) -> pb.ReportIterationResponse:
         args = (request.job_id, request.rank, request.iteration, request.time, request.energy, request.plan_name,
                 request.run_id)
+        observed: dict[str, Any] = dict(
+            busy_time=request.busy_time, busy_energy=request.busy_energy, measure_only=request.measure_only,
+            clock_mhz=request.clock_mhz, planned_instructions=request.planned_instructions,
+            at_planned_clock=request.at_planned_clock)
 
         async def report() -> int:
             # Usually queued for the next group commit straight from the event loop, no thread involved.
-            queued = self.core.try_report_iteration(*args)
+            queued = self.core.try_report_iteration(*args, **observed)
             if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: self.core.report_iteration(*args))
+                    self._executor, lambda: self.core.report_iteration(*args, **observed))
             return await asyncio.wrap_future(queued)
 
         return pb.ReportIterationResponse(version=await self._answer(context, "report_iteration", report()))
@@ -281,7 +287,9 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIterations(
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationsResponse:
-        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, r.busy_time, r.busy_energy)
+        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
+                                   busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
+                                   planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
                    for r in request.reports]
         version, stored, duplicates = await self._call(context, self.core.report_iterations, request.job_id,
                                                        request.run_id, reports)

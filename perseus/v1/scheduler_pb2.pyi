@@ -244,20 +244,28 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at")
+    __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at", "measure_only_reports", "planned_instructions", "at_planned_clock", "mean_clock_mhz")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_RANKS_FIELD_NUMBER: _ClassVar[int]
     NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     NUM_REPORTS_FIELD_NUMBER: _ClassVar[int]
     FIRST_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_ONLY_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    AT_PLANNED_CLOCK_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     num_ranks: int
     num_iterations: int
     num_reports: int
     first_report_at: float
     last_report_at: float
-    def __init__(self, run_id: _Optional[str] = ..., num_ranks: _Optional[int] = ..., num_iterations: _Optional[int] = ..., num_reports: _Optional[int] = ..., first_report_at: _Optional[float] = ..., last_report_at: _Optional[float] = ...) -> None: ...
+    measure_only_reports: int
+    planned_instructions: int
+    at_planned_clock: int
+    mean_clock_mhz: float
+    def __init__(self, run_id: _Optional[str] = ..., num_ranks: _Optional[int] = ..., num_iterations: _Optional[int] = ..., num_reports: _Optional[int] = ..., first_report_at: _Optional[float] = ..., last_report_at: _Optional[float] = ..., measure_only_reports: _Optional[int] = ..., planned_instructions: _Optional[int] = ..., at_planned_clock: _Optional[int] = ..., mean_clock_mhz: _Optional[float] = ...) -> None: ...
 
 class RegisterTrainingJobResponse(_message.Message):
     __slots__ = ("job", "created")
@@ -334,7 +342,7 @@ class ReportProfileResponse(_message.Message):
     def __init__(self, next: _Optional[_Union[ProfilingStep, _Mapping]] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ReportIterationRequest(_message.Message):
-    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name", "run_id", "busy_time", "busy_energy")
+    __slots__ = ("job_id", "rank", "iteration", "time", "energy", "plan_name", "run_id", "busy_time", "busy_energy", "measure_only", "clock_mhz", "planned_instructions", "at_planned_clock")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +352,10 @@ class ReportIterationRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     BUSY_TIME_FIELD_NUMBER: _ClassVar[int]
     BUSY_ENERGY_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    AT_PLANNED_CLOCK_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     rank: int
     iteration: int
@@ -353,10 +365,14 @@ class ReportIterationRequest(_message.Message):
     run_id: str
     busy_time: float
     busy_energy: float
-    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., run_id: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ...) -> None: ...
+    measure_only: bool
+    clock_mhz: float
+    planned_instructions: int
+    at_planned_clock: int
+    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., run_id: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ..., measure_only: _Optional[bool] = ..., clock_mhz: _Optional[float] = ..., planned_instructions: _Optional[int] = ..., at_planned_clock: _Optional[int] = ...) -> None: ...
 
 class IterationReport(_message.Message):
-    __slots__ = ("rank", "iteration", "time", "energy", "plan_name", "busy_time", "busy_energy")
+    __slots__ = ("rank", "iteration", "time", "energy", "plan_name", "busy_time", "busy_energy", "measure_only", "clock_mhz", "planned_instructions", "at_planned_clock")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +380,10 @@ class IterationReport(_message.Message):
     PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
     BUSY_TIME_FIELD_NUMBER: _ClassVar[int]
     BUSY_ENERGY_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    AT_PLANNED_CLOCK_FIELD_NUMBER: _ClassVar[int]
     rank: int
     iteration: int
     time: float
@@ -371,7 +391,11 @@ class IterationReport(_message.Message):
     plan_name: str
     busy_time: float
     busy_energy: float
-    def __init__(self, rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ...) -> None: ...
+    measure_only: bool
+    clock_mhz: float
+    planned_instructions: int
+    at_planned_clock: int
+    def __init__(self, rank: _Optional[int] = ..., iteration: _Optional[int] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_name: _Optional[str] = ..., busy_time: _Optional[float] = ..., busy_energy: _Optional[float] = ..., measure_only: _Optional[bool] = ..., clock_mhz: _Optional[float] = ..., planned_instructions: _Optional[int] = ..., at_planned_clock: _Optional[int] = ...) -> None: ...
 
 class ReportIterationsRequest(_message.Message):
     __slots__ = ("job_id", "run_id", "reports")

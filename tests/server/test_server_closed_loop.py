@@ -57,7 +57,7 @@ class Job:
                 t, e = busy[rank % 2]
                 f = (slow or {}).get(rank // 2, 1.0)
                 reports.append(IterationReport(rank, self.iteration, plan.iteration_time * f, 1.0, served.plan_name,
-                                               t * f, e * (energy or f)))
+                                               busy_time=t * f, busy_energy=e * (energy or f)))
             self.client.report_iterations(self.job_id, "run-1", reports)
             self.iteration += 1
 

@@ -62,12 +62,18 @@ def test_postgres_schema_and_restart(postgres_url: str) -> None:
             for i in range(10):
                 client.report_iteration("pg", 1, i, 1.0, 50.0)
             client.report_iteration("pg", 1, 3, 1.0, 50.0)  # duplicate: ignored, not an error
+            client.report_iteration("pg", 0, 0, 1.0, 50.0, run_id="mo", measure_only=True, clock_mhz=1410.0)
+            client.report_iteration("pg", 0, 1, 1.0, 50.0, run_id="mo", measure_only=True, clock_mhz=1005.0,
+                                    planned_instructions=8, at_planned_clock=6)
             before = [client.get_schedule("pg", r) for r in range(4)]
             job_before = client.get_job("pg")
         with ServerThread(ServerConfig(port=0, db=url)) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
             assert [client.get_schedule("pg", r) for r in range(4)] == before
             job = client.get_job("pg")
-            assert job == job_before and job.num_iteration_reports == 10
+            assert job == job_before and job.num_iteration_reports == 12
+            (mo,) = [r for r in job.runs if r.run_id == "mo"]  # per-run totals rebuilt by PostgreSQL's SUM/CASE
+            assert (mo.measure_only_reports, mo.planned_instructions, mo.at_planned_clock, mo.mean_clock_mhz) == (
+                2, 8, 6, 1207.5)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -63,6 +63,10 @@ def test_two_runs_keep_their_reports_and_retries_are_stored_once(tmp_path: Path)
         ("r", [IterationReport(0, 0, 1.0, -1.0)], "reports[0].energy"),
         ("r", [IterationReport(0, 0, 1.0, 1.0, "x" * 300)], "reports[0].plan_name"),
         ("r", [IterationReport(0, i, 1.0, 1.0) for i in range(4097)], "reports: at most 4096"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0, planned_instructions=4, at_planned_clock=5)], "reports[0].at_planned_clock"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0, clock_mhz=float("nan"))], "reports[0].clock_mhz"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0, clock_mhz=-5.0)], "reports[0].clock_mhz"),
+        ("r", [IterationReport(0, 0, 1.0, 1.0, clock_mhz=1e9)], "reports[0].clock_mhz"),
     ],
 )
 def test_bad_batches_are_rejected_whole_naming_the_field(
@@ -110,3 +114,66 @@ def test_jobs_cli_counts_iterations_and_upload_sends_spill_files(
 
     assert perseus_main(["upload", str(tmp_path / "nowhere"), "--server", address]) == 2
     assert capsys.readouterr().err.strip() == f"perseus: error: {tmp_path / 'nowhere'}: no such file or folder"
+
+
+def _observed(rank: int, iterations: range, **fields: object) -> list[IterationReport]:
+    return [IterationReport(rank, i, 1.0, 100.0, "p000", **fields) for i in iterations]  # type: ignore[arg-type]
+
+
+def test_reports_keep_measure_only_and_read_back_clocks_through_spill_restart_and_jobs_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "perseus.db"
+    with ServerThread(ServerConfig(port=0, db=f"sqlite:///{db}")) as srv, \
+            PerseusClient(f"127.0.0.1:{srv.port}") as client:
+        address = f"127.0.0.1:{srv.port}"
+        _job(client, ranks=2)
+        # A run with a plan: 9 and 10 of 10 planned instructions at their clock, read back 1005 and 1410 MHz.
+        client.report_iterations(JOB, "planned", _observed(0, range(3), clock_mhz=1005.0, planned_instructions=10,
+                                                           at_planned_clock=9))
+        client.report_iterations(JOB, "planned", _observed(1, range(3), clock_mhz=1410.0, planned_instructions=10,
+                                                           at_planned_clock=10))
+        # A measure-only run whose reports went through the spill file and `perseus upload`.
+        spill = tmp_path / "unsent" / f"{JOB}.rank0.jsonl"
+        append_spill(spill, JOB, "measured", _observed(0, range(4), measure_only=True, clock_mhz=1980.0))
+        assert perseus_main(["upload", str(spill), "--server", address]) == 0
+        # The single-report RPC carries them too.
+        client.report_iteration(JOB, 1, 0, 1.0, 1.0, run_id="single", measure_only=True, clock_mhz=345.0)
+        runs = {r.run_id: r for r in client.get_job(JOB).runs}
+        observed = {k: (r.measure_only_reports, r.planned_instructions, r.at_planned_clock, r.mean_clock_mhz)
+                    for k, r in runs.items()}
+        assert observed == {"planned": (0, 60, 57, pytest.approx(1207.5)), "measured": (4, 0, 0, 1980.0),
+                            "single": (1, 0, 0, 345.0)}
+        assert runs["planned"].planned_clock_share == pytest.approx(0.95)
+        capsys.readouterr()
+        assert perseus_main(["jobs", "--runs", "--server", address]) == 0
+        out = capsys.readouterr().out
+        rows = {line.split()[1]: line for line in out.split("\nJOB ", 1)[1].splitlines()[1:]}
+        assert "95% at planned clock" in rows["planned"] and "1208" in rows["planned"]
+        assert "measure-only" in rows["measured"] and "1980" in rows["measured"]
+        assert "measure-only" in out.split("\nJOB ", 1)[0]  # the job's last run ("single") in the job list
+    with sqlite3.connect(db) as conn:
+        stored = set(conn.execute("SELECT run_id, measure_only, clock_mhz, planned_instructions, at_planned_clock "
+                                  "FROM scheduler_iteration_reports WHERE rank = 0"))
+    assert stored == {("planned", 0, 1005.0, 10, 9), ("measured", 1, 1980.0, 0, 0)}
+    # Restart: the run statistics are rebuilt from the stored columns.
+    with ServerThread(ServerConfig(port=0, db=f"sqlite:///{db}")) as srv, \
+            PerseusClient(f"127.0.0.1:{srv.port}") as client:
+        again = {r.run_id: r for r in client.get_job(JOB).runs}
+        assert {k: (r.measure_only_reports, r.planned_instructions, r.at_planned_clock, r.mean_clock_mhz)
+                for k, r in again.items()} == observed
+
+
+def test_spill_files_keep_every_report_field(tmp_path: Path) -> None:
+    from perseus.errors import InputError
+    from perseus.reports import read_spill
+
+    reports = _observed(3, range(2), measure_only=True, clock_mhz=1234.5, planned_instructions=7, at_planned_clock=6)
+    path = tmp_path / "s.jsonl"
+    append_spill(path, JOB, "r", reports)
+    assert read_spill(path) == ({(JOB, "r"): reports}, False)
+    path.write_text(path.read_text().replace("true", '"false"'))  # a string is no JSON boolean
+    with pytest.raises(InputError, match="line 1"):
+        read_spill(path)

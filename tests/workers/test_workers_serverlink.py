@@ -6,6 +6,7 @@ torchrun workers on gloo with simulated GPUs, ``perseus upload`` for what a run 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -111,6 +112,14 @@ def _stored(tmp: Path) -> dict[str, set[tuple[int, int]]]:
     return stored
 
 
+def _observed(tmp: Path) -> dict[tuple[str, int, int], tuple[float, bool, int, int]]:
+    """(clock, measure-only, planned instructions, at planned clock) per (run, rank, iteration)."""
+    with sqlite3.connect(tmp / "perseus.db") as db:
+        rows = db.execute("SELECT run_id, rank, iteration, clock_mhz, measure_only, planned_instructions, "
+                          "at_planned_clock FROM scheduler_iteration_reports WHERE job_id = ?", (JOB,))
+        return {(run, rank, it): (clock, bool(mo), planned, at) for run, rank, it, clock, mo, planned, at in rows}
+
+
 @pytest.mark.timeout(900)  # two trainings and three server starts
 def test_server_killed_mid_training_loses_nothing_and_reruns_keep_their_reports(tmp_path: Path) -> None:
     server = Server(tmp_path, _free_port())
@@ -147,5 +156,14 @@ def test_server_killed_mid_training_loses_nothing_and_reruns_keep_their_reports(
         assert stored[run1.group(1)] == {(r, i) for r in range(PP) for i in range(40)}
         (run2,) = set(stored) - {run1.group(1)}
         assert stored[run2] == {(r, i) for r in range(PP) for i in range(12)}
+        # Every report, sent live or spilled and uploaded, says what the GPUs did (read back): the same
+        # planned-clock share the workers logged, and a clock.
+        observed = _observed(tmp_path)
+        assert all(clock > 0 and not measure_only and 0 < at <= planned
+                   for clock, measure_only, planned, at in observed.values()), observed
+        logged = json.loads((tmp_path / "out" / "iterations.json").read_text())  # run 2's
+        for row in logged:
+            per_rank = [observed[(run2, r, row["step"])] for r in range(PP)]
+            assert row["at_planned_clock"] == sum(o[3] for o in per_rank) / sum(o[2] for o in per_rank)
     finally:
         server.stop()

@@ -24,7 +24,7 @@ def _rank_pid(tag: str, rank: int) -> int:
         except OSError:
             continue
         if (f"PERSEUS_TEST_TAG={tag}".encode() in environ and f"RANK={rank}".encode() in environ
-                and b"merak_integration.trainer" in cmdline and b"torch.distributed.run" not in cmdline):
+                and b"-m\0merak_integration.trainer" in cmdline and b"merak_integration.torchrun" not in cmdline):
             return int(proc.name)
     raise AssertionError(f"no worker process of rank {rank} found")
 

@@ -309,6 +309,10 @@ def test_clocks_applied_late_are_reported_as_they_ran() -> None:
     assert [m.frequency for m in it.instructions] == planned
     assert local.fraction_at_planned_clock() == 0.25  # only forward:0, planned at the default 1410 MHz
     assert local.summary()["fraction_at_planned_clock"] == 0.25
+    # What a server report carries: 4 planned, 1 at its clock, and the read-back clocks' mean.
+    planned_count, held, clock = it.clock_counts()
+    assert (planned_count, held) == (4, 1)
+    assert min(planned[:-1]) < clock < 1410  # read back, weighted by time: neither the planned nor the default
 
 
 def test_measure_only_local_perseus_never_requests_a_clock() -> None:

@@ -1,7 +1,7 @@
 """closed loop: straggler source (manual or auto) and a job's drift state
 
 Revision ID: 0005_closed_loop
-Revises: 0003_runs
+Revises: 0004_report_clocks
 Create Date: 2026-11-30 10:45:00.000000
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '0005_closed_loop'
-down_revision: Union[str, Sequence[str], None] = '0003_runs'
+down_revision: Union[str, Sequence[str], None] = '0004_report_clocks'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
