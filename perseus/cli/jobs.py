@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from perseus.client.cli_args import add_connection_args
 
 if TYPE_CHECKING:
-    from perseus.client import JobInfo
+    from perseus.client import JobInfo, PowerCapInfo
 
 ACTIONS = ("list", "delete", "reprofile")
 
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("JOB", "perseus jobs lists every job; to act on one: perseus jobs delete|reprofile JOB")
     with client_from_args(args) as client:
         if args.action == "list":
-            return _list(client.list_jobs(), as_json=args.json, with_runs=args.runs)
+            return _list(client.list_jobs(), as_json=args.json, with_runs=args.runs,
+                         cap=None if args.json else client.get_power_cap())
         job = client.delete_job(args.job) if args.action == "delete" else client.reprofile_job(args.job)
     if args.json:
         print(json.dumps(dataclasses.asdict(job), indent=1))
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int:
+def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False, cap: PowerCapInfo | None = None) -> int:
     import dataclasses
     import json
 
@@ -69,16 +70,23 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int
         [
             j.job_id, j.model or "-", j.schedule, f"{j.num_stages}x{j.num_microbatches}", str(j.dp_degree),
             j.phase + (f" ({j.stages_profiled}/{j.num_stages})" if j.phase == "profiling" else ""),
-            str(j.target), j.plan_name or "-", str(j.num_ranks), str(len(j.runs)), str(j.num_iterations),
+            str(j.target), (j.plan_name or "-") + (" (cap)" if j.power_capped else ""), str(j.num_ranks),
+            str(len(j.runs)), str(j.num_iterations),
             ",".join(f"{p}:{f:g}" for p, f in sorted(j.stragglers.items())) or "-",
+            f"{j.planned_power:.0f}" if j.planned_power else "-", f"{j.measured_power:.0f}" if j.measured_power else "-",
+            f"{j.weight:g}",
         ]
         for j in jobs
     ]
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
-               "STRAGGLERS"]
+               "STRAGGLERS", "PLANNED W", "MEASURED W", "WEIGHT"]
     print(table(headers, rows) if rows else "no jobs")
     if with_runs:
         print(runs_table(jobs))
+    if cap is not None:
+        from perseus.cli.cap import summary
+
+        print(summary(cap))
     for j in jobs:
         if j.error:
             print(f"{j.job_id}: {j.error}")

@@ -44,8 +44,8 @@ from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, par
 from perseus.profile.io import format_profile
 from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
 from perseus.reports import IterationReport
+from perseus.server import capping, runs
 from perseus.server import models as m
-from perseus.server import runs
 from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.notify import make_feed
@@ -104,6 +104,10 @@ class _Job:
     """(stage, supported clocks) pairs already checked against the job's plans."""
     target_note: str = ""
     """Why the served plan differs from the target (e.g. no plan meets it and the closest runs)."""
+    weight: float = 1.0
+    """How much the job's slowdown counts under the cluster power cap."""
+    cap_plan_id: int | None = None
+    """The plan the power cap chose for a frontier target (then served instead of ``plan_id``)."""
 
 
 class SchedulerCore:
@@ -174,6 +178,7 @@ class SchedulerCore:
                 phase=row.phase, version=row.version, target=TargetSpec.from_json(row.target_json),
                 plan_id=row.plan_id, profiling=ProfilingSettings.from_json(row.profiling_json),
                 profile_csv=row.profile_csv, error=row.error, created_at=row.created_at,
+                weight=row.weight, cap_plan_id=row.cap_plan_id,
             )
             if job.profile_csv:
                 job.profile = self._parse_profile(job.spec, job.profile_csv)
@@ -333,6 +338,8 @@ class SchedulerCore:
             if phase == "optimizing":
                 self._submit_frontier(job)
             log.info("job %s registered (%s)", spec.job_id, phase)
+            if phase == "serving":
+                self._resolve_after(f"job {spec.job_id} serves a user plan")
             return self._view(job), True
 
     def _same_job(self, existing: _Job, spec: JobSpec) -> JobView:
@@ -353,13 +360,16 @@ class SchedulerCore:
                     job.num_iteration_reports = counts.get(job_id, job.num_iteration_reports)
                     job.runs = stats.get(job_id, job.runs)
             jobs = [self._job(j) for j in job_ids] if job_ids else list(self._jobs.values())
-            return sorted((self._view(j) for j in jobs), key=lambda v: -v.created_at)
+            with self._sessions() as s:
+                measured = capping.measured_powers(s, job_ids or None)
+            return sorted((self._view(j, measured.get(j.spec.job_id, 0.0)) for j in jobs), key=lambda v: -v.created_at)
 
     def frontier(self, job_id: str) -> tuple[str, list[StoredPlan], str]:
         """(phase, frontier plans fastest first, name of the target's plan)."""
         with self._lock:
             job = self._job(job_id)
-            selected = job.plans[job.plan_id].name if job.plan_id in job.plans else ""
+            served = self._served(job)
+            selected = served.name if served is not None else ""
             return job.phase, list(job.frontier), selected
 
     def profile_of(self, job_id: str) -> str | None:
@@ -626,6 +636,7 @@ class SchedulerCore:
             self._notify(job)
             log.info("job %s: target %s%s", job_id, target.describe(),
                      f" ({job.target_note})" if job.target_note else "")
+            self._resolve_after(f"job {job_id} target changed")
             return self._view(job)
 
     def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobView, str]:
@@ -654,6 +665,150 @@ class SchedulerCore:
             plan = self._pipeline_plan(job, others[0]) if others else None
             return self._view(job), plan.name if plan else ""
 
+    # ---------------------------------------------------------------- the cluster power cap
+
+    def set_power_cap(self, watts: float | None) -> capping.CapView:
+        """Set the cap to ``watts`` (None: clear it), re-choose every job's plan, return the new state."""
+        if watts is not None:
+            watts = capping.check_watts(watts)
+        with self._lock:
+            with self._sessions() as s:
+                row = s.scalar(select(m.PowerCapRow).where(m.PowerCapRow.id == 1).with_for_update())
+                if row is None:
+                    row = m.PowerCapRow(id=1, version=0, status_json="{}")
+                    s.add(row)
+                row.watts, row.version = watts, row.version + 1
+                try:
+                    s.commit()
+                except IntegrityError:  # another replica created the row a moment ago: update it
+                    s.rollback()
+                    row = s.get_one(m.PowerCapRow, 1, with_for_update=True)
+                    row.watts, row.version = watts, row.version + 1
+                    s.commit()
+            log.info("power cap %s", "cleared" if watts is None else f"set to {watts:.0f} W")
+            self.resolve_cap("the cap changed")
+            return self.power_cap()
+
+    def set_weight(self, job_id: str, weight: float) -> JobView:
+        """How much the job's slowdown counts under the cap; the cap is re-solved."""
+        weight = capping.check_weight(weight)
+        with self._lock:
+            self._job(job_id)
+            with self._writing(job_id) as (s, job):
+                job.weight = weight
+                s.get_one(m.JobRow, job_id).weight = weight
+                self._bump(s, job)
+            log.info("job %s: weight %g", job_id, weight)
+            self._resolve_after(f"job {job_id} weight changed")
+            return self._view(job)
+
+    def power_cap(self) -> capping.CapView:
+        """The cap, the state of its last solution and every serving job's planned and measured power."""
+        with self._lock:
+            with self._sessions() as s:
+                self._sync_all(s)
+                row = s.get(m.PowerCapRow, 1)
+                measured = capping.measured_powers(s)
+            jobs = []
+            for job in sorted(self._jobs.values(), key=lambda j: j.spec.job_id):
+                served = self._served(job)
+                if job.phase != "serving" or served is None:
+                    continue
+                fastest = job.frontier[0].plan.iteration_time if job.frontier else served.plan.iteration_time
+                capped = job.target.follows_frontier and bool(job.frontier)
+                floor = capping.floor_of(job.target, fastest) if capped else math.inf
+                jobs.append(capping.CappedJobView(
+                    job.spec.job_id, served.name, capping.plan_power(served, job.spec.dp_degree),
+                    measured.get(job.spec.job_id, 0.0), job.weight, served.plan.iteration_time / fastest - 1.0,
+                    0.0 if math.isinf(floor) else floor, not capped))
+            if row is None:
+                return capping.CapView(None, 0, capping.CapStatus(), tuple(jobs))
+            return capping.CapView(row.watts, row.version, capping.CapStatus.from_json(row.status_json), tuple(jobs))
+
+    def resolve_cap(self, reason: str) -> None:
+        """Choose every serving job's plan under the cap again (call after any change that may move it:
+        a job starts serving, ends, drifts or is re-planned; the cap, a target or a weight changes).
+
+        The replica that saw the change solves, holding the cap row's lock so replicas solve one at a
+        time; jobs whose plan changes are written (version bumped, published) in one transaction.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            changed: list[_Job] = []
+            with self._sessions() as s:
+                row = s.scalar(select(m.PowerCapRow).where(m.PowerCapRow.id == 1).with_for_update())
+                stale = self._sync_all(s)
+                watts = row.watts if row is not None else None
+                plans: dict[str, int] = {}
+                status = capping.CapStatus()
+                if watts is not None:
+                    plans, status = capping.assign(watts, self._cap_inputs())
+                for job in self._jobs.values():
+                    want = plans.get(job.spec.job_id)
+                    if job.cap_plan_id != want:
+                        s.scalar(select(m.JobRow.version).where(m.JobRow.id == job.spec.job_id).with_for_update())
+                        s.get_one(m.JobRow, job.spec.job_id).cap_plan_id = want
+                        job.cap_plan_id = want
+                        self._bump(s, job)
+                        self._feed.publish(s, job.spec.job_id, job.version)
+                        changed.append(job)
+                before = capping.CapStatus.from_json(row.status_json) if row is not None else capping.CapStatus()
+                if row is not None and (changed or dataclasses.replace(before, solved_at=0.0)
+                                        != dataclasses.replace(status, solved_at=0.0)):
+                    row.status_json, row.version = status.to_json(), row.version + 1
+                s.commit()
+            if watts is not None and not status.feasible and (before.feasible or before.note != status.note):
+                log.warning("power cap %.0f W %s (%s)", watts, status.note, reason)
+            elif watts is not None and status.feasible and not before.feasible:
+                log.info("power cap %.0f W met again (%s)", watts, reason)
+            for job in changed:
+                log.info("job %s: power cap %s (%s)", job.spec.job_id,
+                         f"serves {job.plans[job.cap_plan_id].name}" if job.cap_plan_id is not None else "released",
+                         reason)
+            for job_id in {*stale, *(j.spec.job_id for j in changed)}:
+                for callback in self._listeners:
+                    callback(job_id)
+
+    def _resolve_after(self, reason: str) -> None:
+        """:meth:`resolve_cap` after a change already committed: a failure is logged, not raised (the
+        change stands; the next event or cap change solves again)."""
+        try:
+            self.resolve_cap(reason)
+        except Exception:
+            log.exception("power cap: cannot re-solve after: %s", reason)
+
+    def _cap_inputs(self) -> list[capping.CapInput]:
+        inputs = []
+        for job in sorted(self._jobs.values(), key=lambda j: j.spec.job_id):
+            if job.phase != "serving":
+                continue
+            spec = job.spec
+            if job.target.follows_frontier and job.frontier:
+                inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
+                                               frontier=tuple(job.frontier)))
+            elif job.plan_id in job.plans:
+                inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
+                                               pinned_plan=job.plans[job.plan_id]))
+        return inputs
+
+    def _sync_all(self, s: Any) -> list[str]:
+        """Bring every cached job up to the database (other replicas' jobs and changes); returns those re-read."""
+        stored = dict(s.execute(select(m.JobRow.id, m.JobRow.version)).all())
+        for gone in set(self._jobs) - set(stored):
+            self._jobs.pop(gone, None)
+        stale = [job_id for job_id, version in stored.items()
+                 if job_id not in self._jobs or self._jobs[job_id].version != version]
+        if stale:
+            self._jobs.update(self._read_jobs(s, stale))
+        return stale
+
+    def _served(self, job: _Job) -> StoredPlan | None:
+        """The plan the job's non-straggling pipelines run: the cap's choice, else the target's."""
+        if job.cap_plan_id is not None and job.target.follows_frontier and job.cap_plan_id in job.plans:
+            return job.plans[job.cap_plan_id]
+        return job.plans.get(job.plan_id) if job.plan_id is not None else None
+
     # ---------------------------------------------------------------- delete and re-profile
 
     def delete_job(self, job_id: str) -> JobView:
@@ -673,6 +828,7 @@ class SchedulerCore:
             self._notify(job)  # watchers wake up to NOT_FOUND
             log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
                      view.num_iteration_reports)
+            self._resolve_after(f"job {job_id} deleted")
             return view
 
     def reprofile_job(self, job_id: str) -> JobView:
@@ -693,6 +849,7 @@ class SchedulerCore:
                 s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id != (keep or -1)))
                 row = s.get_one(m.JobRow, job_id)
                 row.phase, row.profile_csv, row.error, row.plan_id = "profiling", None, "", keep
+                row.cap_plan_id = job.cap_plan_id = None
                 row.profiling_json = job.profiling.to_json()
                 self._bump(s, job)
                 job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
@@ -701,6 +858,7 @@ class SchedulerCore:
                 job.compatible.clear()
             self._notify(job)
             log.info("job %s: re-profiling", job_id)
+            self._resolve_after(f"job {job_id} re-profiling")
             return self._view(job)
 
     # ---------------------------------------------------------------- internals
@@ -870,6 +1028,7 @@ class SchedulerCore:
             self._computing.discard(job_id)
             try:
                 self._store_frontier(request, result, error)
+                self._resolve_after(f"job {job_id} frontier ready")
             except NotFound:
                 pass  # deleted meanwhile
             except Exception:  # the database went away: the job stays "optimizing" and is retried
@@ -913,7 +1072,7 @@ class SchedulerCore:
 
     def _pipeline_plan(self, job: _Job, pipeline_id: int) -> StoredPlan | None:
         """The plan a pipeline runs: the target's, or a slower one to match a straggler."""
-        base = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        base = self._served(job)
         if base is None or not job.target.follows_frontier or not job.frontier:
             return base
         if job.stragglers.get(pipeline_id, 1.0) > 1.0:
@@ -955,12 +1114,12 @@ class SchedulerCore:
         )
         return ScheduleView(**common, **view, mode="plan", instructions=instructions)
 
-    def _view(self, job: _Job) -> JobView:
+    def _view(self, job: _Job, measured_power: float = 0.0) -> JobView:
         if job.phase == "profiling":
             stages_profiled = sum(self._next_frequency(job, st) is None for st in range(job.spec.num_stages))
         else:
             stages_profiled = job.spec.num_stages if job.profile is not None else 0
-        stored = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        stored = self._served(job)
         return JobView(
             spec=job.spec, phase=job.phase, target=job.target,
             plan_name=stored.name if stored is not None else "",
@@ -969,7 +1128,10 @@ class SchedulerCore:
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
             target_note=job.target_note, plan_iteration_time=stored.plan.iteration_time if stored else 0.0,
-            plan_energy=stored.plan.energy if stored else 0.0,
+            plan_energy=stored.plan.energy if stored else 0.0, weight=job.weight,
+            planned_power=capping.plan_power(stored, job.spec.dp_degree) if stored else 0.0,
+            measured_power=measured_power,
+            power_capped=stored is not None and stored.id == job.cap_plan_id and job.target.follows_frontier,
         )
 
 

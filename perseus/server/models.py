@@ -45,6 +45,23 @@ class JobRow(Base):
     profile_csv: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float, default=_now)
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    """How much the job's slowdown counts under the cluster power cap."""
+    cap_plan_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The plan the power cap chose (overrides ``plan_id``); NULL without a cap or when not capped."""
+
+
+class PowerCapRow(Base):
+    """The cluster power cap (one row, id 1) and the state of its last solution."""
+
+    __tablename__ = "scheduler_power_cap"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The budget; NULL: no cap."""
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status_json: Mapped[str] = mapped_column(Text, default="{}")
+    """The last solution: feasible, note, exact, weighted slowdown, lower bound (see perseus.server.capping)."""
 
 
 class RankRow(Base):

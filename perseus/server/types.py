@@ -139,6 +139,13 @@ class JobView:
     target_note: str = ""
     plan_iteration_time: float = 0.0
     plan_energy: float = 0.0
+    weight: float = 1.0
+    planned_power: float = 0.0
+    """Watts of the served plan over all pipelines."""
+    measured_power: float = 0.0
+    """Watts from the latest iteration reports (0: none recent)."""
+    power_capped: bool = False
+    """The served plan was chosen by the cluster power cap."""
 
     @property
     def num_iterations(self) -> int:
