@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,28 @@ def test_cli_cap_and_jobs_show_the_totals(client: PerseusClient, small: Pipeline
     assert perseus_cli(client, "cap", "--clear") == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("power cap: none")
     assert math.isfinite(frontier[0])
+
+
+@pytest.mark.postgres
+def test_a_cap_set_through_one_replica_reaches_the_other(postgres_db: str, small: PipelineProfile) -> None:
+    with ServerThread(ServerConfig(port=0, db=postgres_db)) as first, \
+            ServerThread(ServerConfig(port=0, db=postgres_db)) as second, \
+            PerseusClient(f"127.0.0.1:{first.port}") as via_a, PerseusClient(f"127.0.0.1:{second.port}") as via_b:
+        serve_job(via_a, "x", small, dp=2)
+        via_b.register_rank("x", 0, 0, small.frequencies())
+        frontier = powers(via_a, "x", 2)
+        assert via_b.get_schedule("x", 0).plan_name == "p000"
+        cap = via_a.set_power_cap((frontier[0] + min(frontier)) / 2)
+        chosen = via_a.get_job("x").plan_name
+        assert chosen != "p000"
+        deadline = time.monotonic() + 10
+        while via_b.get_schedule("x", 0).plan_name != chosen:  # B hears of it by NOTIFY (or its 1 s tick)
+            assert time.monotonic() < deadline, "replica B never served the cap's plan"
+            time.sleep(0.05)
+        assert via_b.get_power_cap().watts == pytest.approx(cap.watts)
+        via_b.set_power_cap(None)
+        assert via_a.get_power_cap().watts is None
+        deadline = time.monotonic() + 10
+        while via_a.get_schedule("x", 0).plan_name != "p000":
+            assert time.monotonic() < deadline, "replica A never dropped the cap's plan"
+            time.sleep(0.05)
