@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from perseus.errors import InputError
 from perseus.server import models as m
@@ -129,23 +131,45 @@ class CappedJobView:
     pinned: bool
 
 
-def measured_powers(s: Any, job_ids: Collection[str] | None = None, now: float | None = None) -> dict[str, float]:
-    """Watts per job from its latest iteration reports: sum over ranks of (energy / time) of each rank's
-    last :data:`MEASURE_LAST` reports no older than :data:`MEASURE_MAX_AGE_S`."""
-    r = m.IterationReportRow
-    newest = func.row_number().over(partition_by=(r.job_id, r.rank), order_by=r.id.desc()).label("newest")
-    recent = select(r.job_id, r.rank, r.time, r.energy, newest).where(
-        r.created_at >= (now if now is not None else time.time()) - MEASURE_MAX_AGE_S)
-    if job_ids is not None:
-        recent = recent.where(r.job_id.in_(job_ids))
-    sub = recent.subquery()
-    rows = s.execute(select(sub.c.job_id, func.sum(sub.c.energy), func.sum(sub.c.time))
-                     .where(sub.c.newest <= MEASURE_LAST).group_by(sub.c.job_id, sub.c.rank))
-    power: dict[str, float] = {}
-    for job_id, energy, seconds in rows:
-        if seconds and seconds > 0:
-            power[job_id] = power.get(job_id, 0.0) + float(energy) / float(seconds)
-    return power
+class MeasuredPower:
+    """Watts per job from its latest iteration reports: the sum over its ranks of energy / time over each
+    rank's last :data:`MEASURE_LAST` reports no older than :data:`MEASURE_MAX_AGE_S`.
+
+    Reads only the report rows added since the last call (by primary key), so asking often is cheap
+    however large the table grows; every replica reads the same table, so all show the same watts.
+    """
+
+    BATCH = 100_000
+    """Rows read per call at most (the first call starts this far back: enough for the last reports)."""
+
+    def __init__(self) -> None:
+        self._after: int | None = None
+        self._recent: dict[str, dict[int, deque[tuple[float, float, float]]]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, s: Any, live_jobs: Collection[str], now: float | None = None) -> dict[str, float]:
+        r = m.IterationReportRow
+        with self._lock:
+            if self._after is None:
+                newest = s.scalar(select(r.id).order_by(r.id.desc()).limit(1)) or 0
+                self._after = max(0, newest - self.BATCH)
+            rows = s.execute(select(r.id, r.job_id, r.rank, r.time, r.energy, r.created_at)
+                             .where(r.id > self._after).order_by(r.id).limit(self.BATCH)).all()
+            for row_id, job_id, rank, t, e, created in rows:
+                ranks = self._recent.setdefault(job_id, {})
+                ranks.setdefault(rank, deque(maxlen=MEASURE_LAST)).append((t, e, created))
+                self._after = row_id
+            for gone in set(self._recent) - set(live_jobs):
+                del self._recent[gone]
+            oldest = (now if now is not None else time.time()) - MEASURE_MAX_AGE_S
+            power: dict[str, float] = {}
+            for job_id, ranks in self._recent.items():
+                for window in ranks.values():
+                    fresh = [(t, e) for t, e, created in window if created >= oldest]
+                    seconds = sum(t for t, _ in fresh)
+                    if seconds > 0:
+                        power[job_id] = power.get(job_id, 0.0) + sum(e for _, e in fresh) / seconds
+            return power
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class SchedulerCore:
         """Jobs whose frontier this server has queued or is computing."""
         self._feed = make_feed(engine)
         self._reports = ReportWriter(engine)
+        self._measured = capping.MeasuredPower()
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
         with self._lock:
@@ -361,7 +362,7 @@ class SchedulerCore:
                     job.runs = stats.get(job_id, job.runs)
             jobs = [self._job(j) for j in job_ids] if job_ids else list(self._jobs.values())
             with self._sessions() as s:
-                measured = capping.measured_powers(s, job_ids or None)
+                measured = self._measured.read(s, list(self._jobs))
             return sorted((self._view(j, measured.get(j.spec.job_id, 0.0)) for j in jobs), key=lambda v: -v.created_at)
 
     def frontier(self, job_id: str) -> tuple[str, list[StoredPlan], str]:
@@ -708,7 +709,7 @@ class SchedulerCore:
             with self._sessions() as s:
                 self._sync_all(s)
                 row = s.get(m.PowerCapRow, 1)
-                measured = capping.measured_powers(s)
+                measured = self._measured.read(s, list(self._jobs))
             jobs = []
             for job in sorted(self._jobs.values(), key=lambda j: j.spec.job_id):
                 served = self._served(job)
