@@ -219,3 +219,27 @@ def test_a_cap_set_through_one_replica_reaches_the_other(postgres_db: str, small
         while via_a.get_schedule("x", 0).plan_name != "p000":
             assert time.monotonic() < deadline, "replica A never dropped the cap's plan"
             time.sleep(0.05)
+
+
+def test_server_rejects_bad_caps_and_exports_metrics(tmp_path: Path, small: PipelineProfile) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = ServerConfig(port=0, db=f"sqlite:///{tmp_path / 'm.db'}", metrics_port=0)
+    with ServerThread(config) as srv, PerseusClient(f"127.0.0.1:{srv.port}") as client:
+        for bad in (-1.0, 0.0, math.nan, math.inf, 1e9):
+            with pytest.raises(PerseusRpcError, match="watts"):
+                client.set_power_cap(bad)
+        assert client.get_power_cap().watts is None  # nothing stored
+        serve_job(client, "a", small)
+        client.set_power_cap(1.0)  # cannot be met
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.server.metrics_port}/metrics", timeout=30) as reply:
+            text = reply.read().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        assert samples[("perseus_power_cap_watts", ())] == 1.0
+        assert samples[("perseus_power_cap_feasible", ())] == 0.0
+        planned = client.get_job("a").planned_power
+        assert samples[("perseus_job_power_watts", (("job", "a"), ("source", "planned")))] == pytest.approx(planned)
+        assert samples[("perseus_power_cap_total_watts", (("source", "planned"),))] == pytest.approx(planned)
