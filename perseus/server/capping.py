@@ -43,6 +43,13 @@ MEASURE_LAST = 10
 """Iterations per rank averaged for measured power: enough to smooth noise, few enough to follow a plan change."""
 MEASURE_MAX_AGE_S = 120.0
 """Reports older than this are not 'measured power now' (the job stopped or lost its link)."""
+RATIO_MIN_REPORTS = 3
+"""Reports per rank under the served plan before its measured/planned power ratio is trusted."""
+RATIO_DEADBAND = 0.01
+"""A job's measured/planned ratio moves the cap only when it changes by more than this: above the noise
+of a few iterations' mean, well below the 2% the cap is held to."""
+RATIO_RANGE = (0.5, 2.0)
+"""Ratios outside are clamped: a job drawing half or twice its profile needs a re-profile, not a nudge."""
 
 
 def check_watts(watts: float) -> float:
@@ -71,13 +78,14 @@ def floor_of(target: TargetSpec, fastest_time: float) -> float:
     return math.inf
 
 
-def cap_job(job_id: str, frontier: Sequence[StoredPlan], pipelines: int, weight: float, target: TargetSpec) -> CapJob:
+def cap_job(job_id: str, frontier: Sequence[StoredPlan], pipelines: int, weight: float, target: TargetSpec,
+            ratio: float = 1.0) -> CapJob:
     """The job as the cap solver sees it: its frontier plans (named by plan id) within its floor."""
     plans = list(frontier)
     if target.kind == "energy_budget":
         within = [p for p in plans if p.plan.energy <= target.value * (1 + 1e-12)]
         plans = within or [min(plans, key=lambda p: p.plan.energy)]  # --nearest: the closest plan
-    options = tuple(CapOption(str(p.id), p.plan.iteration_time, plan_power(p, pipelines)) for p in plans)
+    options = tuple(CapOption(str(p.id), p.plan.iteration_time, ratio * plan_power(p, pipelines)) for p in plans)
     return CapJob(job_id, options, weight, floor_of(target, frontier[0].plan.iteration_time))
 
 
@@ -144,8 +152,22 @@ class MeasuredPower:
 
     def __init__(self) -> None:
         self._after: int | None = None
-        self._recent: dict[str, dict[int, deque[tuple[float, float, float]]]] = {}
+        self._recent: dict[str, dict[int, deque[tuple[float, float, float, str]]]] = {}
         self._lock = threading.Lock()
+
+    def under_plan(self, job_id: str, plan_name: str, ranks: Collection[int], now: float | None = None) -> float | None:
+        """Watts of the job from reports sent under ``plan_name`` only, once every rank in ``ranks`` has
+        :data:`RATIO_MIN_REPORTS` fresh ones (None before); call after :meth:`read`."""
+        oldest = (now if now is not None else time.time()) - MEASURE_MAX_AGE_S
+        with self._lock:
+            windows = self._recent.get(job_id, {})
+            total = 0.0
+            for rank in ranks:
+                fresh = [(t, e) for t, e, created, plan in windows.get(rank, ()) if created >= oldest and plan == plan_name]
+                if len(fresh) < RATIO_MIN_REPORTS:
+                    return None
+                total += sum(e for _, e in fresh) / sum(t for t, _ in fresh)
+            return total if ranks else None
 
     def read(self, s: Any, live_jobs: Collection[str], now: float | None = None) -> dict[str, float]:
         r = m.IterationReportRow
@@ -153,11 +175,11 @@ class MeasuredPower:
             if self._after is None:
                 newest = s.scalar(select(r.id).order_by(r.id.desc()).limit(1)) or 0
                 self._after = max(0, newest - self.BATCH)
-            rows = s.execute(select(r.id, r.job_id, r.rank, r.time, r.energy, r.created_at)
+            rows = s.execute(select(r.id, r.job_id, r.rank, r.time, r.energy, r.created_at, r.plan_name)
                              .where(r.id > self._after).order_by(r.id).limit(self.BATCH)).all()
-            for row_id, job_id, rank, t, e, created in rows:
+            for row_id, job_id, rank, t, e, created, plan in rows:
                 ranks = self._recent.setdefault(job_id, {})
-                ranks.setdefault(rank, deque(maxlen=MEASURE_LAST)).append((t, e, created))
+                ranks.setdefault(rank, deque(maxlen=MEASURE_LAST)).append((t, e, created, plan))
                 self._after = row_id
             for gone in set(self._recent) - set(live_jobs):
                 del self._recent[gone]
@@ -165,7 +187,7 @@ class MeasuredPower:
             power: dict[str, float] = {}
             for job_id, ranks in self._recent.items():
                 for window in ranks.values():
-                    fresh = [(t, e) for t, e, created in window if created >= oldest]
+                    fresh = [(t, e) for t, e, created, _ in window if created >= oldest]
                     seconds = sum(t for t, _ in fresh)
                     if seconds > 0:
                         power[job_id] = power.get(job_id, 0.0) + sum(e for _, e in fresh) / seconds
@@ -182,14 +204,16 @@ class CapInput:
     target: TargetSpec
     frontier: tuple[StoredPlan, ...] = ()
     pinned_plan: StoredPlan | None = None
+    ratio: float = 1.0
+    """Measured over planned power of the job's served plan: its plans' power is scaled by it."""
 
 
 def assign(watts: float, jobs: Sequence[CapInput]) -> tuple[dict[str, int], CapStatus]:
     """(plan id per capped job, status): the least weighted slowdown choice within ``watts``."""
     from perseus.solver.powercap import solve_cap
 
-    fixed = sum(plan_power(j.pinned_plan, j.pipelines) for j in jobs if j.pinned_plan is not None)
-    capped = [cap_job(j.job_id, j.frontier, j.pipelines, j.weight, j.target) for j in jobs if j.frontier]
+    fixed = sum(j.ratio * plan_power(j.pinned_plan, j.pipelines) for j in jobs if j.pinned_plan is not None)
+    capped = [cap_job(j.job_id, j.frontier, j.pipelines, j.weight, j.target, j.ratio) for j in jobs if j.frontier]
     budget = watts - fixed
     if not capped:
         ok = fixed <= watts

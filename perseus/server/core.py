@@ -79,6 +79,10 @@ from perseus.server.types import (
 
 log = logging.getLogger("perseus.server")
 
+CAP_LOOP_S = 2.0
+"""Seconds between two checks of measured against planned power under a cap: a few iterations of a
+typical job, and a query that reads only the reports added since the last check."""
+
 @dataclass
 class _Job:
     spec: JobSpec
@@ -133,6 +137,10 @@ class SchedulerCore:
         self._feed = make_feed(engine)
         self._reports = ReportWriter(engine)
         self._measured = capping.MeasuredPower()
+        self._ratios: dict[str, float] = {}
+        """Measured over planned power per job, while a cap is set (see :meth:`_cap_feedback`)."""
+        self._stop_loop = threading.Event()
+        self._cap_loop = threading.Thread(target=self._run_cap_loop, name="perseus-cap", daemon=True)
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
         with self._lock:
@@ -141,6 +149,7 @@ class SchedulerCore:
                     log.info("job %s: resuming frontier computation", job.spec.job_id)
                     self._submit_frontier(job)
         self._feed.start(self._on_remote_change, self._on_tick)
+        self._cap_loop.start()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -152,6 +161,8 @@ class SchedulerCore:
         """Stop; a frontier still computing is abandoned (the job stays "optimizing" and resumes later)."""
         with self._lock:
             self._closed = True
+        self._stop_loop.set()
+        self._cap_loop.join(timeout=30)
         self._feed.close()
         self._pool.close()
         self._reports.close()
@@ -771,6 +782,42 @@ class SchedulerCore:
                 for callback in self._listeners:
                     callback(job_id)
 
+    def _run_cap_loop(self) -> None:
+        while not self._stop_loop.wait(CAP_LOOP_S):
+            try:
+                self._cap_feedback()
+            except Exception:  # the database went away: the next round tries again
+                log.exception("power cap: measured-power feedback failed")
+
+    def _cap_feedback(self) -> None:
+        """Close the loop: while a cap is set, each serving job's measured power under its served plan
+        (every rank's latest reports of that plan) over the plan's planned power scales all its plans'
+        power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND` re-solves the cap."""
+        with self._lock:
+            if self._closed:
+                return
+            with self._sessions() as s:
+                watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
+                if watts is None:
+                    self._ratios.clear()
+                    return
+                self._measured.read(s, list(self._jobs))
+            moved = []
+            for job_id, job in self._jobs.items():
+                served = self._served(job)
+                if job.phase != "serving" or served is None or not job.ranks:
+                    continue
+                measured = self._measured.under_plan(job_id, served.name, list(job.ranks))
+                if measured is None:
+                    continue
+                low, high = capping.RATIO_RANGE
+                ratio = min(high, max(low, measured / capping.plan_power(served, job.spec.dp_degree)))
+                if abs(ratio / self._ratios.get(job_id, 1.0) - 1.0) > capping.RATIO_DEADBAND:
+                    self._ratios[job_id] = ratio
+                    moved.append(f"{job_id} {ratio:.3f}")
+            if moved:
+                self.resolve_cap(f"measured/planned power: {', '.join(moved)}")
+
     def _resolve_after(self, reason: str) -> None:
         """:meth:`resolve_cap` after a change already committed: a failure is logged, not raised (the
         change stands; the next event or cap change solves again)."""
@@ -787,10 +834,11 @@ class SchedulerCore:
             spec = job.spec
             if job.target.follows_frontier and job.frontier:
                 inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
-                                               frontier=tuple(job.frontier)))
+                                               frontier=tuple(job.frontier), ratio=self._ratios.get(spec.job_id, 1.0)))
             elif job.plan_id in job.plans:
                 inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
-                                               pinned_plan=job.plans[job.plan_id]))
+                                               pinned_plan=job.plans[job.plan_id],
+                                               ratio=self._ratios.get(spec.job_id, 1.0)))
         return inputs
 
     def _sync_all(self, s: Any) -> list[str]:

@@ -243,3 +243,45 @@ def test_server_rejects_bad_caps_and_exports_metrics(tmp_path: Path, small: Pipe
         planned = client.get_job("a").planned_power
         assert samples[("perseus_job_power_watts", (("job", "a"), ("source", "planned")))] == pytest.approx(planned)
         assert samples[("perseus_power_cap_total_watts", (("source", "planned"),))] == pytest.approx(planned)
+
+
+def test_measured_power_above_plan_tightens_the_cap(client: PerseusClient, small: PipelineProfile) -> None:
+    """GPUs drawing 10% more than their profile: the server notices from the reports and re-plans."""
+    import threading
+
+    from server_helpers import wait_until
+
+    serve_job(client, "hot", small)
+    for stage in range(2):
+        client.register_rank("hot", stage, stage, small.frequencies())
+    frontier = powers(client, "hot")
+    cap = client.set_power_cap((frontier[0] + min(frontier)) / 2).watts
+    assert cap is not None
+    first = client.get_job("hot")
+    stop = threading.Event()
+
+    def report() -> None:  # each rank: half the plan's energy, 10% over the profile, under the served plan
+        iteration = 0
+        with PerseusClient(client.target) as c:
+            while not stop.is_set():
+                for rank in range(2):
+                    schedule = c.get_schedule("hot", rank)
+                    c.report_iteration("hot", rank, iteration, schedule.expected_iteration_time,
+                                       1.1 * schedule.expected_energy / 2, schedule.plan_name)
+                iteration += 1
+                time.sleep(0.02)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        wait_until(lambda: client.get_job("hot").plan_name != first.plan_name, 30, "the cap re-plans the hot job")
+        job = client.get_job("hot")
+        assert 1.1 * job.planned_power <= cap * (1 + 1e-9) < 1.1 * first.planned_power
+        wait_until(lambda: 0 < client.get_power_cap().measured_power <= cap * (1 + 1e-9), 30,
+                   "measured power is back under the cap")
+        plan = job.plan_name
+        time.sleep(5)  # two more feedback rounds: the same ratio moves nothing
+        assert client.get_job("hot").plan_name == plan
+    finally:
+        stop.set()
+        reporter.join(timeout=10)
