@@ -11,10 +11,12 @@ policy at iteration boundaries the workers pick up themselves:
 3. the cap cleared and every job served one uniform per-GPU power limit (the highest whose noise-free
    power fits W, see :func:`cap_sim.uniform_limit`) as its global-power-limit baseline.
 
-Each phase lasts until every job has run ``--phase`` iterations in it. Measured power is the server's
-(GetPowerCap at the phase's end: each rank's last 10 reports, energy / time from the simulated GPUs'
-energy counters); slowdown compares each job's median measured iteration time (rank 0's reports, the first
-2 iterations of a phase skipped) with its reference phase.
+After each change every job runs ``--settle`` iterations (the server's measured-power feedback acts
+here), then ``--phase`` measured ones. Measured power is the server's (GetPowerCap at the phase's end:
+each rank's last 10 reports, energy / time from the simulated GPUs' energy counters); slowdown compares
+each job's median measured iteration time (rank 0's reports in the measured iterations) with the
+reference phase. The uniform limit gets a second try with the same feedback: the limit whose planned
+power, scaled by the first try's measured over planned power, fits the cap.
 Run: .venv/bin/python benchmarks/cap_workers.py [--fraction 0.5] [--phase 14] [--time-scale 0.5]
 """
 
@@ -40,13 +42,11 @@ from perseus.profile import PipelineProfile, load_profile, save_profile
 from perseus.server.app import ServerConfig, ServerThread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cap_sim import SimulatedJob, uniform_limit
+from cap_sim import SimulatedJob, planned_power_under_limit, uniform_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {"gpt3-a100": "gpt3-175b+a100_sxm_bf16", "bloom-a100": "bloom+a100_sxm_bf16", "gpt3-a40": "gpt3-175b+a40_bf16"}
 STAGES, MICROBATCHES = 2, 4
-SKIP = 2
-"""Iterations after a switch not measured: the one running when it lands, the one that picks it up."""
 
 
 def first_stages(name: str) -> PipelineProfile:
@@ -58,7 +58,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fraction", type=float, default=0.5,
                         help="the cap between the least-energy plans' power (0) and the fastest plans' (1)")
-    parser.add_argument("--phase", type=int, default=14, help="iterations per job in each phase")
+    parser.add_argument("--phase", type=int, default=12, help="measured iterations per job in each phase")
+    parser.add_argument("--settle", type=int, default=12,
+                        help="iterations per job after each change before measuring (the cap's feedback acts here)")
     parser.add_argument("--time-scale", type=float, default=0.5, help="simulated instruction time multiplier")
     args = parser.parse_args()
     console = Console(width=160)
@@ -79,6 +81,7 @@ def main() -> int:
         cap = least + args.fraction * (most - least)
         sims = [SimulatedJob(client, job, profiles[job], 1, MICROBATCHES, 0.0, 0) for job in JOBS]
         limit = uniform_limit(sims, cap)
+        limits = [limit]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         env.pop("PERSEUS_DEVICE", None)
         try:
@@ -94,10 +97,11 @@ def main() -> int:
             started = time.perf_counter()
             phases: list[tuple[str, dict[str, int], float]] = []  # (name, iterations at start, measured W)
 
-            def run_phase(name: str) -> None:
+            def advance(count: int, name: str) -> dict[str, int]:
+                """Wait until every job ran ``count`` more iterations; returns the counts at the start."""
                 start = {job: client.get_job(job).num_iterations for job in JOBS}
                 deadline = time.monotonic() + 600
-                while min(client.get_job(job).num_iterations - start[job] for job in JOBS) < args.phase:
+                while min(client.get_job(job).num_iterations - start[job] for job in JOBS) < count:
                     for job, p in zip(JOBS, procs, strict=True):
                         if p.poll() is not None:
                             log = (Path(tmp) / f"{job}.log").read_text()[-3000:]
@@ -105,16 +109,34 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"phase {name}: the jobs did not reach {args.phase} iterations in 600 s")
                     time.sleep(0.2)
-                phases.append((name, start, client.get_power_cap().measured_power))
+                return start
 
+            def run_phase(name: str) -> float:
+                """Let the change settle, then measure a phase; returns its measured watts."""
+                advance(args.settle, name)
+                start = advance(args.phase, name)
+                watts = client.get_power_cap().measured_power
+                phases.append((name, start, watts))
+                ends.append({job: client.get_job(job).num_iterations for job in JOBS})
+                return watts
+
+            def uniform(watts_per_gpu: float) -> float:
+                for job in JOBS:
+                    client.set_target(job, Target.of_baseline("global-power-limit", power_limits=(watts_per_gpu,)))
+                return run_phase(f"uniform {watts_per_gpu:.0f} W/GPU")
+
+            ends: list[dict[str, int]] = []
             run_phase("no cap")
             client.set_power_cap(cap)
             run_phase("Perseus cap")
             client.set_power_cap(None)
-            for job in JOBS:
-                client.set_target(job, Target.of_baseline("global-power-limit", power_limits=(limit,)))
-            run_phase("uniform limit")
-            ends = {job: client.get_job(job).num_iterations for job in JOBS}
+            planned = sum(planned_power_under_limit(sim, limit) for sim in sims)
+            measured = uniform(limit)
+            # The operator's second try: the limit whose planned power, scaled by what the first try measured
+            # over planned, fits the cap (a uniform policy gets the same feedback the cap has).
+            limits.append(uniform_limit(sims, cap * planned / measured))
+            if limits[-1] != limit:
+                uniform(limits[-1])
             wall = time.perf_counter() - started
         finally:
             for p in procs:
@@ -128,18 +150,17 @@ def main() -> int:
                     p.wait()
         db = sqlite3.connect(f"{tmp}/cap.db")
         times: dict[tuple[str, str], float] = {}
-        bounds = [*(start for _, start, _ in phases), ends]
-        for (name, start, _), end in zip(phases, bounds[1:], strict=True):
+        for (name, start, _), end in zip(phases, ends, strict=True):
             for job in JOBS:
                 rows = db.execute("SELECT time FROM scheduler_iteration_reports WHERE job_id = ? AND rank = 0 "
                                   "AND iteration >= ? AND iteration < ?",
-                                  (job, start[job] + SKIP, end[job])).fetchall()
+                                  (job, start[job], end[job])).fetchall()
                 times[(name, job)] = statistics.median(t for (t,) in rows)
         db.close()
     table = Table("policy", "measured W", "of cap", *(f"{job} s/iter" for job in JOBS), "total slowdown",
                   title=(f"3 live training runs (real workers, simulated GPUs, time scale {args.time_scale}); cap "
-                         f"{cap:.0f} W (planned: fastest {most:.0f} W, least-energy {least:.0f} W); uniform limit "
-                         f"{limit:.0f} W/GPU; {wall:.0f} s"))
+                         f"{cap:.0f} W (planned: fastest {most:.0f} W, least-energy {least:.0f} W); "
+                         f"{args.settle} settling + {args.phase} measured iterations per phase; {wall:.0f} s"))
     for name, _, watts in phases:
         slow = sum(times[(name, job)] / times[("no cap", job)] - 1 for job in JOBS)
         table.add_row(name, f"{watts:.0f}", f"{100 * watts / cap:.1f}%",
