@@ -217,7 +217,7 @@ def assign(watts: float, jobs: Sequence[CapInput]) -> tuple[dict[str, int], CapS
     budget = watts - fixed
     if not capped:
         ok = fixed <= watts
-        note = "" if ok else f"cannot be met: jobs with user plans or baselines draw {fixed:.0f} W"
+        note = "" if ok else f"jobs with user plans or baselines draw {fixed:.0f} W"
         return {}, CapStatus(feasible=ok, note=note, solved_at=time.time())
     # Pinned jobs alone over the cap: the capped ones still get their least-power plans.
     solution = solve_cap(capped, budget if budget > 0 else 1e-9)
@@ -225,7 +225,7 @@ def assign(watts: float, jobs: Sequence[CapInput]) -> tuple[dict[str, int], CapS
     if not solution.feasible:
         least = solution.total_power + fixed
         pinned = f" ({fixed:.0f} W of it user plans and baselines the cap cannot change)" if fixed else ""
-        note = (f"cannot be met: the serving jobs draw at least {least:.0f} W at their least-power plans within "
+        note = (f"the serving jobs draw at least {least:.0f} W at their least-power plans within "
                 f"their floors{pinned}; every capped job runs its least-power plan")
     elif not solution.exact:
         note = (f"Lagrangian choice: weighted slowdown {solution.weighted_slowdown:.4g}, at most "

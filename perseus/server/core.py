@@ -771,7 +771,7 @@ class SchedulerCore:
                     row.status_json, row.version = status.to_json(), row.version + 1
                 s.commit()
             if watts is not None and not status.feasible and (before.feasible or before.note != status.note):
-                log.warning("power cap %.0f W %s (%s)", watts, status.note, reason)
+                log.warning("power cap %.0f W cannot be met: %s (%s)", watts, status.note, reason)
             elif watts is not None and status.feasible and not before.feasible:
                 log.info("power cap %.0f W met again (%s)", watts, reason)
             for job in changed:

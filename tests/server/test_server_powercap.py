@@ -93,7 +93,7 @@ def test_weight_moves_the_slowdown_to_the_lighter_job(client: PerseusClient, sma
 
 
 def test_floor_and_infeasible_state(client: PerseusClient, small: PipelineProfile,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+                                    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     serve_job(client, "floored", small, target=Target.max_slowdown(1.05))
     serve_job(client, "free", small)
     frontier = client.get_frontier("floored").plans
@@ -103,7 +103,7 @@ def test_floor_and_infeasible_state(client: PerseusClient, small: PipelineProfil
         cap = client.set_power_cap(tiny)
         client.set_power_cap(tiny)  # the same state again: not logged again
         client.set_weight("free", 2.0)
-    assert not cap.feasible and "cannot be met" in cap.note
+    assert not cap.feasible and "draw at least" in cap.note
     warnings = [r for r in caplog.records if "cannot be met" in r.getMessage()]
     assert len(warnings) == 1
     floored = client.get_job("floored")
@@ -114,7 +114,11 @@ def test_floor_and_infeasible_state(client: PerseusClient, small: PipelineProfil
     assert next(j for j in cap.jobs if j.job_id == "floored").max_slowdown == pytest.approx(1.05)
 
     # The jobs listing and the cap command say so.
+    capsys.readouterr()
     assert perseus_cli(client, "cap") == 0
+    assert "CANNOT BE MET: the serving jobs draw at least" in capsys.readouterr().out
+    assert perseus_cli(client, "jobs") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("power cap: 1 W (planned ")
 
 
 def perseus_cli(client: PerseusClient, *args: str) -> int:
