@@ -12,6 +12,9 @@ Several servers (replicas) may share one PostgreSQL database. A change locks the
 (:mod:`perseus.server.notify`), which re-read the job and wake their watchers. A job or rank a
 replica has not seen yet is read from the database on first use. Frontiers are computed by
 :mod:`perseus.server.pool`, once per job across replicas.
+
+The cluster power cap (:mod:`perseus.server.capping`) is re-solved by :meth:`SchedulerCore.resolve_cap`
+after every event that may move it, and every :data:`CAP_LOOP_S` when measured power strays from planned.
 """
 
 from __future__ import annotations
