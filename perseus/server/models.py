@@ -52,9 +52,10 @@ class JobRow(Base):
 
 
 class PowerCapRow(Base):
-    """The cluster power cap (one row, id 1) and the state of its last solution."""
+    """The cluster power cap (one row, id 1) and the state of its last solution (no job refers to it, hence
+    no ``scheduler_`` prefix: those tables are all per job)."""
 
-    __tablename__ = "scheduler_power_cap"
+    __tablename__ = "cluster_power_cap"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     watts: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -21,7 +21,7 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     """Upgrade schema: existing jobs get weight 1 and no cap plan."""
     op.create_table(
-        'scheduler_power_cap',
+        'cluster_power_cap',
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('watts', sa.Float(), nullable=True),
         sa.Column('version', sa.Integer(), nullable=False),
@@ -38,4 +38,4 @@ def downgrade() -> None:
     with op.batch_alter_table('scheduler_jobs', schema=None) as batch_op:
         batch_op.drop_column('cap_plan_id')
         batch_op.drop_column('weight')
-    op.drop_table('scheduler_power_cap')
+    op.drop_table('cluster_power_cap')
