@@ -81,12 +81,12 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False, cap: P
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
                "STRAGGLERS", "PLANNED W", "MEASURED W", "WEIGHT"]
     print(table(headers, rows) if rows else "no jobs")
-    if with_runs:
-        print(runs_table(jobs))
-    if cap is not None:
+    if cap is not None and (cap.watts is not None or cap.planned_power or cap.measured_power):
         from perseus.cli.cap import summary
 
-        print(summary(cap))
+        print(summary(cap))  # the total against the cap, and whether it can be met
+    if with_runs:
+        print(runs_table(jobs))
     for j in jobs:
         if j.error:
             print(f"{j.job_id}: {j.error}")
