@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from perseus.client.cli_args import add_connection_args
 
 if TYPE_CHECKING:
-    from perseus.client import JobInfo
+    from perseus.client import JobInfo, PowerCapInfo
     from perseus.reports import RunInfo
 
 ACTIONS = ("list", "delete", "reprofile")
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("JOB", "perseus jobs lists every job; to act on one: perseus jobs delete|reprofile JOB")
     with client_from_args(args) as client:
         if args.action == "list":
-            return _list(client.list_jobs(), as_json=args.json, with_runs=args.runs)
+            return _list(client.list_jobs(), as_json=args.json, with_runs=args.runs,
+                         cap=None if args.json else client.get_power_cap())
         job = client.delete_job(args.job) if args.action == "delete" else client.reprofile_job(args.job)
     if args.json:
         print(json.dumps(dataclasses.asdict(job), indent=1))
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int:
+def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False, cap: PowerCapInfo | None = None) -> int:
     import dataclasses
     import json
 
@@ -70,17 +71,24 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False) -> int
         [
             j.job_id, j.model or "-", j.schedule, f"{j.num_stages}x{j.num_microbatches}", str(j.dp_degree),
             j.phase + (f" ({j.stages_profiled}/{j.num_stages})" if j.phase == "profiling" else ""),
-            str(j.target), j.plan_name or "-", str(j.num_ranks), str(len(j.runs)), str(j.num_iterations),
+            str(j.target), (j.plan_name or "-") + (" (cap)" if j.power_capped else ""), str(j.num_ranks),
+            str(len(j.runs)), str(j.num_iterations),
             ",".join(f"{p}:{f:.3g}{'(auto)' if p in j.auto_stragglers else ''}"
                      for p, f in sorted(j.stragglers.items())) or "-",
             j.drift or "-",
             clocks(j.runs[-1]) if j.runs else "-",
+            f"{j.planned_power:.0f}" if j.planned_power else "-", f"{j.measured_power:.0f}" if j.measured_power else "-",
+            f"{j.weight:g}",
         ]
         for j in jobs
     ]
     headers = ["JOB", "MODEL", "SCHEDULE", "STAGESxMB", "DP", "PHASE", "TARGET", "PLAN", "RANKS", "RUNS", "ITERS",
-               "STRAGGLERS", "DRIFT", "CLOCKS (LAST RUN)"]
+               "STRAGGLERS", "DRIFT", "CLOCKS (LAST RUN)", "PLANNED W", "MEASURED W", "WEIGHT"]
     print(table(headers, rows) if rows else "no jobs")
+    if cap is not None and (cap.watts is not None or cap.planned_power or cap.measured_power):
+        from perseus.cli.cap import summary
+
+        print(summary(cap))  # the total against the cap, and whether it can be met
     if with_runs:
         print(runs_table(jobs))
     for j in jobs:

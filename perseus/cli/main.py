@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "perseus.cli.target",
         "set a job's target: fastest, max slowdown, deadline, energy budget, a plan file or a baseline",
     ),
+    "cap": ("perseus.cli.cap", "show, set or clear the cluster power cap over every serving job"),
     "bso": ("perseus.cli.bso", "batch size optimizer for recurring jobs (trace-driven simulation)"),
 }
 

@@ -24,6 +24,7 @@ from perseus.client.types import (
     PHASE_NAMES,
     FrontierInfo,
     JobInfo,
+    PowerCapInfo,
     ProfileAck,
     ProfilingStep,
     ReportAck,
@@ -312,6 +313,19 @@ class PerseusClient:
         """Choose the job's plan; ``nearest`` runs the closest plan when no plan meets a deadline or budget."""
         request = pb.SetTargetRequest(job_id=job_id, target=target.to_proto(), nearest=nearest)
         return JobInfo.from_proto(self._call(self._stub.SetTarget, request).job)
+
+    def set_weight(self, job_id: str, weight: float) -> JobInfo:
+        """How much the job's slowdown counts under the cluster power cap (default 1)."""
+        request = pb.SetJobWeightRequest(job_id=job_id, weight=weight)
+        return JobInfo.from_proto(self._call(self._stub.SetJobWeight, request).job)
+
+    def set_power_cap(self, watts: float | None) -> PowerCapInfo:
+        """Cap the summed planned power of the server's serving jobs at ``watts`` (None: clear the cap)."""
+        request = pb.SetPowerCapRequest(watts=watts or 0.0, clear=watts is None)
+        return PowerCapInfo.from_proto(self._call(self._stub.SetPowerCap, request))
+
+    def get_power_cap(self) -> PowerCapInfo:
+        return PowerCapInfo.from_proto(self._call(self._stub.GetPowerCap, pb.GetPowerCapRequest()))
 
     def delete_job(self, job_id: str) -> JobInfo:
         """Delete a job with its ranks, plans and reports; returns the job as it was."""

@@ -198,6 +198,14 @@ class JobInfo:
     drift_note: str = ""
     auto_stragglers: tuple[int, ...] = ()
     """Pipelines among ``stragglers`` the server detected itself."""
+    weight: float = 1.0
+    """How much the job's slowdown counts under the cluster power cap."""
+    planned_power: float = 0.0
+    """Watts of ``plan_name`` over all pipelines (0 without a plan)."""
+    measured_power: float = 0.0
+    """Watts from the latest iteration reports (0: none recent)."""
+    power_capped: bool = False
+    """``plan_name`` was chosen by the cluster power cap (the target is its floor)."""
 
     @classmethod
     def from_proto(cls, msg: pb.JobInfo) -> JobInfo:
@@ -216,6 +224,8 @@ class JobInfo:
             target_note=msg.target_note,
             plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
             drift=msg.drift, drift_note=msg.drift_note, auto_stragglers=tuple(msg.auto_stragglers),
+            weight=msg.weight or 1.0, planned_power=msg.planned_power, measured_power=msg.measured_power,
+            power_capped=msg.power_capped,
         )
 
 
@@ -265,3 +275,47 @@ class ProfileAck:
     phase: str
     version: int
 
+
+
+@dataclass(frozen=True)
+class CappedJob:
+    """One serving job under the cluster power cap."""
+
+    job_id: str
+    plan_name: str
+    planned_power: float
+    measured_power: float
+    weight: float
+    slowdown: float
+    """Iteration time of ``plan_name`` over the fastest plan's, minus 1."""
+    max_slowdown: float
+    """The floor from the job's target (0: none)."""
+    pinned: bool
+    """A user plan or baseline: counted against the cap, never changed by it."""
+
+
+@dataclass(frozen=True)
+class PowerCapInfo:
+    """The cluster power cap (``watts`` None: no cap), whether it is met, and the jobs under it."""
+
+    watts: float | None
+    feasible: bool
+    note: str
+    planned_power: float
+    measured_power: float
+    weighted_slowdown: float
+    lower_bound: float
+    exact: bool
+    version: int
+    jobs: tuple[CappedJob, ...]
+
+    @classmethod
+    def from_proto(cls, msg: pb.PowerCapInfo) -> PowerCapInfo:
+        return cls(
+            watts=msg.watts if msg.set else None, feasible=msg.feasible, note=msg.note,
+            planned_power=msg.planned_power, measured_power=msg.measured_power,
+            weighted_slowdown=msg.weighted_slowdown, lower_bound=msg.lower_bound, exact=msg.exact,
+            version=msg.version,
+            jobs=tuple(CappedJob(j.job_id, j.plan_name, j.planned_power, j.measured_power, j.weight, j.slowdown,
+                                 j.max_slowdown, j.pinned) for j in msg.jobs),
+        )

@@ -12,6 +12,9 @@ Several servers (replicas) may share one PostgreSQL database. A change locks the
 (:mod:`perseus.server.notify`), which re-read the job and wake their watchers. A job or rank a
 replica has not seen yet is read from the database on first use. Frontiers are computed by
 :mod:`perseus.server.pool`, once per job across replicas.
+
+The cluster power cap (:mod:`perseus.server.capping`) is re-solved by :meth:`SchedulerCore.resolve_cap`
+after every event that may move it, and every :data:`CAP_LOOP_S` when measured power strays from planned.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, par
 from perseus.profile.io import format_profile
 from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
 from perseus.reports import IterationReport
+from perseus.server import capping, runs
 from perseus.server import models as m
-from perseus.server import runs
 from perseus.server.control import ControlConfig, Controller, ControlListener, Decision, DriftStatus
 from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
@@ -81,6 +84,10 @@ from perseus.server.types import (
 
 log = logging.getLogger("perseus.server")
 
+CAP_LOOP_S = 2.0
+"""Seconds between two checks of measured against planned power under a cap: a few iterations of a
+typical job, and a query that reads only the reports added since the last check."""
+
 @dataclass
 class _Job:
     spec: JobSpec
@@ -109,6 +116,10 @@ class _Job:
     auto_stragglers: set[int] = field(default_factory=set)
     """Pipelines in ``stragglers`` that the detector put there (the others were reported by hand)."""
     drift: DriftStatus = field(default_factory=DriftStatus)
+    weight: float = 1.0
+    """How much the job's slowdown counts under the cluster power cap."""
+    cap_plan_id: int | None = None
+    """The plan the power cap chose for a frontier target (then served instead of ``plan_id``)."""
 
 
 class SchedulerCore:
@@ -136,6 +147,11 @@ class SchedulerCore:
         """Jobs whose frontier this server has queued or is computing."""
         self._feed = make_feed(engine)
         self._reports = ReportWriter(engine)
+        self._measured = capping.MeasuredPower()
+        self._ratios: dict[str, float] = {}
+        """Measured over planned power per job, while a cap is set (see :meth:`_cap_feedback`)."""
+        self._stop_loop = threading.Event()
+        self._cap_loop = threading.Thread(target=self._run_cap_loop, name="perseus-cap", daemon=True)
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
         with self._lock:
@@ -144,6 +160,7 @@ class SchedulerCore:
                     log.info("job %s: resuming frontier computation", job.spec.job_id)
                     self._submit_frontier(job)
         self._feed.start(self._on_remote_change, self._on_tick)
+        self._cap_loop.start()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -167,6 +184,8 @@ class SchedulerCore:
         """Stop; a frontier still computing is abandoned (the job stays "optimizing" and resumes later)."""
         with self._lock:
             self._closed = True
+        self._stop_loop.set()
+        self._cap_loop.join(timeout=30)
         self._feed.close()
         self._pool.close()
         self._reports.close()
@@ -195,6 +214,7 @@ class SchedulerCore:
                 plan_id=row.plan_id, profiling=ProfilingSettings.from_json(row.profiling_json),
                 profile_csv=row.profile_csv, error=row.error, created_at=row.created_at,
                 drift=DriftStatus.from_json(row.drift_json),
+                weight=row.weight, cap_plan_id=row.cap_plan_id,
             )
             if job.profile_csv:
                 job.profile = self._parse_profile(job.spec, job.profile_csv)
@@ -357,6 +377,8 @@ class SchedulerCore:
             if phase == "optimizing":
                 self._submit_frontier(job)
             log.info("job %s registered (%s)", spec.job_id, phase)
+            if phase == "serving":
+                self._resolve_after(f"job {spec.job_id} serves a user plan")
             return self._view(job), True
 
     def _same_job(self, existing: _Job, spec: JobSpec) -> JobView:
@@ -377,13 +399,16 @@ class SchedulerCore:
                     job.num_iteration_reports = counts.get(job_id, job.num_iteration_reports)
                     job.runs = stats.get(job_id, job.runs)
             jobs = [self._job(j) for j in job_ids] if job_ids else list(self._jobs.values())
-            return sorted((self._view(j) for j in jobs), key=lambda v: -v.created_at)
+            with self._sessions() as s:
+                measured = self._measured.read(s, list(self._jobs))
+            return sorted((self._view(j, measured.get(j.spec.job_id, 0.0)) for j in jobs), key=lambda v: -v.created_at)
 
     def frontier(self, job_id: str) -> tuple[str, list[StoredPlan], str]:
         """(phase, frontier plans fastest first, name of the target's plan)."""
         with self._lock:
             job = self._job(job_id)
-            selected = job.plans[job.plan_id].name if job.plan_id in job.plans else ""
+            served = self._served(job)
+            selected = served.name if served is not None else ""
             return job.phase, list(job.frontier), selected
 
     def profile_of(self, job_id: str) -> str | None:
@@ -778,6 +803,7 @@ class SchedulerCore:
             self._notify(job)
             log.info("job %s: target %s%s", job_id, target.describe(),
                      f" ({job.target_note})" if job.target_note else "")
+            self._resolve_after(f"job {job_id} target changed")
             return self._view(job)
 
     def report_straggler(self, job_id: str, pipeline_id: int, factor: float) -> tuple[JobView, str]:
@@ -812,6 +838,187 @@ class SchedulerCore:
             plan = self._pipeline_plan(job, others[0]) if others else None
             return self._view(job), plan.name if plan else ""
 
+    # ---------------------------------------------------------------- the cluster power cap
+
+    def set_power_cap(self, watts: float | None) -> capping.CapView:
+        """Set the cap to ``watts`` (None: clear it), re-choose every job's plan, return the new state."""
+        if watts is not None:
+            watts = capping.check_watts(watts)
+        with self._lock:
+            with self._sessions() as s:
+                row = s.scalar(select(m.PowerCapRow).where(m.PowerCapRow.id == 1).with_for_update())
+                if row is None:
+                    row = m.PowerCapRow(id=1, version=0, status_json="{}")
+                    s.add(row)
+                row.watts, row.version = watts, row.version + 1
+                try:
+                    s.commit()
+                except IntegrityError:  # another replica created the row a moment ago: update it
+                    s.rollback()
+                    row = s.get_one(m.PowerCapRow, 1, with_for_update=True)
+                    row.watts, row.version = watts, row.version + 1
+                    s.commit()
+            log.info("power cap %s", "cleared" if watts is None else f"set to {watts:.0f} W")
+            self.resolve_cap("the cap changed")
+            return self.power_cap()
+
+    def set_weight(self, job_id: str, weight: float) -> JobView:
+        """How much the job's slowdown counts under the cap; the cap is re-solved."""
+        weight = capping.check_weight(weight)
+        with self._lock:
+            self._job(job_id)
+            with self._writing(job_id) as (s, job):
+                job.weight = weight
+                s.get_one(m.JobRow, job_id).weight = weight
+                self._bump(s, job)
+            log.info("job %s: weight %g", job_id, weight)
+            self._resolve_after(f"job {job_id} weight changed")
+            return self._view(job)
+
+    def power_cap(self) -> capping.CapView:
+        """The cap, the state of its last solution and every serving job's planned and measured power."""
+        with self._lock:
+            with self._sessions() as s:
+                self._sync_all(s)
+                row = s.get(m.PowerCapRow, 1)
+                measured = self._measured.read(s, list(self._jobs))
+            jobs = []
+            for job in sorted(self._jobs.values(), key=lambda j: j.spec.job_id):
+                served = self._served(job)
+                if job.phase != "serving" or served is None:
+                    continue
+                fastest = job.frontier[0].plan.iteration_time if job.frontier else served.plan.iteration_time
+                capped = job.target.follows_frontier and bool(job.frontier)
+                floor = capping.floor_of(job.target, fastest) if capped else math.inf
+                jobs.append(capping.CappedJobView(
+                    job.spec.job_id, served.name, capping.plan_power(served, job.spec.dp_degree),
+                    measured.get(job.spec.job_id, 0.0), job.weight, served.plan.iteration_time / fastest - 1.0,
+                    0.0 if math.isinf(floor) else floor, not capped))
+            if row is None:
+                return capping.CapView(None, 0, capping.CapStatus(), tuple(jobs))
+            return capping.CapView(row.watts, row.version, capping.CapStatus.from_json(row.status_json), tuple(jobs))
+
+    def resolve_cap(self, reason: str) -> None:
+        """Choose every serving job's plan under the cap again (call after any change that may move it:
+        a job starts serving, ends, drifts or is re-planned; the cap, a target or a weight changes).
+
+        The replica that saw the change solves, holding the cap row's lock so replicas solve one at a
+        time; jobs whose plan changes are written (version bumped, published) in one transaction.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            changed: list[_Job] = []
+            with self._sessions() as s:
+                row = s.scalar(select(m.PowerCapRow).where(m.PowerCapRow.id == 1).with_for_update())
+                stale = self._sync_all(s)
+                watts = row.watts if row is not None else None
+                plans: dict[str, int] = {}
+                status = capping.CapStatus()
+                if watts is not None:
+                    plans, status = capping.assign(watts, self._cap_inputs())
+                for job in self._jobs.values():
+                    want = plans.get(job.spec.job_id)
+                    if job.cap_plan_id != want:
+                        s.scalar(select(m.JobRow.version).where(m.JobRow.id == job.spec.job_id).with_for_update())
+                        s.get_one(m.JobRow, job.spec.job_id).cap_plan_id = want
+                        job.cap_plan_id = want
+                        self._bump(s, job)
+                        self._feed.publish(s, job.spec.job_id, job.version)
+                        changed.append(job)
+                before = capping.CapStatus.from_json(row.status_json) if row is not None else capping.CapStatus()
+                if row is not None and (changed or dataclasses.replace(before, solved_at=0.0)
+                                        != dataclasses.replace(status, solved_at=0.0)):
+                    row.status_json, row.version = status.to_json(), row.version + 1
+                s.commit()
+            if watts is not None and not status.feasible and (before.feasible or before.note != status.note):
+                log.warning("power cap %.0f W cannot be met: %s (%s)", watts, status.note, reason)
+            elif watts is not None and status.feasible and not before.feasible:
+                log.info("power cap %.0f W met again (%s)", watts, reason)
+            for job in changed:
+                log.info("job %s: power cap %s (%s)", job.spec.job_id,
+                         f"serves {job.plans[job.cap_plan_id].name}" if job.cap_plan_id is not None else "released",
+                         reason)
+            for job_id in {*stale, *(j.spec.job_id for j in changed)}:
+                for callback in self._listeners:
+                    callback(job_id)
+
+    def _run_cap_loop(self) -> None:
+        while not self._stop_loop.wait(CAP_LOOP_S):
+            try:
+                self._cap_feedback()
+            except Exception:  # the database went away: the next round tries again
+                log.exception("power cap: measured-power feedback failed")
+
+    def _cap_feedback(self) -> None:
+        """Close the loop: while a cap is set, each serving job's measured power under its served plan
+        (every rank's latest reports of that plan) over the plan's planned power scales all its plans'
+        power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND` re-solves the cap."""
+        with self._lock:
+            if self._closed:
+                return
+            with self._sessions() as s:
+                watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
+                if watts is None:
+                    self._ratios.clear()
+                    return
+                self._measured.read(s, list(self._jobs))
+            moved = []
+            for job_id, job in self._jobs.items():
+                served = self._served(job)
+                if job.phase != "serving" or served is None or not job.ranks:
+                    continue
+                measured = self._measured.under_plan(job_id, served.name, list(job.ranks))
+                if measured is None:
+                    continue
+                low, high = capping.RATIO_RANGE
+                ratio = min(high, max(low, measured / capping.plan_power(served, job.spec.dp_degree)))
+                if abs(ratio / self._ratios.get(job_id, 1.0) - 1.0) > capping.RATIO_DEADBAND:
+                    self._ratios[job_id] = ratio
+                    moved.append(f"{job_id} {ratio:.3f}")
+            if moved:
+                self.resolve_cap(f"measured/planned power: {', '.join(moved)}")
+
+    def _resolve_after(self, reason: str) -> None:
+        """:meth:`resolve_cap` after a change already committed: a failure is logged, not raised (the
+        change stands; the next event or cap change solves again)."""
+        try:
+            self.resolve_cap(reason)
+        except Exception:
+            log.exception("power cap: cannot re-solve after: %s", reason)
+
+    def _cap_inputs(self) -> list[capping.CapInput]:
+        inputs = []
+        for job in sorted(self._jobs.values(), key=lambda j: j.spec.job_id):
+            if job.phase != "serving":
+                continue
+            spec = job.spec
+            if job.target.follows_frontier and job.frontier:
+                inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
+                                               frontier=tuple(job.frontier), ratio=self._ratios.get(spec.job_id, 1.0)))
+            elif job.plan_id in job.plans:
+                inputs.append(capping.CapInput(spec.job_id, spec.dp_degree, job.weight, job.target,
+                                               pinned_plan=job.plans[job.plan_id],
+                                               ratio=self._ratios.get(spec.job_id, 1.0)))
+        return inputs
+
+    def _sync_all(self, s: Any) -> list[str]:
+        """Bring every cached job up to the database (other replicas' jobs and changes); returns those re-read."""
+        stored = dict(s.execute(select(m.JobRow.id, m.JobRow.version)).all())
+        for gone in set(self._jobs) - set(stored):
+            self._jobs.pop(gone, None)
+        stale = [job_id for job_id, version in stored.items()
+                 if job_id not in self._jobs or self._jobs[job_id].version != version]
+        if stale:
+            self._jobs.update(self._read_jobs(s, stale))
+        return stale
+
+    def _served(self, job: _Job) -> StoredPlan | None:
+        """The plan the job's non-straggling pipelines run: the cap's choice, else the target's."""
+        if job.cap_plan_id is not None and job.target.follows_frontier and job.cap_plan_id in job.plans:
+            return job.plans[job.cap_plan_id]
+        return job.plans.get(job.plan_id) if job.plan_id is not None else None
+
     # ---------------------------------------------------------------- delete and re-profile
 
     def delete_job(self, job_id: str) -> JobView:
@@ -832,6 +1039,7 @@ class SchedulerCore:
             self._notify(job)  # watchers wake up to NOT_FOUND
             log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
                      view.num_iteration_reports)
+            self._resolve_after(f"job {job_id} deleted")
             return view
 
     def reprofile_job(self, job_id: str) -> JobView:
@@ -852,6 +1060,7 @@ class SchedulerCore:
                 s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id != (keep or -1)))
                 row = s.get_one(m.JobRow, job_id)
                 row.phase, row.profile_csv, row.error, row.plan_id = "profiling", None, "", keep
+                row.cap_plan_id = job.cap_plan_id = None
                 row.profiling_json = job.profiling.to_json()
                 self._bump(s, job)
                 job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
@@ -862,6 +1071,7 @@ class SchedulerCore:
             self._control.reset_drift(job_id)
             self._notify(job)
             log.info("job %s: re-profiling", job_id)
+            self._resolve_after(f"job {job_id} re-profiling")
             return self._view(job)
 
     # ---------------------------------------------------------------- internals
@@ -1031,6 +1241,7 @@ class SchedulerCore:
             self._computing.discard(job_id)
             try:
                 self._store_frontier(request, result, error)
+                self._resolve_after(f"job {job_id} frontier ready")
             except NotFound:
                 pass  # deleted meanwhile
             except Exception:  # the database went away: the job stays "optimizing" and is retried
@@ -1082,7 +1293,7 @@ class SchedulerCore:
 
     def _pipeline_plan(self, job: _Job, pipeline_id: int) -> StoredPlan | None:
         """The plan a pipeline runs: the target's, or a slower one to match a straggler."""
-        base = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        base = self._served(job)
         if base is None or not job.target.follows_frontier or not job.frontier:
             return base
         if job.stragglers.get(pipeline_id, 1.0) > 1.0:
@@ -1124,12 +1335,12 @@ class SchedulerCore:
         )
         return ScheduleView(**common, **view, mode="plan", instructions=instructions)
 
-    def _view(self, job: _Job) -> JobView:
+    def _view(self, job: _Job, measured_power: float = 0.0) -> JobView:
         if job.phase == "profiling":
             stages_profiled = sum(self._next_frequency(job, st) is None for st in range(job.spec.num_stages))
         else:
             stages_profiled = job.spec.num_stages if job.profile is not None else 0
-        stored = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        stored = self._served(job)
         return JobView(
             spec=job.spec, phase=job.phase, target=job.target,
             plan_name=stored.name if stored is not None else "",
@@ -1138,8 +1349,11 @@ class SchedulerCore:
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
             target_note=job.target_note, plan_iteration_time=stored.plan.iteration_time if stored else 0.0,
-            plan_energy=stored.plan.energy if stored else 0.0,
+            plan_energy=stored.plan.energy if stored else 0.0, weight=job.weight,
             drift=job.drift.state, drift_note=job.drift.note, auto_stragglers=tuple(sorted(job.auto_stragglers)),
+            planned_power=capping.plan_power(stored, job.spec.dp_degree) if stored else 0.0,
+            measured_power=measured_power,
+            power_capped=stored is not None and stored.id == job.cap_plan_id and job.target.follows_frontier,
         )
 
 

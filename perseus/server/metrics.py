@@ -144,6 +144,32 @@ class JobCollector(Collector):
         streams.add_metric([], self._open_streams())
         yield from (phases, info, planned_t, planned_e, measured_t, measured_e, savings, lag, reports, drifted, stragglers,
                     streams)
+        yield from self._cap()
+
+    def _cap(self) -> Iterator[GaugeMetricFamily]:
+        """The cluster power cap: its watts, the planned and measured totals, whether it is met, its gap."""
+        cap = self._core.power_cap()
+        power = GaugeMetricFamily("perseus_job_power_watts", "Average power of a serving job over all pipelines.",
+                                  labels=["job", "source"])
+        for j in cap.jobs:
+            power.add_metric([j.job_id, "planned"], j.planned_power)
+            if j.measured_power:
+                power.add_metric([j.job_id, "measured"], j.measured_power)
+        totals = GaugeMetricFamily("perseus_power_cap_total_watts", "Summed power of the serving jobs.",
+                                   labels=["source"])
+        totals.add_metric(["planned"], cap.planned_power)
+        totals.add_metric(["measured"], cap.measured_power)
+        yield from (power, totals)
+        if cap.watts is None:
+            return
+        watts = GaugeMetricFamily("perseus_power_cap_watts", "The cluster power cap (absent: no cap).")
+        watts.add_metric([], cap.watts)
+        met = GaugeMetricFamily("perseus_power_cap_feasible", "1 when the cap can be met, 0 when it cannot.")
+        met.add_metric([], 1.0 if cap.status.feasible else 0.0)
+        gap = GaugeMetricFamily("perseus_power_cap_optimality_gap",
+                                "Weighted slowdown above the lower bound (0 when solved exactly).")
+        gap.add_metric([], cap.status.weighted_slowdown - cap.status.lower_bound)
+        yield from (watts, met, gap)
 
     def _all_max_energy(self, view: JobView) -> float | None:
         """Energy per iteration with every instruction at its highest clock (cached per profile)."""

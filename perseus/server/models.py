@@ -48,6 +48,24 @@ class JobRow(Base):
     drift_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     """The closed loop's drift state (:class:`perseus.server.control.DriftStatus` as JSON)."""
     created_at: Mapped[float] = mapped_column(Float, default=_now)
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    """How much the job's slowdown counts under the cluster power cap."""
+    cap_plan_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The plan the power cap chose (overrides ``plan_id``); NULL without a cap or when not capped."""
+
+
+class PowerCapRow(Base):
+    """The cluster power cap (one row, id 1) and the state of its last solution (no job refers to it, hence
+    no ``scheduler_`` prefix: those tables are all per job)."""
+
+    __tablename__ = "cluster_power_cap"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The budget; NULL: no cap."""
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status_json: Mapped[str] = mapped_column(Text, default="{}")
+    """The last solution: feasible, note, exact, weighted slowdown, lower bound (see perseus.server.capping)."""
 
 
 class RankRow(Base):

@@ -21,6 +21,7 @@ import grpc
 
 from perseus.errors import InputError, PerseusError
 from perseus.reports import IterationReport
+from perseus.server.capping import CapView
 from perseus.server.core import SchedulerCore
 from perseus.server.limits import LimitExceeded
 from perseus.server.sweep import ProfilingSettings
@@ -106,6 +107,20 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
                          mean_clock_mhz=r.mean_clock_mhz) for r in view.runs],
         target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
         drift=view.drift, drift_note=view.drift_note, auto_stragglers=list(view.auto_stragglers),
+        weight=view.weight, planned_power=view.planned_power, measured_power=view.measured_power,
+        power_capped=view.power_capped,
+    )
+
+
+def cap_to_proto(view: CapView) -> pb.PowerCapInfo:
+    st = view.status
+    return pb.PowerCapInfo(
+        set=view.watts is not None, watts=view.watts or 0.0, feasible=st.feasible, note=st.note,
+        planned_power=view.planned_power, measured_power=view.measured_power,
+        weighted_slowdown=st.weighted_slowdown, lower_bound=st.lower_bound, exact=st.exact, version=view.version,
+        jobs=[pb.CappedJob(job_id=j.job_id, plan_name=j.plan_name, planned_power=j.planned_power,
+                           measured_power=j.measured_power, weight=j.weight, slowdown=j.slowdown,
+                           max_slowdown=j.max_slowdown, pinned=j.pinned) for j in view.jobs],
     )
 
 
@@ -332,3 +347,16 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     ) -> pb.ReprofileJobResponse:
         view = await self._call(context, self.core.reprofile_job, request.job_id)
         return pb.ReprofileJobResponse(job=job_to_proto(view))
+
+    async def SetPowerCap(self, request: pb.SetPowerCapRequest, context: grpc.aio.ServicerContext) -> pb.PowerCapInfo:
+        watts = None if request.clear else request.watts
+        return cap_to_proto(await self._call(context, self.core.set_power_cap, watts))
+
+    async def GetPowerCap(self, request: pb.GetPowerCapRequest, context: grpc.aio.ServicerContext) -> pb.PowerCapInfo:
+        return cap_to_proto(await self._call(context, self.core.power_cap))
+
+    async def SetJobWeight(
+        self, request: pb.SetJobWeightRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetTargetResponse:
+        view = await self._call(context, self.core.set_weight, request.job_id, request.weight)
+        return pb.SetTargetResponse(job=job_to_proto(view))

@@ -144,6 +144,13 @@ class JobView:
     drift_note: str = ""
     auto_stragglers: tuple[int, ...] = ()
     """Pipelines among ``stragglers`` that the server detected itself (the others were reported)."""
+    weight: float = 1.0
+    planned_power: float = 0.0
+    """Watts of the served plan over all pipelines."""
+    measured_power: float = 0.0
+    """Watts from the latest iteration reports (0: none recent)."""
+    power_capped: bool = False
+    """The served plan was chosen by the cluster power cap."""
 
     @property
     def num_iterations(self) -> int:

@@ -173,7 +173,7 @@ class PowerStateSchedule(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., stage: _Optional[int] = ..., pipeline_id: _Optional[int] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., mode: _Optional[_Union[ScheduleMode, str]] = ..., plan_name: _Optional[str] = ..., plan_id: _Optional[int] = ..., version: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[PlannedInstruction, _Mapping]]] = ..., power_limit: _Optional[float] = ..., profiling: _Optional[_Union[ProfilingStep, _Mapping]] = ..., expected_iteration_time: _Optional[float] = ..., expected_energy: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy", "drift", "drift_note", "auto_stragglers")
+    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy", "drift", "drift_note", "auto_stragglers", "weight", "planned_power", "measured_power", "power_capped")
     class StragglersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,10 @@ class JobInfo(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     DRIFT_NOTE_FIELD_NUMBER: _ClassVar[int]
     AUTO_STRAGGLERS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_POWER_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_POWER_FIELD_NUMBER: _ClassVar[int]
+    POWER_CAPPED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model: str
     partition: str
@@ -241,7 +245,11 @@ class JobInfo(_message.Message):
     drift: str
     drift_note: str
     auto_stragglers: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ...) -> None: ...
+    weight: float
+    planned_power: float
+    measured_power: float
+    power_capped: bool
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ..., weight: _Optional[float] = ..., planned_power: _Optional[float] = ..., measured_power: _Optional[float] = ..., power_capped: _Optional[bool] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at", "measure_only_reports", "planned_instructions", "at_planned_clock", "mean_clock_mhz")
@@ -526,3 +534,69 @@ class ReprofileJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: JobInfo
     def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class SetPowerCapRequest(_message.Message):
+    __slots__ = ("watts", "clear")
+    WATTS_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    watts: float
+    clear: bool
+    def __init__(self, watts: _Optional[float] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class GetPowerCapRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CappedJob(_message.Message):
+    __slots__ = ("job_id", "plan_name", "planned_power", "measured_power", "weight", "slowdown", "max_slowdown", "pinned")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NAME_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_POWER_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_POWER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SLOWDOWN_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLOWDOWN_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    plan_name: str
+    planned_power: float
+    measured_power: float
+    weight: float
+    slowdown: float
+    max_slowdown: float
+    pinned: bool
+    def __init__(self, job_id: _Optional[str] = ..., plan_name: _Optional[str] = ..., planned_power: _Optional[float] = ..., measured_power: _Optional[float] = ..., weight: _Optional[float] = ..., slowdown: _Optional[float] = ..., max_slowdown: _Optional[float] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class PowerCapInfo(_message.Message):
+    __slots__ = ("set", "watts", "feasible", "note", "planned_power", "measured_power", "weighted_slowdown", "lower_bound", "exact", "jobs", "version")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    WATTS_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_POWER_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_POWER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_SLOWDOWN_FIELD_NUMBER: _ClassVar[int]
+    LOWER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    set: bool
+    watts: float
+    feasible: bool
+    note: str
+    planned_power: float
+    measured_power: float
+    weighted_slowdown: float
+    lower_bound: float
+    exact: bool
+    jobs: _containers.RepeatedCompositeFieldContainer[CappedJob]
+    version: int
+    def __init__(self, set: _Optional[bool] = ..., watts: _Optional[float] = ..., feasible: _Optional[bool] = ..., note: _Optional[str] = ..., planned_power: _Optional[float] = ..., measured_power: _Optional[float] = ..., weighted_slowdown: _Optional[float] = ..., lower_bound: _Optional[float] = ..., exact: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[CappedJob, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SetJobWeightRequest(_message.Message):
+    __slots__ = ("job_id", "weight")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    weight: float
+    def __init__(self, job_id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...

@@ -101,6 +101,21 @@ class SchedulerStub:
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.SerializeToString,
                 response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.FromString,
                 _registered_method=True)
+        self.SetPowerCap = channel.unary_unary(
+                '/perseus.v1.Scheduler/SetPowerCap',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.SetPowerCapRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.FromString,
+                _registered_method=True)
+        self.GetPowerCap = channel.unary_unary(
+                '/perseus.v1.Scheduler/GetPowerCap',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.GetPowerCapRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.FromString,
+                _registered_method=True)
+        self.SetJobWeight = channel.unary_unary(
+                '/perseus.v1.Scheduler/SetJobWeight',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.SetJobWeightRequest.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.SetTargetResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -200,6 +215,28 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPowerCap(self, request, context):
+        """Set (or clear) the cluster power cap: a budget in watts for the summed planned power of every
+        serving job on this server (all replicas); the server re-chooses every job's plan under it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPowerCap(self, request, context):
+        """The cluster power cap, whether it can be met, and each job's planned and measured power.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetJobWeight(self, request, context):
+        """How much a job's slowdown counts under the power cap (default 1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +304,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ReprofileJob,
                     request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.FromString,
                     response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.SerializeToString,
+            ),
+            'SetPowerCap': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPowerCap,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.SetPowerCapRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.SerializeToString,
+            ),
+            'GetPowerCap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPowerCap,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.GetPowerCapRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.SerializeToString,
+            ),
+            'SetJobWeight': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetJobWeight,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.SetJobWeightRequest.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.SetTargetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -622,6 +674,87 @@ class Scheduler:
             '/perseus.v1.Scheduler/ReprofileJob',
             perseus_dot_v1_dot_scheduler__pb2.ReprofileJobRequest.SerializeToString,
             perseus_dot_v1_dot_scheduler__pb2.ReprofileJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPowerCap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/SetPowerCap',
+            perseus_dot_v1_dot_scheduler__pb2.SetPowerCapRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPowerCap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/GetPowerCap',
+            perseus_dot_v1_dot_scheduler__pb2.GetPowerCapRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.PowerCapInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetJobWeight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/perseus.v1.Scheduler/SetJobWeight',
+            perseus_dot_v1_dot_scheduler__pb2.SetJobWeightRequest.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.SetTargetResponse.FromString,
             options,
             channel_credentials,
             insecure,
