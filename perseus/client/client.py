@@ -284,14 +284,14 @@ class PerseusClient:
 
     def report_iteration(
         self, job_id: str, rank: int, iteration: int, time_s: float, energy: float, plan_name: str = "",
-        run_id: str = "", *, measure_only: bool = False, clock_mhz: float = 0.0, planned_instructions: int = 0,
-        at_planned_clock: int = 0,
+        run_id: str = "", *, busy_time: float = 0.0, busy_energy: float = 0.0, measure_only: bool = False,
+        clock_mhz: float = 0.0, planned_instructions: int = 0, at_planned_clock: int = 0,
     ) -> int:
         """Store one iteration's time and energy (and what the GPU did, read back; see
         :class:`~perseus.reports.IterationReport`); returns the job's schedule version."""
         request = pb.ReportIterationRequest(job_id=job_id, rank=rank, iteration=iteration, time=time_s,
                                             energy=energy, plan_name=plan_name, run_id=run_id,
-                                            measure_only=measure_only, clock_mhz=clock_mhz,
+                                            busy_time=busy_time, busy_energy=busy_energy, measure_only=measure_only, clock_mhz=clock_mhz,
                                             planned_instructions=planned_instructions,
                                             at_planned_clock=at_planned_clock)
         return int(self._call(self._stub.ReportIteration, request).version)

@@ -170,7 +170,8 @@ def test_spill_files_keep_every_report_field(tmp_path: Path) -> None:
     from perseus.errors import InputError
     from perseus.reports import read_spill
 
-    reports = _observed(3, range(2), measure_only=True, clock_mhz=1234.5, planned_instructions=7, at_planned_clock=6)
+    reports = _observed(3, range(2), busy_time=0.75, busy_energy=61.5, measure_only=True, clock_mhz=1234.5,
+                        planned_instructions=7, at_planned_clock=6)
     path = tmp_path / "s.jsonl"
     append_spill(path, JOB, "r", reports)
     assert read_spill(path) == ({(JOB, "r"): reports}, False)
