@@ -100,7 +100,9 @@ def main(argv: list[str]) -> int:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     sys.stdout.write(json.dumps(result))
     sys.stdout.flush()
-    return 0
+    # Exit at once: a normal interpreter shutdown would find the stdin thread holding stdin's lock and
+    # abort ("Fatal Python error: _enter_buffered_busy"), killed by SIGABRT, maybe dumping core.
+    os._exit(0)
 
 
 if __name__ == "__main__":

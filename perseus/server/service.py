@@ -143,6 +143,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: Counter[str] = Counter()
         """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
+        self._stopping = False
+        self._streams_closed = asyncio.Event()
         core.add_listener(self._on_change)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -151,6 +153,24 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def end_streams(self, timeout: float) -> None:
+        """End every WatchSchedule stream with UNAVAILABLE (clients reconnect, maybe to another replica).
+
+        Called before the gRPC server stops: a stream still open then is cancelled by gRPC and, when
+        the event loop closes, logged as an unhandled CancelledError. Waits up to ``timeout`` s.
+        """
+        self._stopping = True
+        if not self._watchers:
+            return
+        self._streams_closed.clear()
+        for event in self._changed.values():
+            event.set()
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._streams_closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%d schedule streams still open at shutdown", sum(self._watchers.values()))
 
     def _on_change(self, job_id: str) -> None:
         loop = self._loop
@@ -238,7 +258,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         job_id = request.job_id
         self._watchers[job_id] += 1
         try:
-            while True:
+            while not self._stopping:
                 # Take the event before reading so a change in between is never missed.
                 event = self._changed.setdefault(job_id, asyncio.Event())
                 view = await self._schedule(context, job_id, request.rank)
@@ -252,6 +272,9 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
                 self._changed.pop(job_id, None)
+            if not self._watchers:
+                self._streams_closed.set()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
 
     async def ReportProfile(
         self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
@@ -281,8 +304,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationsResponse:
         reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name) for r in request.reports]
-        version, stored, duplicates = await self._call(context, self.core.report_iterations, request.job_id,
-                                                       request.run_id, reports)
+        job_id, run_id = request.job_id, request.run_id
+
+        async def report() -> tuple[int, int, int]:
+            # Usually queued for the next group commit straight from the event loop, no thread involved.
+            queued = self.core.try_report_iterations(job_id, run_id, reports)
+            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
+            return await asyncio.wrap_future(queued)
+
+        version, stored, duplicates = await self._answer(context, "report_iterations", report())
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
