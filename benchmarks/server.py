@@ -380,7 +380,7 @@ def main() -> int:
 
 
 def print_results(args: argparse.Namespace, results: list[Result], delays: list[float], load: float) -> None:
-    console = Console(width=160)
+    console = Console(width=220)
     table = Table(title=(
         f"perseus server, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.ranks} ranks ({STAGES} "
         f"stages) each finishing one iteration per second for {args.seconds:g} s (first {WARMUP_S:g} s not "

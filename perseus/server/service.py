@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -34,6 +34,7 @@ from perseus.server.types import (
     ScheduleView,
     StoredPlan,
 )
+from perseus.server.wakeups import LoopWaker
 from perseus.v1 import scheduler_pb2 as pb
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -140,6 +141,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.core = core
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: LoopWaker | None = None
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: Counter[str] = Counter()
         """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
@@ -150,6 +152,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that runs the server (change notifications arrive from other threads)."""
         self._loop = loop
+        self._waker = LoopWaker(loop)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -181,6 +184,10 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
+
+    def _wait(self, future: Future[T]) -> Awaitable[T]:
+        """``future`` (resolved by the report writer's thread) as an awaitable; one loop wake-up per commit."""
+        return self._waker.wrap(future) if self._waker is not None else asyncio.wrap_future(future)
 
     async def _schedule(self, context: grpc.aio.ServicerContext, job_id: str, rank: int) -> ScheduleView:
         """Schedules are read from memory: answer on the loop unless a writer holds the lock."""
@@ -296,7 +303,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: self.core.report_iteration(*args))
-            return await asyncio.wrap_future(queued)
+            return await self._wait(queued)
 
         return pb.ReportIterationResponse(version=await self._answer(context, "report_iteration", report()))
 
@@ -312,7 +319,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
-            return await asyncio.wrap_future(queued)
+            return await self._wait(queued)
 
         version, stored, duplicates = await self._answer(context, "report_iterations", report())
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)

@@ -45,3 +45,44 @@ def test_reports_that_arrive_during_a_commit_share_the_next_one(tmp_path: Path) 
     assert con.execute("SELECT COUNT(*) FROM scheduler_iteration_reports").fetchone() == (2 + 4 * 49,)
     con.close()
     engine.dispose()
+
+
+def test_loop_waker_resolves_a_burst_of_results_in_one_wake_up() -> None:
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from perseus.server.wakeups import LoopWaker
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        waker = LoopWaker(loop)
+        futures: list[Future[int]] = [Future() for _ in range(100)]
+        waiters = [waker.wrap(f) for f in futures]
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kw: object) -> object:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kw)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+        def commit() -> None:  # what the report writer does after one transaction
+            for i, f in enumerate(futures):
+                if i == 7:
+                    f.set_exception(RuntimeError("database gone"))
+                else:
+                    f.set_result(i)
+
+        thread = threading.Thread(target=commit)
+        thread.start()
+        thread.join(timeout=30)
+        results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), timeout=30)
+        return results, wakeups
+
+    results, wakeups = asyncio.run(main())
+    assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(100) if i != 7]
+    assert isinstance(results[7], RuntimeError) and str(results[7]) == "database gone"
+    assert wakeups == 1  # the loop was busy with nothing else: the whole burst in one pass
