@@ -37,10 +37,18 @@ class ReportWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert: Any = None
+        self._returns_keys = False
+        """Whether ``_insert`` returns the keys of the rows it stored (else its rowcount is checked)."""
         if engine.dialect.name == "sqlite":
             self._insert = sqlite.insert(m.IterationReportRow).on_conflict_do_nothing()
         elif engine.dialect.name == "postgresql":
-            self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing()
+            # PostgreSQL's rowcount of a many-row insert is not the rows inserted: the statement
+            # returns the keys it stored instead (one statement, where the rowcount check fell back
+            # to one SELECT per row: 2.4 s for 1000 reports).
+            table = m.IterationReportRow.__table__
+            self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing().returning(
+                table.c.job_id, table.c.run_id, table.c.rank, table.c.iteration)
+            self._returns_keys = True
         self._pending: list[tuple[list[dict[str, Any]], Future[list[bool]]]] = []
         """Calls waiting for the next commit: each call's rows and the future its caller waits on."""
         self._wake = threading.Condition()
@@ -115,7 +123,9 @@ class ReportWriter:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = [rows[i] for i in sorted(first.values())]
         with self._engine.begin() as conn:
-            if self._insert is not None:
+            if self._returns_keys:
+                new = {(job, run, rank, iteration) for job, run, rank, iteration in conn.execute(self._insert, unique)}
+            elif self._insert is not None:
                 result = conn.execute(self._insert, unique)
                 if result.rowcount == len(unique):
                     return [first[key] == i for i, key in enumerate(keys)]
