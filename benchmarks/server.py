@@ -8,14 +8,14 @@ stages) and ``--ranks`` ranks, then lets every rank finish one iteration per sec
 
 * ``batched``: what workers do (:class:`perseus.client.reporter.BackgroundReporter`): each rank's
   sender wakes every ``SEND_INTERVAL_S`` and sends what its rank buffered meanwhile in one
-  ``ReportIterations`` call (at one iteration per second that is one report per call);
+  ``ReportIterations`` call (at one iteration per second that is about one report per call);
 * ``per-report``: one ``ReportIteration`` call per report, the older path.
 
 The ranks are simulated by ``--clients`` load-generator processes (asyncio, their own gRPC
 channels), so the latency measured is the server's, not one client process's GIL. A call's
 latency is from sending it until its acknowledgement, which the server gives only after the
 reports are committed. The server's CPU time (user + system, from /proc, PostgreSQL's own
-processes not included) per 1000 reports is a proxy that does not depend on what else the
+processes not included) per call and per 1000 reports is a proxy that hardly depends on what else the
 machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
 also runs two replicas of this tree and measures how long a target set through one takes to reach
 ranks watching the other.
