@@ -1,16 +1,27 @@
-"""Control-plane load test: 1024 ranks each reporting one iteration per second, SQLite and PostgreSQL.
+"""Control-plane load test: ``--ranks`` ranks each reporting one iteration per second, SQLite and PostgreSQL.
 
-For each database and each code base (this tree, and ``--baseline DIR``, e.g. a checkout of
-main, so both run on the same machine in the same minute) it starts ``perseus serve`` as a
-subprocess on 127.0.0.1, registers one serving job (GPT-3 175B A100 profile, 8 stages), registers
-``--ranks`` ranks (at most ``--concurrency`` calls in flight) and then lets every rank send
-ReportIteration once a second for ``--seconds`` seconds, spread evenly over each second, as a
-training job does. Prints per run RegisterRank latencies and the steady-state ReportIteration
-latencies (p50, p99, max) and rate. PostgreSQL is a throwaway cluster started from Debian's
-packages the way the tests start it. With PostgreSQL it also runs two replicas of this tree and
-measures how long a target set through one takes to reach ranks watching the other.
+For each database, each code base (this tree, and ``--baseline DIR``, e.g. an export of main, so
+both run on the same machine in the same minute) and each way of reporting it starts ``perseus
+serve`` as a subprocess on 127.0.0.1, registers one serving job (GPT-3 175B A100 profile, 8
+stages) and ``--ranks`` ranks, then lets every rank finish one iteration per second for
+``--seconds`` seconds, spread evenly over each second, as a training job does. Two ways to report:
 
-    .venv/bin/python benchmarks/server.py [--ranks 1024] [--seconds 20] [--baseline /work/main] [--db sqlite,postgres]
+* ``batched``: what workers do (:class:`perseus.client.reporter.BackgroundReporter`): each rank's
+  sender wakes every ``SEND_INTERVAL_S`` and sends what its rank buffered meanwhile in one
+  ``ReportIterations`` call (at one iteration per second that is about one report per call);
+* ``per-report``: one ``ReportIteration`` call per report, the older path.
+
+The ranks are simulated by ``--clients`` load-generator processes (asyncio, their own gRPC
+channels), so the latency measured is the server's, not one client process's GIL. A call's
+latency is from sending it until its acknowledgement, which the server gives only after the
+reports are committed. The server's CPU time (user + system, from /proc, PostgreSQL's own
+processes not included) per call and per 1000 reports is a proxy that hardly depends on what else the
+machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
+also runs two replicas of this tree and measures how long a target set through one takes to reach
+ranks watching the other.
+
+    .venv/bin/python benchmarks/server.py [--ranks 1024] [--seconds 15] [--db sqlite,postgres]
+        [--mode batched,per-report] [--baseline DIR] [--clients 4]
 """
 
 from __future__ import annotations
@@ -18,8 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import multiprocessing as mp
 import os
+import random
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -28,8 +42,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,27 +53,48 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pg_cluster import PostgresUnavailable, scratch_database, throwaway_cluster  # noqa: E402  (tests/)
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 from perseus.client import PerseusClient, Target  # noqa: E402
+from perseus.client.reporter import BATCH_SIZE, SEND_INTERVAL_S  # noqa: E402
 from perseus.profile import load_profile  # noqa: E402
 from perseus.v1 import scheduler_pb2 as pb  # noqa: E402
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc  # noqa: E402
 
 PROFILE = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
 STAGES, MICROBATCHES = 8, 8
-CHANNELS = 16
-"""Client connections the simulated ranks share (real ranks have one each; 1024 here would measure
+CHANNELS_PER_CLIENT = 4
+"""Connections each load-generator process opens (real ranks have one each; 1024 here would measure
 the load generator)."""
+WARMUP_S = 2.0
+"""Seconds at the start of each run not measured: connections and caches warm up."""
+MODES = ("batched", "per-report")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Result:
     code: str
     db: str
+    mode: str
     register: list[float]
-    reports: list[float]
-    errors: Counter[str]
-    rate: float
+    calls: list[float] = field(default_factory=list)
+    """Latency of each measured call, seconds."""
+    reports: int = 0
+    """Reports in measured calls."""
+    window_s: float = 0.0
+    """Seconds of reporting measured (rates are per these seconds)."""
+    wall_s: float = 0.0
+    """Seconds over which the server's CPU time was measured."""
+    errors: Counter[str] = field(default_factory=Counter)
+    client_cpu_s: float = 0.0
+    """CPU seconds of the busiest load-generator process over its whole life (start-up included)."""
+    cpu_s: float = 0.0
+    """Server process CPU seconds (user + system) over the measured window."""
+
+
+# ------------------------------------------------------------------ server
 
 
 def start_server(code_root: Path, db: str) -> tuple[subprocess.Popen[str], int]:
@@ -84,50 +120,116 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-async def load(port: int, ranks: int, seconds: float, concurrency: int, freqs: list[int]) -> tuple[
-        list[float], list[float], Counter[str], float]:
-    """(RegisterRank latencies, ReportIteration latencies, failed calls by status code, reports per second)."""
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(CHANNELS)]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+# ------------------------------------------------------------------ load generator (one process per --clients)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    port: int
+    mode: str
+    ranks: int
+    mine: tuple[int, ...]
+    """The ranks this process simulates."""
+    seconds: float
+    t0: float
+    """Wall-clock time (time.time()) of iteration 0 of rank 0."""
+
+
+def load_process(spec: LoadSpec, out: Any) -> None:
+    """Entry point of a load-generator process: runs its ranks, puts (latencies, reports, errors) on ``out``."""
+    latencies, reports, errors = asyncio.run(_load(spec))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((latencies, reports, errors, usage.ru_utime + usage.ru_stime))
+
+
+async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{spec.port}") for _ in range(CHANNELS_PER_CLIENT)]
     stubs = [pb_grpc.SchedulerStub(c) for c in channels]
-    register: list[float] = []
-    reports: list[float] = []
+    latencies: list[float] = []
+    measured = [0]
     errors: Counter[str] = Counter()
-    limit = asyncio.Semaphore(concurrency)
+    start_measuring = spec.t0 + WARMUP_S
+    end = spec.t0 + spec.seconds
 
-    async def register_rank(r: int) -> None:
-        async with limit:
-            start = time.perf_counter()
-            reply = await stubs[r % CHANNELS].RegisterRank(pb.RegisterRankRequest(
-                job_id="bench", rank=r, stage=r % STAGES, pipeline_id=r // STAGES, gpu_name="Simulated A100",
-                supported_frequencies=freqs), timeout=60)
-            register.append(time.perf_counter() - start)
-            assert reply.schedule.mode == pb.SCHEDULE_MODE_PLAN
+    def done_at(rank: int, iteration: int) -> float:
+        """When rank ``rank`` finishes ``iteration``: ranks spread evenly over each second."""
+        return spec.t0 + iteration + rank / spec.ranks
 
-    async def report(r: int, t0: float) -> None:
-        stub = stubs[r % CHANNELS]
-        for iteration in range(int(seconds)):
-            # Rank r reports at r/ranks into every second: the load is even, as in a real job.
-            await asyncio.sleep(max(0.0, t0 + iteration + r / ranks - time.perf_counter()))
-            start = time.perf_counter()
-            try:
-                await stub.ReportIteration(pb.ReportIterationRequest(
-                    job_id="bench", rank=r, iteration=iteration, time=1.0, energy=100.0), timeout=30)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] += 1
-                continue
-            if iteration >= 2:  # the first two seconds warm up connections and caches
-                reports.append(time.perf_counter() - start)
+    async def call(coro: Any, sent: float, count: int) -> None:
+        try:
+            await coro
+        except grpc.aio.AioRpcError as exc:
+            errors[exc.code().name] += count
+            return
+        if sent >= start_measuring:
+            latencies.append(time.time() - sent)
+            measured[0] += count
 
-    await asyncio.gather(*(register_rank(r) for r in range(ranks)))
-    t0 = time.perf_counter() + 0.5
-    await asyncio.gather(*(report(r, t0) for r in range(ranks)))
-    rate = len(reports) / max(1e-9, time.perf_counter() - t0 - 2)
+    async def per_report(rank: int) -> None:
+        stub = stubs[rank % len(stubs)]
+        for iteration in range(int(spec.seconds)):
+            await asyncio.sleep(max(0.0, done_at(rank, iteration) - time.time()))
+            sent = time.time()
+            await call(stub.ReportIteration(pb.ReportIterationRequest(
+                job_id="bench", rank=rank, iteration=iteration, time=1.0, energy=100.0, run_id="bench"),
+                timeout=30), sent, 1)
+
+    async def batched(rank: int) -> None:
+        """BackgroundReporter's sender: every SEND_INTERVAL_S, what the rank finished meanwhile, in one call."""
+        stub = stubs[rank % len(stubs)]
+        wake = spec.t0 + random.Random(rank).uniform(0, SEND_INTERVAL_S)  # senders start when their ranks do
+        next_iteration = 0
+        while next_iteration < int(spec.seconds):
+            wake += SEND_INTERVAL_S
+            await asyncio.sleep(max(0.0, wake - time.time()))
+            ready = [i for i in range(next_iteration, int(spec.seconds)) if done_at(rank, i) <= time.time()]
+            for first in range(0, len(ready), BATCH_SIZE):
+                chunk = ready[first:first + BATCH_SIZE]
+                sent = time.time()
+                await call(stub.ReportIterations(pb.ReportIterationsRequest(
+                    job_id="bench", run_id="bench",
+                    reports=[pb.IterationReport(rank=rank, iteration=i, time=1.0, energy=100.0) for i in chunk]),
+                    timeout=30), sent, len(chunk))
+            next_iteration += len(ready)
+
+    run = batched if spec.mode == "batched" else per_report
+    await asyncio.gather(*(run(r) for r in spec.mine))
+    assert time.time() >= end - 1
     for channel in channels:
         await channel.close(None)
-    return register, reports, errors, rate
+    return latencies, measured[0], errors
 
 
-def run_one(code: str, code_root: Path, db: str, args: argparse.Namespace) -> Result:
+# ------------------------------------------------------------------ one run
+
+
+async def register_ranks(port: int, ranks: int, freqs: list[int], concurrency: int = 64) -> list[float]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.SchedulerStub(channel)
+    latencies: list[float] = []
+    limit = asyncio.Semaphore(concurrency)
+
+    async def register(r: int) -> None:
+        async with limit:
+            start = time.perf_counter()
+            reply = await stub.RegisterRank(pb.RegisterRankRequest(
+                job_id="bench", rank=r, stage=r % STAGES, pipeline_id=r // STAGES, gpu_name="Simulated A100",
+                supported_frequencies=freqs), timeout=60)
+            latencies.append(time.perf_counter() - start)
+            assert reply.schedule.mode == pb.SCHEDULE_MODE_PLAN
+
+    await asyncio.gather(*(register(r) for r in range(ranks)))
+    await channel.close(None)
+    return latencies
+
+
+def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Namespace) -> Result:
     proc, port = start_server(code_root, db)
     try:
         profile = load_profile(PROFILE)
@@ -136,11 +238,32 @@ def run_one(code: str, code_root: Path, db: str, args: argparse.Namespace) -> Re
             client.register_job(job_id="bench", model="gpt3-175b", num_stages=STAGES, num_microbatches=MICROBATCHES,
                                 dp_degree=dp, profile=profile)
             client.wait_for_phase("bench", "serving", timeout=300)
-        register, reports, errors, rate = asyncio.run(
-            load(port, args.ranks, args.seconds, args.concurrency, list(profile.frequencies())))
+        result = Result(code, db.split(":")[0].split("+")[0], mode,
+                        asyncio.run(register_ranks(port, args.ranks, list(profile.frequencies()))))
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        t0 = time.time() + 3.0 + 0.5 * args.clients  # time for the load processes to start and import
+        procs = [ctx.Process(target=load_process, args=(LoadSpec(
+            port, mode, args.ranks, tuple(range(i, args.ranks, args.clients)), args.seconds, t0), out), daemon=True)
+            for i in range(args.clients)]
+        for p in procs:
+            p.start()
+        time.sleep(max(0.0, t0 + WARMUP_S - time.time()))
+        cpu_start, wall_start = cpu_seconds(proc.pid), time.time()
+        for _ in procs:
+            latencies, reports, errors, client_cpu = out.get(timeout=args.seconds + 120)
+            result.client_cpu_s = max(result.client_cpu_s, client_cpu)
+            result.calls += latencies
+            result.reports += reports
+            result.errors += errors
+        result.cpu_s = cpu_seconds(proc.pid) - cpu_start
+        result.wall_s = time.time() - wall_start
+        result.window_s = int(args.seconds) - WARMUP_S
+        for p in procs:
+            p.join(timeout=30)
     finally:
         stop_server(proc)
-    return Result(code, db.split(":")[0].split("+")[0], register, reports, errors, rate)
+    return result
 
 
 def propagation(cluster: str, changes: int = 20, watchers: int = 8) -> list[float]:
@@ -189,58 +312,99 @@ def _all_on(seen: dict[int, str], plan: str, watchers: int) -> bool:
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
+    """(p50, p99, max) in milliseconds."""
+    if not values:
+        return float("nan"), float("nan"), float("nan")
     values = sorted(values)
     p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
     return statistics.median(values) * 1e3, p99 * 1e3, values[-1] * 1e3
 
 
-def main() -> int:
+# ------------------------------------------------------------------ main
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", type=int, default=1024)
-    parser.add_argument("--seconds", type=float, default=20, help="seconds of reporting per run (first 2 not timed)")
-    parser.add_argument("--concurrency", type=int, default=64, help="RegisterRank calls in flight at most")
-    parser.add_argument("--db", default="sqlite,postgres", help="databases to run: sqlite, postgres or both")
-    parser.add_argument("--baseline", metavar="DIR", help="also run the server from this checkout (e.g. main)")
+    parser.add_argument("--ranks", type=int, default=1024, help="simulated ranks (default 1024)")
+    parser.add_argument("--seconds", type=float, default=15, help=f"seconds of reporting per run, the first "
+                        f"{WARMUP_S:g} not measured (default 15)")
+    parser.add_argument("--db", default="sqlite,postgres", help="databases: sqlite, postgres or both (default both)")
+    parser.add_argument("--mode", default=",".join(MODES), help="ways to report: batched (as workers do), "
+                        "per-report (one ReportIteration each) or both (default both)")
+    parser.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
+    parser.add_argument("--baseline", metavar="DIR", help="also run the server from this checkout, e.g. an export "
+                        "of main: `git archive main | tar -x -C /tmp/main`")
     parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     args = parser.parse_args()
+    for kind in args.db.split(","):
+        if kind not in ("sqlite", "postgres"):
+            parser.error(f"--db: unknown database {kind!r} (sqlite or postgres)")
+    for mode in args.mode.split(","):
+        if mode not in MODES:
+            parser.error(f"--mode: unknown mode {mode!r} (batched or per-report)")
+    if not 1 <= args.clients <= args.ranks:
+        parser.error(f"--clients: must be in [1, --ranks], got {args.clients}")
+    if args.seconds < WARMUP_S + 2:
+        parser.error(f"--seconds: at least {WARMUP_S + 2:g}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     signal.signal(signal.SIGALRM, lambda *_: sys.exit("benchmark timed out"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped"))  # still stops servers, PostgreSQL
     signal.alarm(int(args.timeout))
     codes = [("this tree", ROOT)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])
+    modes = args.mode.split(",")
     results: list[Result] = []
     delays: list[float] = []
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="perseus-bench-") as tmp:
         for db_kind in args.db.split(","):
             if db_kind == "sqlite":
                 for i, (code, root) in enumerate(codes):
-                    results.append(run_one(code, root, f"sqlite:///{tmp}/bench{i}.db", args))
-            elif db_kind == "postgres":
+                    for mode in modes:
+                        results.append(run_one(code, root, f"sqlite:///{tmp}/bench{i}-{mode}.db", mode, args))
+            else:
                 try:
                     with throwaway_cluster() as cluster:
                         for code, root in codes:
-                            with scratch_database(cluster, "bench") as db:
-                                results.append(run_one(code, root, db, args))
+                            for mode in modes:
+                                with scratch_database(cluster, "bench") as db:
+                                    results.append(run_one(code, root, db, mode, args))
                         delays = propagation(cluster)
                 except PostgresUnavailable as exc:
                     raise SystemExit(str(exc)) from None
-            else:
-                raise SystemExit(f"--db: unknown database {db_kind!r} (sqlite or postgres)")
+    print_results(args, results, delays, load)
+    return 0
 
-    print(f"perseus server benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.ranks} ranks "
-          f"({STAGES} stages), each reporting one iteration per second for {args.seconds:g} s; loopback, "
-          f"{os.cpu_count()} CPUs; baseline: {args.baseline or '-'}")
-    print(f"{'code':<10} {'db':<10} {'register p50/p99 ms':>20} {'report p50 ms':>14} {'p99 ms':>8} "
-          f"{'max ms':>8} {'reports/s':>10}  errors")
+
+def print_results(args: argparse.Namespace, results: list[Result], delays: list[float], load: float) -> None:
+    console = Console(width=220)
+    table = Table(title=(
+        f"perseus server, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.ranks} ranks ({STAGES} "
+        f"stages) each finishing one iteration per second for {args.seconds:g} s (first {WARMUP_S:g} s not "
+        f"measured); {args.clients} load processes; loopback; {os.cpu_count()} CPUs, load average "
+        f"{load:.1f} before the first run; baseline: {args.baseline or '-'}"))
+    for column in ("code", "db", "reporting", "register p50/p99 ms", "calls/s", "reports/s", "ack p50 ms",
+                   "ack p99 ms", "ack max ms", "server CPU ms / call", "server CPU s / 1000 reports", "server CPU %", "busiest client CPU %", "errors"):
+        table.add_column(column, justify="left" if column in ("code", "db", "reporting", "errors") else "right")
     for r in results:
         reg50, reg99, _ = percentiles(r.register)
-        p50, p99, worst = percentiles(r.reports)
-        print(f"{r.code:<10} {r.db:<10} {f'{reg50:.1f} / {reg99:.1f}':>20} {p50:>14.2f} {p99:>8.2f} {worst:>8.1f} "
-              f"{r.rate:>10.0f}  {', '.join(f'{n} {c}' for c, n in r.errors.items()) or '0'}")
+        p50, p99, worst = percentiles(r.calls)
+        window = max(r.window_s, 1e-9)
+        table.add_row(r.code, r.db, r.mode, f"{reg50:.1f} / {reg99:.1f}", f"{len(r.calls) / window:.0f}",
+                      f"{r.reports / window:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}",
+                      f"{1000 * r.cpu_s / max(len(r.calls), 1):.2f}", f"{1000 * r.cpu_s / max(r.reports, 1):.2f}", f"{100 * r.cpu_s / max(r.wall_s, 1e-9):.0f}",
+                      f"{100 * r.client_cpu_s / (int(args.seconds) + 3 + 0.5 * args.clients):.0f}",
+                      ", ".join(f"{n} {c}" for c, n in r.errors.items()) or "0")
+    console.print(table)
+    console.print("ack: from sending a call until its acknowledgement (after the commit). Server CPU: the perseus "
+                  "process only (user + system), not PostgreSQL's; it does not depend on other load, latencies do.")
     if delays:
         p50, _, worst = percentiles(delays)
-        print(f"replicas: a target set through replica A reached 8 ranks watching replica B in {p50:.0f} ms "
-              f"(median of {len(delays)}), at most {worst:.0f} ms")
-    return 0
+        console.print(f"replicas: a target set through replica A reached 8 ranks watching replica B in "
+                      f"{p50:.0f} ms (median of {len(delays)}), at most {worst:.0f} ms")
 
 
 if __name__ == "__main__":

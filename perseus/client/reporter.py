@@ -26,6 +26,8 @@ from perseus.reports import IterationReport, append_spill, read_spill
 
 #: Reports per ReportIterations call (the server accepts up to 4096).
 BATCH_SIZE = 1024
+#: Seconds between two sends while the server is up: a rank's reports of half a second travel in one call.
+SEND_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class BackgroundReporter:
         *,
         health: LinkHealth,
         capacity: int = 8192,
-        interval: float = 0.5,
+        interval: float = SEND_INTERVAL_S,
         flush_timeout: float = 10.0,
         warn: Callable[[str], None] | None = print,
     ) -> None:

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,21 +106,32 @@ def is_loopback(host: str) -> bool:
 
 # ------------------------------------------------------------------ services
 
-Mount = Callable[[grpc.aio.Server, SchedulerCore, "sessionmaker[Session]", "list[Callable[[], None]]"], "str | None"]
+@dataclass
+class Hooks:
+    """What a mounted service needs done when the server stops."""
+
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """Run after the gRPC server stopped, last added first."""
+    enders: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
+    """``await end(timeout)`` before the gRPC server stops: end long-lived streams, so none is cancelled."""
+
+
+Mount = Callable[[grpc.aio.Server, SchedulerCore, "sessionmaker[Session]", Hooks], "str | None"]
 
 
 def _mount_scheduler(
-    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], closers: list[Callable[[], None]]
+    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], hooks: Hooks
 ) -> str | None:
     servicer = SchedulerServicer(core)
     servicer.bind(asyncio.get_running_loop())
-    closers.append(servicer.close)
+    hooks.closers.append(servicer.close)
+    hooks.enders.append(servicer.end_streams)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
     return str(scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name)
 
 
 def _mount_batch_size_optimizer(
-    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], closers: list[Callable[[], None]]
+    server: grpc.aio.Server, core: SchedulerCore, sessions: sessionmaker[Session], hooks: Hooks
 ) -> str | None:
     try:
         from perseus.bso.service import BatchSizeOptimizerServicer
@@ -148,7 +159,8 @@ class PerseusServer:
         self.core: SchedulerCore | None = None
         self._server: grpc.aio.Server | None = None
         self._health: AsyncHealthServicer | None = None
-        self._closers: list[Callable[[], None]] = []
+        self._hooks = Hooks()
+        self._closers = self._hooks.closers
         self._sync_pool: ThreadPoolExecutor | None = None
         self.metrics: Metrics | None = None
         self.metrics_port = 0
@@ -198,7 +210,7 @@ class PerseusServer:
         )
         names = []
         for mount in SERVICERS:
-            name = mount(server, core, session_factory(engine), self._closers)
+            name = mount(server, core, session_factory(engine), self._hooks)
             if name is not None:
                 names.append(name)
         self._health = AsyncHealthServicer()
@@ -230,6 +242,9 @@ class PerseusServer:
     async def stop(self, grace: float = 1.0) -> None:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        for end in self._hooks.enders:
+            await end(grace)
+        self._hooks.enders.clear()
         if self._server is not None:
             await self._server.stop(grace)
         for close in reversed(self._closers):

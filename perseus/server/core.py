@@ -617,32 +617,65 @@ class SchedulerCore:
         with self._lock:
             for r in {r.rank for r in reports}:
                 self._job_rank(job_id, r)
-        writes = [self._reports.submit(job_id, run_id, r) for r in reports]
-        new = [w.result() for w in writes]
-        with self._lock:
+        return self._queue_iterations(job_id, run_id, reports).result()
+
+    def try_report_iterations(
+        self, job_id: str, run_id: str, reports: Sequence[IterationReport]
+    ) -> Future[tuple[int, int, int]] | None:
+        """:meth:`report_iterations` without blocking: the future resolves once the reports are stored.
+
+        None if the lock is busy or the job or a rank is not cached (then call :meth:`report_iterations`).
+        """
+        runs.validate(run_id, reports)
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
             job = self._jobs.get(job_id)
-            if job is not None:
-                self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
-            return (job.version if job is not None else 0), sum(new), len(new) - sum(new)
+            if job is None or any(r.rank not in job.ranks for r in reports):
+                return None
+        finally:
+            self._lock.release()
+        return self._queue_iterations(job_id, run_id, reports)
 
     def _queue_iteration(self, job_id: str, run_id: str, report: IterationReport) -> Future[int]:
-        """Store the report with those other ranks send meanwhile, in one transaction, outside the lock."""
+        """Store one report with those other ranks send meanwhile; the future holds the job's version."""
         done: Future[int] = Future()
-        done.set_running_or_notify_cancel()  # a caller that gives up cannot cancel a report being stored
+        done.set_running_or_notify_cancel()
 
-        def stored(write: Future[bool]) -> None:
-            try:
-                new = write.result()
-            except Exception as exc:
-                done.set_exception(exc)
+        def stored(write: Future[tuple[int, int, int]]) -> None:
+            error = write.exception()
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(write.result()[0])
+
+        self._queue_iterations(job_id, run_id, [report]).add_done_callback(stored)
+        return done
+
+    def _queue_iterations(
+        self, job_id: str, run_id: str, reports: Sequence[IterationReport]
+    ) -> Future[tuple[int, int, int]]:
+        """Store reports with those other ranks send meanwhile, in one transaction, outside the lock.
+
+        The future holds (version, stored, duplicates) once the transaction committed.
+        """
+        done: Future[tuple[int, int, int]] = Future()
+        done.set_running_or_notify_cancel()  # a caller that gives up cannot cancel reports being stored
+
+        def stored(write: Future[list[bool]]) -> None:
+            error = write.exception()
+            if error is not None:
+                done.set_exception(error)
                 return
+            new = write.result()
             with self._lock:
                 job = self._jobs.get(job_id)
-                if job is not None and new:  # a retry of an acknowledged report is not new
-                    self._count_stored(job, run_id, [report])
-                done.set_result(job.version if job is not None else 0)
+                if job is not None:  # a retry of an acknowledged report is not new
+                    self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
+                version = job.version if job is not None else 0
+            done.set_result((version, sum(new), len(new) - sum(new)))
 
-        self._reports.submit(job_id, run_id, report).add_done_callback(stored)
+        self._reports.submit_many(job_id, run_id, reports).add_done_callback(stored)
         return done
 
     def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
@@ -690,7 +723,7 @@ class SchedulerCore:
             log.info("job %s: detector sees stragglers %s; manual stragglers %s take precedence", job_id,
                      sorted(slow) or "none", sorted(manual))
             return
-        base = job.plans.get(job.plan_id) if job.plan_id is not None else None
+        base = self._served(job)  # the cap's choice when a cap governs the job
         scale = base.plan.iteration_time / job.frontier[0].plan.iteration_time if base and job.frontier else 1.0
         wanted = {p: min(100.0, max(1.0 + 1e-6, rel * scale)) for p, rel in slow.items()}
         with self._writing(job_id) as (s, job):

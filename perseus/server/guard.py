@@ -32,6 +32,9 @@ OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 #: Seconds between two log lines about the same kind of rejected call.
 LOG_INTERVAL_S = 60.0
 
+#: Methods whose guarded handler is kept (only registered methods reach the guard; this is a backstop).
+MAX_CACHED_METHODS = 1024
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
@@ -102,6 +105,8 @@ class GuardInterceptor(HandlerInterceptor):
         self._limits = limits
         self._log = rejections or RateLimitedLog()
         self._streams: Counter[str] = Counter()
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        """Per method: (the handler gRPC found, the guarded one built from it)."""
 
     @property
     def open_streams(self) -> int:
@@ -116,13 +121,19 @@ class GuardInterceptor(HandlerInterceptor):
                 refusal = _refusal(grpc.StatusCode.UNAUTHENTICATED, f"authorization: {reason}",
                                    streaming=handler.response_streaming)
                 return _replace(handler, refusal, deserializer=_ignore_body)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # built once per method: nothing in it depends on the call
         if handler.request_streaming:
             return handler  # every Perseus RPC takes one request message; nothing to decode-guard here
         behavior = handler.unary_stream or handler.unary_unary
         if handler.unary_stream:
             behavior = self._count_stream(behavior)
-        return _replace(handler, self._check_body(method, behavior),
-                        deserializer=_tolerant(handler.request_deserializer))
+        wrapped = _replace(handler, self._check_body(method, behavior),
+                           deserializer=_tolerant(handler.request_deserializer))
+        if len(self._wrapped) < MAX_CACHED_METHODS:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _check_body(self, method: str, behavior: Behavior) -> Behavior:
         """``behavior`` behind a check that the body parsed, keeping its kind (async, generator or sync)."""

@@ -90,17 +90,26 @@ def main(argv: list[str]) -> int:
         # Load and compile the solver's kernels first: the limit is for the job's frontier, not for
         # numba's code generator, whose shared library cannot even be mapped under a small limit.
         compute_frontier_plans(WARM_UP)
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        # Only the soft limit: once the solver hit it, the child lifts it to report the failure.
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, resource.RLIM_INFINITY))
     result: dict[str, Any]
+    out_of_memory = False
     try:
         result = {"plans": compute_frontier_plans(request)}
     except MemoryError:
-        result = {"error": f"exceeded the memory limit of {memory_bytes // 2**20} MiB"}
+        # Allocate nothing here: the traceback still holds the solver's arrays, so the process sits
+        # at its limit until this block ends (allocating here can fail again: a child once spun for minutes).
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        out_of_memory = True
     except Exception as exc:  # the job's failure, reported to the server as its reason
         result = {"error": f"{type(exc).__name__}: {exc}"}
+    if out_of_memory:
+        result = {"error": f"exceeded the memory limit of {memory_bytes // 2**20} MiB"}
     sys.stdout.write(json.dumps(result))
     sys.stdout.flush()
-    return 0
+    # Exit at once: a normal interpreter shutdown would find the stdin thread holding stdin's lock and
+    # abort ("Fatal Python error: _enter_buffered_busy"), killed by SIGABRT, maybe dumping core.
+    os._exit(0)
 
 
 if __name__ == "__main__":

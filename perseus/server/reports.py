@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -36,11 +37,20 @@ class ReportWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert: Any = None
+        self._returns_keys = False
+        """Whether ``_insert`` returns the keys of the rows it stored (else its rowcount is checked)."""
         if engine.dialect.name == "sqlite":
             self._insert = sqlite.insert(m.IterationReportRow).on_conflict_do_nothing()
         elif engine.dialect.name == "postgresql":
-            self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing()
-        self._pending: list[tuple[dict[str, Any], Future[bool]]] = []
+            # PostgreSQL's rowcount of a many-row insert is not the rows inserted: the statement
+            # returns the keys it stored instead (one statement, where the rowcount check fell back
+            # to one SELECT per row: 2.4 s for 1000 reports).
+            table = m.IterationReportRow.__table__
+            self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing().returning(
+                table.c.job_id, table.c.run_id, table.c.rank, table.c.iteration)
+            self._returns_keys = True
+        self._pending: list[tuple[list[dict[str, Any]], Future[list[bool]]]] = []
+        """Calls waiting for the next commit: each call's rows and the future its caller waits on."""
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="perseus-reports", daemon=True)
@@ -48,15 +58,32 @@ class ReportWriter:
 
     def submit(self, job_id: str, run_id: str, report: IterationReport) -> Future[bool]:
         """Queue one report of run ``run_id``; the future says (after the commit) whether it was new."""
-        future: Future[bool] = Future()
-        row = dict(job_id=job_id, run_id=run_id, rank=report.rank, iteration=report.iteration, time=report.time,
-                   energy=report.energy, plan_name=report.plan_name, created_at=time.time(),
-                   measure_only=report.measure_only, clock_mhz=report.clock_mhz,
-                   planned_instructions=report.planned_instructions, at_planned_clock=report.at_planned_clock)
+        one: Future[bool] = Future()
+        one.set_running_or_notify_cancel()
+
+        def unpack(many: Future[list[bool]]) -> None:
+            error = many.exception()
+            if error is not None:
+                one.set_exception(error)
+            else:
+                one.set_result(many.result()[0])
+
+        self.submit_many(job_id, run_id, [report]).add_done_callback(unpack)
+        return one
+
+    def submit_many(self, job_id: str, run_id: str, reports: Sequence[IterationReport]) -> Future[list[bool]]:
+        """Queue reports of run ``run_id``; the future says (after the commit) which were new."""
+        future: Future[list[bool]] = Future()
+        future.set_running_or_notify_cancel()  # a caller that gives up cannot cancel reports being stored
+        now = time.time()
+        rows = [dict(job_id=job_id, run_id=run_id, rank=r.rank, iteration=r.iteration, time=r.time,
+                     energy=r.energy, plan_name=r.plan_name, created_at=now, measure_only=r.measure_only,
+                     clock_mhz=r.clock_mhz, planned_instructions=r.planned_instructions,
+                     at_planned_clock=r.at_planned_clock) for r in reports]
         with self._wake:
             if self._closed:
                 raise RuntimeError("the server is stopping")
-            self._pending.append((row, future))
+            self._pending.append((rows, future))
             self._wake.notify()
         return future
 
@@ -74,16 +101,23 @@ class ReportWriter:
                     self._wake.wait()
                 if not self._pending:
                     return
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                # Whole calls, up to MAX_BATCH rows (a bigger call goes alone).
+                taken, rows = 0, 0
+                while taken < len(self._pending) and (not taken or rows + len(self._pending[taken][0]) <= MAX_BATCH):
+                    rows += len(self._pending[taken][0])
+                    taken += 1
+                batch, self._pending = self._pending[:taken], self._pending[taken:]
             try:
-                stored = self._store([row for row, _ in batch])
+                stored = self._store([row for rows_, _ in batch for row in rows_])
             except Exception as exc:  # the database failed: every caller in the batch gets the error
-                log.warning("storing %d iteration reports failed: %s", len(batch), exc)
+                log.warning("storing %d iteration reports failed: %s", rows, exc)
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
-            for (_, future), new in zip(batch, stored, strict=True):
-                future.set_result(new)
+            start = 0
+            for rows_, future in batch:
+                future.set_result(stored[start:start + len(rows_)])
+                start += len(rows_)
 
     def _store(self, rows: list[dict[str, Any]]) -> list[bool]:
         """Whether each row was new (rows a batch repeats, or that were stored before, are not)."""
@@ -91,7 +125,9 @@ class ReportWriter:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = [rows[i] for i in sorted(first.values())]
         with self._engine.begin() as conn:
-            if self._insert is not None:
+            if self._returns_keys:
+                new = {(job, run, rank, iteration) for job, run, rank, iteration in conn.execute(self._insert, unique)}
+            elif self._insert is not None:
                 result = conn.execute(self._insert, unique)
                 if result.rowcount == len(unique):
                     return [first[key] == i for i, key in enumerate(keys)]

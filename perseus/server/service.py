@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +35,7 @@ from perseus.server.types import (
     ScheduleView,
     StoredPlan,
 )
+from perseus.server.wakeups import LoopWaker
 from perseus.v1 import scheduler_pb2 as pb
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -158,17 +159,39 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.core = core
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perseus-core")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: LoopWaker | None = None
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: Counter[str] = Counter()
         """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
+        self._stopping = False
+        self._streams_closed = asyncio.Event()
         core.add_listener(self._on_change)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that runs the server (change notifications arrive from other threads)."""
         self._loop = loop
+        self._waker = LoopWaker(loop)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def end_streams(self, timeout: float) -> None:
+        """End every WatchSchedule stream with UNAVAILABLE (clients reconnect, maybe to another replica).
+
+        Called before the gRPC server stops: a stream still open then is cancelled by gRPC and, when
+        the event loop closes, logged as an unhandled CancelledError. Waits up to ``timeout`` s.
+        """
+        self._stopping = True
+        if not self._watchers:
+            return
+        self._streams_closed.clear()
+        for event in self._changed.values():
+            event.set()
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._streams_closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%d schedule streams still open at shutdown", sum(self._watchers.values()))
 
     def _on_change(self, job_id: str) -> None:
         loop = self._loop
@@ -179,6 +202,10 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
+
+    def _wait(self, future: Future[T]) -> Awaitable[T]:
+        """``future`` (resolved by the report writer's thread) as an awaitable; one loop wake-up per commit."""
+        return self._waker.wrap(future) if self._waker is not None else asyncio.wrap_future(future)
 
     async def _schedule(self, context: grpc.aio.ServicerContext, job_id: str, rank: int) -> ScheduleView:
         """Schedules are read from memory: answer on the loop unless a writer holds the lock."""
@@ -256,7 +283,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         job_id = request.job_id
         self._watchers[job_id] += 1
         try:
-            while True:
+            while not self._stopping:
                 # Take the event before reading so a change in between is never missed.
                 event = self._changed.setdefault(job_id, asyncio.Event())
                 view = await self._schedule(context, job_id, request.rank)
@@ -270,6 +297,9 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
                 self._changed.pop(job_id, None)
+            if not self._watchers:
+                self._streams_closed.set()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
 
     async def ReportProfile(
         self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
@@ -295,7 +325,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: self.core.report_iteration(*args, **observed))
-            return await asyncio.wrap_future(queued)
+            return await self._wait(queued)
 
         return pb.ReportIterationResponse(version=await self._answer(context, "report_iteration", report()))
 
@@ -306,8 +336,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                                    busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
                                    planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
                    for r in request.reports]
-        version, stored, duplicates = await self._call(context, self.core.report_iterations, request.job_id,
-                                                       request.run_id, reports)
+        job_id, run_id = request.job_id, request.run_id
+
+        async def report() -> tuple[int, int, int]:
+            # Usually queued for the next group commit straight from the event loop, no thread involved.
+            queued = self.core.try_report_iterations(job_id, run_id, reports)
+            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
+            return await self._wait(queued)
+
+        version, stored, duplicates = await self._answer(context, "report_iterations", report())
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:

@@ -12,7 +12,7 @@ from server_helpers import profile_csv, profile_slice, solver_processes
 
 from perseus.client import PerseusClient
 from perseus.server.app import ServerConfig, ServerThread
-from perseus.server.optimize import FrontierRequest
+from perseus.server.optimize import WARM_UP, FrontierRequest, compute_frontier_plans
 from perseus.server.pool import FrontierPool, PoolLimits
 
 PROFILE8 = profile_slice(8, freq_step=3)
@@ -72,8 +72,13 @@ def test_time_and_memory_limits_fail_the_job_with_a_reason(tmp_path: Path) -> No
         results[request.job_id] = (plans, error)
         finished.set()
 
+    # Compile the solver's kernels into numba's cache here, where no limit runs: the memory case's
+    # child then loads them (about a second) instead of compiling them (tens of seconds on a busy machine).
+    compute_frontier_plans(WARM_UP)
+    # Every case has a time backstop: a child that never hits its memory limit fails with a reason, not a hang.
     for limits, reason in ((PoolLimits(workers=1, time_limit_s=3), "exceeded the time limit of 3 s"),
-                           (PoolLimits(workers=1, memory_limit_mib=300), "exceeded the memory limit of 300 MiB")):
+                           (PoolLimits(workers=1, memory_limit_mib=300, time_limit_s=90),
+                            "exceeded the memory limit of 300 MiB")):
         finished.clear()
         pool = FrontierPool(limits, on_done)
         try:

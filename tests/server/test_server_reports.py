@@ -45,3 +45,69 @@ def test_reports_that_arrive_during_a_commit_share_the_next_one(tmp_path: Path) 
     assert con.execute("SELECT COUNT(*) FROM scheduler_iteration_reports").fetchone() == (2 + 4 * 49,)
     con.close()
     engine.dispose()
+
+
+def test_loop_waker_resolves_a_burst_of_results_in_one_wake_up() -> None:
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from perseus.server.wakeups import LoopWaker
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        waker = LoopWaker(loop)
+        futures: list[Future[int]] = [Future() for _ in range(100)]
+        waiters = [waker.wrap(f) for f in futures]
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kw: object) -> object:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kw)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+        def commit() -> None:  # what the report writer does after one transaction
+            for i, f in enumerate(futures):
+                if i == 7:
+                    f.set_exception(RuntimeError("database gone"))
+                else:
+                    f.set_result(i)
+
+        thread = threading.Thread(target=commit)
+        thread.start()
+        thread.join(timeout=30)
+        results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), timeout=30)
+        return results, wakeups
+
+    results, wakeups = asyncio.run(main())
+    assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(100) if i != 7]
+    assert isinstance(results[7], RuntimeError) and str(results[7]) == "database gone"
+    assert wakeups == 1  # the loop was busy with nothing else: the whole burst in one pass
+
+
+def test_postgres_batch_is_one_insert_that_tells_new_reports_from_retries(postgres_db: str) -> None:
+    engine = make_engine(postgres_db)
+    upgrade(engine)
+    with session_factory(engine)() as s:
+        s.add(m.JobRow(id="j", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0,
+                       phase="serving"))
+        s.commit()
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql))
+    writer = ReportWriter(engine)
+    try:
+        first = [IterationReport(rank, 0, 1.0, 5.0) for rank in range(1500)]
+        assert writer.submit_many("j", "r", first).result(timeout=60) == [True] * 1500
+        inserts = [sql for sql in statements if sql.lstrip().upper().startswith("INSERT")]
+        assert len(inserts) <= 2 and not any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
+        # Half retries of acknowledged reports, half new: only the new ones count as stored.
+        mixed = [IterationReport(rank, rank % 2, 1.0, 5.0) for rank in range(1500)]
+        assert writer.submit_many("j", "r", mixed).result(timeout=60) == [rank % 2 == 1 for rank in range(1500)]
+    finally:
+        writer.close()
+        engine.dispose()
+    with session_factory(engine)() as s:
+        assert s.query(m.IterationReportRow).count() == 1500 + 750

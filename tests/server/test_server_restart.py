@@ -168,3 +168,34 @@ def _profile_of(tmp_path: Path) -> str:
     (text,) = con.execute("SELECT profile_csv FROM scheduler_jobs WHERE id='sweep'").fetchone()
     con.close()
     return str(text)
+
+
+def test_clean_shutdown_with_open_watch_streams_logs_no_traceback(tmp_path: Path) -> None:
+    """SIGTERM ends open WatchSchedule streams with UNAVAILABLE (clients reconnect) and logs no traceback."""
+    import grpc
+
+    from perseus.v1 import scheduler_pb2 as pb
+    from perseus.v1 import scheduler_pb2_grpc as pb_grpc
+
+    server = ServerProcess(f"sqlite:///{tmp_path / 'perseus.db'}", extra=("--log-level", "debug"))
+    try:
+        profile = profile_slice(2, freq_step=3)
+        with PerseusClient(server.target, retry_timeout=5) as client:
+            client.register_job(job_id="w", num_stages=2, num_microbatches=3, profile=profile)
+            client.register_rank("w", 0, 0, profile.frequencies())
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.SchedulerStub(channel)
+            streams = [stub.WatchSchedule(pb.GetScheduleRequest(job_id="w", rank=0), timeout=60) for _ in range(3)]
+            for stream in streams:
+                assert next(stream).job_id == "w"  # open: the first schedule arrived
+            assert server.stop() == 0
+            for stream in streams:
+                with pytest.raises(grpc.RpcError) as ended:
+                    for _ in stream:
+                        pass
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    finally:
+        server.stop()
+    assert server.proc.stderr is not None
+    log = server.proc.stderr.read()
+    assert "Traceback" not in log and "CancelledError" not in log and "ERROR" not in log, log
