@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time as wallclock
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -165,8 +165,8 @@ class GraphCutSolver:
             STEPS_PER_RESOLUTION * math.ceil(span / resolution) + 4 * self.dag.num_nodes,
         )
         capped = True
-        times: list[float] = []
-        choices: list[IntArray] = []
+        times: list[float] = []  # every step's makespan, for the loop's stop test
+        candidates = _Candidates()
         iterations = 0
         finish: FloatArray | None = None
         latest: FloatArray | None = None  # latest finish times for `deadline`, when the reclaim knows them
@@ -181,7 +181,7 @@ class GraphCutSolver:
             else:
                 latest = latest - (deadline - makespan)  # all sinks share the deadline: a uniform shift
             times.append(makespan)
-            choices.append(choice.astype(np.int16))
+            candidates.add(makespan, self.table.iteration_energy(choice, makespan), choice)
             if progress is not None:
                 progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
             speed_up = self._cut(choice, durations, finish, latest, makespan, resolution)
@@ -194,7 +194,7 @@ class GraphCutSolver:
             faster_finish = self.finish_times(self.table.durations(faster))
             deadline = float(faster_finish.max())
             choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
-        store = self._pareto_store(times, choices, resolution)
+        store = self._pareto_store(candidates.times, candidates.energies, candidates.choices, resolution)
         return Frontier(store, iterations=iterations, solve_seconds=wallclock.perf_counter() - started, capped=capped)
 
     def _cut(
@@ -290,9 +290,9 @@ class GraphCutSolver:
             return forward, forward_finish[:-1], None
         return backward, None, latest_start[:-1] + table.durations(backward)
 
-    def _pareto_store(self, times: list[float], choices: list[IntArray], resolution: float) -> PlanStore:
-        table = self.table
-        energies = [table.iteration_energy(c.astype(np.int64), t) for t, c in zip(times, choices, strict=True)]
+    def _pareto_store(
+        self, times: list[float], energies: list[float], choices: list[IntArray], resolution: float
+    ) -> PlanStore:
         order = sorted(range(len(times)), key=lambda k: (times[k], energies[k]))
         pareto: list[int] = []
         for k in order:
@@ -305,18 +305,26 @@ class GraphCutSolver:
         if len(pareto) > 1:
             kept.append(pareto[-1])
         return self.to_store(
-            np.array([choices[k] for k in kept], dtype=np.int64),
+            [choices[k] for k in kept],
             [times[k] for k in kept],
             [energies[k] for k in kept],
             [f"p{rank:03d}" for rank in range(len(kept))],
         )
 
     def to_store(
-        self, choices: IntArray, iteration_times: list[float], energies: list[float], names: list[str]
+        self, choices: Sequence[IntArray], iteration_times: list[float], energies: list[float], names: list[str]
     ) -> PlanStore:
-        """Plans choosing ``choices[k]`` (one row of option indices per plan) as a :class:`PlanStore`."""
+        """Plans choosing ``choices[k]`` (option indices per node, one array per plan) as a :class:`PlanStore`.
+
+        Filled one plan at a time: at 16 x 256 a whole-frontier int64 index array and its
+        fancy-indexed copy were 200 MB each, most of the solve's peak memory.
+        """
         dag = self.dag
         order = np.array([n for nodes in dag.stage_nodes for n in nodes], dtype=np.int64)
+        classes = self.table.node_class[order]
+        frequencies = np.empty((len(choices), len(order)), dtype=np.int32)
+        for k, choice in enumerate(choices):
+            frequencies[k] = self.table.frequency[classes, choice[order]]
         return PlanStore(
             schedule=dag.schedule,
             num_stages=dag.num_stages,
@@ -326,11 +334,37 @@ class GraphCutSolver:
             names=tuple(names),
             iteration_time=np.array(iteration_times, dtype=np.float64),
             energy=np.array(energies, dtype=np.float64),
-            frequencies=self.table.frequency[self.table.node_class[order], choices[:, order]].astype(np.int32),
+            frequencies=frequencies,
         )
 
     def to_plan(self, choice: IntArray, iteration_time: float, energy: float, name: str) -> FrequencyPlan:
-        return self.to_store(choice[None, :], [iteration_time], [energy], [name]).plan(0)
+        return self.to_store([choice], [iteration_time], [energy], [name]).plan(0)
+
+
+class _Candidates:
+    """The solve's points that may still be Pareto-optimal: (makespan, energy, choice as int16).
+
+    A point is dropped as soon as a faster one costs no more energy: :meth:`GraphCutSolver._pareto_store`
+    would never keep it (the plan it keeps just before it in time order costs at most the faster
+    point's energy, within its 1e-12 margin). Steps shorten the makespan, so such points are
+    always the newest ones kept, and only about the frontier's plans stay in memory instead of
+    every step's choice (16 x 256: 11,500 steps x 8,192 nodes).
+    """
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.energies: list[float] = []
+        self.choices: list[IntArray] = []
+
+    def add(self, makespan: float, energy: float, choice: IntArray) -> None:
+        if self.times and makespan < self.times[-1]:
+            while self.energies and self.energies[-1] >= energy:
+                self.times.pop()
+                self.energies.pop()
+                self.choices.pop()
+        self.times.append(makespan)
+        self.energies.append(energy)
+        self.choices.append(choice.astype(np.int16))
 
 
 def step_bound(table: OptionTable, span: float, t_min: float) -> int:
