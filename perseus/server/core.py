@@ -4,7 +4,9 @@
 thread pool). The database holds the jobs' state; memory holds a cache of it. Every change is
 committed to the database before the call returns, so whatever a caller saw acknowledged
 survives a killed server; on start the cache is rebuilt from the tables. Reads (schedules, the
-frontier) are served from the cache.
+frontier) are served from the cache. The cache holds each plan's summary only (:class:`StoredPlan`);
+a plan's clocks are decoded from its compact row when a rank needs them, and the recently used
+decoded plans are kept in a bounded LRU (:mod:`perseus.server.plancache`).
 
 Several servers (replicas) may share one PostgreSQL database. A change locks the job's row
 (``SELECT ... FOR UPDATE``), re-reads the job first if another replica changed it since (its
