@@ -19,6 +19,7 @@ import base64
 import binascii
 import itertools
 import json
+import math
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -251,17 +252,49 @@ def encode_plan(plan: FrequencyPlan) -> str:
 
     A 16 x 256 plan is about 8 KB this way instead of about 400 KB of JSON.
     """
-    store = PlanStore.from_plans([plan])
+    return encode_rows(PlanStore.from_plans([plan]))[0]
+
+
+def encode_rows(store: PlanStore) -> list[str]:
+    """Every plan of ``store`` as :func:`encode_plan`'s text, without materialising the plans
+    (the slot columns are built once for all of them)."""
     kinds = sorted({s.kind for s in store.slots})
     columns = np.array(
         [[s.stage, kinds.index(s.kind), s.microbatch, s.chunk] for s in store.slots], dtype=np.int32
     ).reshape(-1, 4)
-    table = np.column_stack([columns, store.frequencies[0]]).T  # one row per field: long runs compress
-    packed = zlib.compress(np.diff(table, axis=1, prepend=0).astype("<i4").tobytes(), 9)
-    header = {"schedule": plan.schedule, "num_stages": plan.num_stages, "num_microbatches": plan.num_microbatches,
-              "num_chunks": plan.num_chunks, "iteration_time": plan.iteration_time, "energy": plan.energy,
-              "name": plan.name, "kinds": kinds, "slots": len(store.slots)}
-    return ROW_PREFIX + json.dumps(header, separators=(",", ":")) + "\n" + base64.b64encode(packed).decode()
+    rows = []
+    for k in range(len(store)):
+        table = np.column_stack([columns, store.frequencies[k]]).T  # one row per field: long runs compress
+        packed = zlib.compress(np.diff(table, axis=1, prepend=0).astype("<i4").tobytes(), 9)
+        header = {"schedule": store.schedule, "num_stages": store.num_stages,
+                  "num_microbatches": store.num_microbatches, "num_chunks": store.num_chunks,
+                  "iteration_time": float(store.iteration_time[k]), "energy": float(store.energy[k]),
+                  "name": store.names[k], "kinds": kinds, "slots": len(store.slots)}
+        rows.append(ROW_PREFIX + json.dumps(header, separators=(",", ":")) + "\n" + base64.b64encode(packed).decode())
+    return rows
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """What a compact plan row's header says of its plan, read without decoding its clocks."""
+
+    name: str
+    iteration_time: float
+    energy: float
+
+
+def row_summary(text: str, *, source: str = "<plan>") -> RowSummary:
+    """The header of :func:`encode_plan`'s text (InputError naming ``source`` if it is not one)."""
+    try:
+        if not text.startswith(ROW_PREFIX):
+            raise ValueError("no compact-plan prefix")
+        header = json.loads(text[len(ROW_PREFIX) :].partition("\n")[0])
+        summary = RowSummary(str(header["name"]), float(header["iteration_time"]), float(header["energy"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(source, f"not a compact plan ({exc})") from None
+    if not (math.isfinite(summary.iteration_time) and math.isfinite(summary.energy)):
+        raise InputError(source, "not a compact plan (iteration time or energy not finite)")
+    return summary
 
 
 def decode_plan(text: str, *, source: str = "<plan>") -> FrequencyPlan:

@@ -66,7 +66,7 @@ def check_weight(weight: float) -> float:
 
 def plan_power(plan: StoredPlan, pipelines: int) -> float:
     """Average watts of ``pipelines`` pipelines running ``plan``."""
-    return pipelines * plan.plan.energy / plan.plan.iteration_time
+    return pipelines * plan.energy / plan.iteration_time
 
 
 def floor_of(target: TargetSpec, fastest_time: float) -> float:
@@ -83,10 +83,10 @@ def cap_job(job_id: str, frontier: Sequence[StoredPlan], pipelines: int, weight:
     """The job as the cap solver sees it: its frontier plans (named by plan id) within its floor."""
     plans = list(frontier)
     if target.kind == "energy_budget":
-        within = [p for p in plans if p.plan.energy <= target.value * (1 + 1e-12)]
-        plans = within or [min(plans, key=lambda p: p.plan.energy)]  # --nearest: the closest plan
-    options = tuple(CapOption(str(p.id), p.plan.iteration_time, ratio * plan_power(p, pipelines)) for p in plans)
-    return CapJob(job_id, options, weight, floor_of(target, frontier[0].plan.iteration_time))
+        within = [p for p in plans if p.energy <= target.value * (1 + 1e-12)]
+        plans = within or [min(plans, key=lambda p: p.energy)]  # --nearest: the closest plan
+    options = tuple(CapOption(str(p.id), p.iteration_time, ratio * plan_power(p, pipelines)) for p in plans)
+    return CapJob(job_id, options, weight, floor_of(target, frontier[0].iteration_time))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 thread pool). The database holds the jobs' state; memory holds a cache of it. Every change is
 committed to the database before the call returns, so whatever a caller saw acknowledged
 survives a killed server; on start the cache is rebuilt from the tables. Reads (schedules, the
-frontier) are served from the cache.
+frontier) are served from the cache. The cache holds each plan's summary only (:class:`StoredPlan`);
+a plan's clocks are decoded from its compact row when a rank needs them, and the recently used
+decoded plans are kept in a bounded LRU (:mod:`perseus.server.plancache`).
 
 Several servers (replicas) may share one PostgreSQL database. A change locks the job's row
 (``SELECT ... FOR UPDATE``), re-reads the job first if another replica changed it since (its
@@ -43,7 +45,7 @@ from perseus.db import Base
 from perseus.errors import InputError, PerseusError
 from perseus.pipeline.costs import check_profile_kinds
 from perseus.plan import FrequencyPlan, PlannedInstruction
-from perseus.plan.store import decode_plan, encode_plan
+from perseus.plan.store import RowSummary, decode_plan, encode_plan, row_summary
 from perseus.profile import INSTRUCTION_KINDS, Measurement, PipelineProfile, parse_profile, save_profile
 from perseus.profile.io import format_profile
 from perseus.profile.model import ALL_KINDS, SPLIT_KINDS
@@ -55,6 +57,7 @@ from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.notify import make_feed
 from perseus.server.optimize import FrontierRequest
+from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
 from perseus.server.reports import ReportWriter
 from perseus.server.sweep import (
@@ -84,6 +87,9 @@ from perseus.server.types import (
 
 log = logging.getLogger("perseus.server")
 
+EXPORT_BATCH = 64
+"""Plan rows read per query when plans are exported (GetFrontier with plans): a few hundred KB of
+compact rows at 16 x 256, and few queries for a frontier of thousands."""
 CAP_LOOP_S = 2.0
 """Seconds between two checks of measured against planned power under a cap: a few iterations of a
 typical job, and a query that reads only the reports added since the last check."""
@@ -133,7 +139,9 @@ class SchedulerCore:
         limits: Limits | None = None,
         profile_dir: Path | None = None,
         control: ControlConfig | None = None,
+        decoded_instructions: int = CACHED_INSTRUCTIONS,
     ) -> None:
+        """``decoded_instructions``: how many decoded plan instructions to keep (see :mod:`perseus.server.plancache`)."""
         self._sessions = session_factory(engine)
         self._control = Controller(control or ControlConfig())
         self._control_listeners: list[ControlListener] = []
@@ -150,6 +158,8 @@ class SchedulerCore:
         self._measured = capping.MeasuredPower()
         self._ratios: dict[str, float] = {}
         """Measured over planned power per job, while a cap is set (see :meth:`_cap_feedback`)."""
+        self._plan_cache = PlanCache(self._load_plan, decoded_instructions)
+        """Decoded plans (memory holds only each plan's summary, see :mod:`perseus.server.plancache`)."""
         self._stop_loop = threading.Event()
         self._cap_loop = threading.Thread(target=self._run_cap_loop, name="perseus-cap", daemon=True)
         with self._sessions() as s:
@@ -224,7 +234,9 @@ class SchedulerCore:
         for r in s.scalars(only(select(m.RankRow), m.RankRow.job_id)):
             freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
             jobs[r.job_id].ranks[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
-        for p in s.scalars(only(select(m.PlanRow), m.PlanRow.job_id).order_by(m.PlanRow.job_id, m.PlanRow.position)):
+        summary = select(m.PlanRow.id, m.PlanRow.job_id, m.PlanRow.kind, m.PlanRow.name, m.PlanRow.iteration_time,
+                         m.PlanRow.energy, m.PlanRow.power_limits_json)  # the clocks are decoded on demand
+        for p in s.execute(only(summary, m.PlanRow.job_id).order_by(m.PlanRow.job_id, m.PlanRow.position)):
             stored = _stored(p)
             job = jobs[p.job_id]
             job.plans[p.id] = stored
@@ -244,7 +256,7 @@ class SchedulerCore:
             jobs[job_id].runs = job_runs
         for job in jobs.values():
             if job.target.nearest and job.frontier:  # the note is derived, not stored
-                _, job.target_note = choose([p.plan for p in job.frontier], job.target)
+                _, job.target_note = choose(job.frontier, job.target)
         return jobs
 
     def _iteration_counts(self, s: Any, job_ids: Collection[str] | None) -> Any:
@@ -254,6 +266,9 @@ class SchedulerCore:
     def _refresh(self, s: Any, job_id: str) -> _Job | None:
         """Re-read one job into the cache (None: the database has no such job)."""
         job = self._read_jobs(s, [job_id]).get(job_id) if JOB_ID_RE.match(job_id) else None
+        old = self._jobs.get(job_id)
+        if old is not None:  # plans another replica deleted (re-planned, re-profiled)
+            self._plan_cache.forget(set(old.plans) - set(job.plans if job is not None else ()))
         if job is None:
             self._jobs.pop(job_id, None)
         else:
@@ -494,9 +509,9 @@ class SchedulerCore:
         if job.profile is not None:  # frontier plans only use profiled clocks
             for kind in INSTRUCTION_KINDS:
                 wanted.update(job.profile[(stage, kind)].frequencies)
-        for plan in job.plans.values():
-            if plan.kind != "frontier":
-                wanted.update(p.frequency for p in plan.plan.stages[stage])
+        for stored in list(job.plans.values()):
+            if stored.kind != "frontier":
+                wanted.update(p.frequency for p in self._plan_cache.get(stored).stages[stage])
         for f in sorted(wanted, reverse=True):
             near = nearest(freqs, f)
             if abs(near - f) > MAX_FREQUENCY_GAP:
@@ -520,7 +535,9 @@ class SchedulerCore:
         try:
             job = self._jobs.get(job_id)
             info = job.ranks.get(rank) if job is not None else None
-            return self._schedule(job, info) if job is not None and info is not None else None
+            if job is None or info is None or not self._decoded_for(job, info):
+                return None  # reading a plan row is for the thread pool, not the event loop
+            return self._schedule(job, info)
         finally:
             self._lock.release()
 
@@ -691,7 +708,7 @@ class SchedulerCore:
             return
         try:
             decision = self._control.observe(job.spec.job_id, job.spec.num_stages, job.ranks,
-                                             lambda name: _plan_named(job, name), job.profile, run_id, stored)
+                                             lambda name: self._plan_named(job, name), job.profile, run_id, stored)
             if decision.stragglers is not None or decision.drift is not None:
                 self._apply_decision(job.spec.job_id, decision)
         except Exception:  # the loop must never fail a report: it is stored and acknowledged already
@@ -724,7 +741,7 @@ class SchedulerCore:
                      sorted(slow) or "none", sorted(manual))
             return
         base = self._served(job)  # the cap's choice when a cap governs the job
-        scale = base.plan.iteration_time / job.frontier[0].plan.iteration_time if base and job.frontier else 1.0
+        scale = base.iteration_time / job.frontier[0].iteration_time if base and job.frontier else 1.0
         wanted = {p: min(100.0, max(1.0 + 1e-6, rel * scale)) for p, rel in slow.items()}
         with self._writing(job_id) as (s, job):
             for p in list(job.auto_stragglers):
@@ -787,7 +804,7 @@ class SchedulerCore:
         self._notify(job)
         self._control_event(job_id, "drifted")
 
-    def _store_replanned(self, s: Any, job: _Job, plans: Sequence[FrequencyPlan], error: str) -> None:
+    def _store_replanned(self, s: Any, job: _Job, rows: Sequence[str], error: str) -> None:
         """The rescaled profile's frontier replaces the old one (the caller's transaction stores it)."""
         job_id = job.spec.job_id
         row = s.get_one(m.JobRow, job_id)
@@ -799,14 +816,15 @@ class SchedulerCore:
             s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id.in_(old)))
             for plan_id in old:
                 job.plans.pop(plan_id, None)
-            job.frontier = [self._store_plan(s, job, "frontier", p, None, i) for i, p in enumerate(plans)]
+            self._plan_cache.forget(old)
+            job.frontier = self._store_frontier_rows(s, job, rows)
             if job.target.follows_frontier:
                 target = dataclasses.replace(job.target, nearest=True)  # the new frontier may miss the target
-                index, job.target_note = choose([p.plan for p in job.frontier], target)
+                index, job.target_note = choose(job.frontier, target)
                 job.plan_id = job.frontier[index].id
             row.plan_id = job.plan_id
             job.drift = DriftStatus("replanned", job.drift.note.replace("re-planning from", "re-planned from"))
-            log.info("job %s: re-planned: frontier of %d plans; serving %s", job_id, len(plans),
+            log.info("job %s: re-planned: frontier of %d plans; serving %s", job_id, len(rows),
                      job.plans[job.plan_id].name if job.plan_id in job.plans else "-")
         row.drift_json = job.drift.to_json()
         self._bump(s, job)
@@ -920,12 +938,12 @@ class SchedulerCore:
                 served = self._served(job)
                 if job.phase != "serving" or served is None:
                     continue
-                fastest = job.frontier[0].plan.iteration_time if job.frontier else served.plan.iteration_time
+                fastest = job.frontier[0].iteration_time if job.frontier else served.iteration_time
                 capped = job.target.follows_frontier and bool(job.frontier)
                 floor = capping.floor_of(job.target, fastest) if capped else math.inf
                 jobs.append(capping.CappedJobView(
                     job.spec.job_id, served.name, capping.plan_power(served, job.spec.dp_degree),
-                    measured.get(job.spec.job_id, 0.0), job.weight, served.plan.iteration_time / fastest - 1.0,
+                    measured.get(job.spec.job_id, 0.0), job.weight, served.iteration_time / fastest - 1.0,
                     0.0 if math.isinf(floor) else floor, not capped))
             if row is None:
                 return capping.CapView(None, 0, capping.CapStatus(), tuple(jobs))
@@ -1068,6 +1086,7 @@ class SchedulerCore:
                 s.execute(delete(m.JobRow).where(m.JobRow.id == job_id))
                 job.version += 1  # the replicas re-read it, find nothing and drop it
             self._jobs.pop(job_id, None)
+            self._plan_cache.forget(job.plans)
             self._control.forget(job_id)
             self._notify(job)  # watchers wake up to NOT_FOUND
             log.info("job %s deleted (%d ranks, %d iteration reports)", job_id, view.num_ranks,
@@ -1097,6 +1116,7 @@ class SchedulerCore:
                 row.profiling_json = job.profiling.to_json()
                 self._bump(s, job)
                 job.phase, job.profile, job.profile_csv, job.error, job.plan_id = "profiling", None, None, "", keep
+                self._plan_cache.forget(set(job.plans) - {keep})
                 job.plans = {keep: job.plans[keep]} if keep is not None else {}
                 job.frontier, job.measured, job.num_profile_reports, job.target_note = [], {}, 0, ""
                 job.compatible.clear()
@@ -1167,6 +1187,45 @@ class SchedulerCore:
             raise InputError("target.plan_json", exc.problem) from None
         return plan if plan.name else dataclasses.replace(plan, name="user")
 
+    def _plan_named(self, job: _Job, name: str) -> FrequencyPlan | None:
+        """The job's stored plan called ``name`` (the newest if several are), decoded."""
+        found = None
+        for stored in job.plans.values():
+            if stored.name == name and stored.power_limits is None:
+                found = stored
+        return self._plan_cache.get(found) if found is not None else None
+
+    def _load_plan(self, plan_id: int) -> FrequencyPlan:
+        """Plan ``plan_id`` decoded from its compact row (the cache's loader)."""
+        with self._sessions() as s:
+            text = s.scalar(select(m.PlanRow.plan_json).where(m.PlanRow.id == plan_id))
+        if text is None:
+            raise NotFound(f"plan: plan row {plan_id} was deleted meanwhile")
+        return decode_plan(text, source=f"plan row {plan_id}")
+
+    def plan_jsons(self, job_id: str, plans: Sequence[StoredPlan]) -> list[str]:
+        """The plan JSON of each of the job's ``plans``. Plans not decoded already are read in batches
+        of :data:`EXPORT_BATCH` rows and decoded one at a time, not cached (an export must not evict
+        the plans being served)."""
+        texts: list[str] = []
+        for start in range(0, len(plans), EXPORT_BATCH):
+            batch = plans[start : start + EXPORT_BATCH]
+            with self._lock:
+                decoded = [self._plan_cache.cached(p) for p in batch]
+            missing = [p.id for p, plan in zip(batch, decoded, strict=True) if plan is None]
+            rows: dict[int, str] = {}
+            if missing:
+                with self._sessions() as s:
+                    rows = {i: t for i, t in s.execute(select(m.PlanRow.id, m.PlanRow.plan_json).where(
+                        m.PlanRow.job_id == job_id, m.PlanRow.id.in_(missing)))}
+            for stored, plan in zip(batch, decoded, strict=True):
+                if plan is None:
+                    if stored.id not in rows:
+                        raise NotFound(f"plan: {stored.name!r} of job {job_id!r} was deleted meanwhile")
+                    plan = decode_plan(rows[stored.id], source=f"plan row {stored.id}")
+                texts.append(plan.to_json())
+        return texts
+
     def _resolve(self, s: Any, job: _Job, target: TargetSpec, plan_json: str) -> int | None:
         """The stored plan id a target selects (None until the frontier exists)."""
         if target.kind == "plan":
@@ -1184,21 +1243,37 @@ class SchedulerCore:
             if job.phase == "serving":
                 raise NotReady(f"job {job.spec.job_id!r} has no frontier (it serves a plan without a profile)")
             return None  # chosen when the frontier is ready
-        index, job.target_note = choose([p.plan for p in job.frontier], target)
+        index, job.target_note = choose(job.frontier, target)
         return job.frontier[index].id
 
     def _store_plan(
         self, s: Any, job: _Job, kind: str, plan: FrequencyPlan, power_limits: tuple[float, ...] | None,
         position: int = 0,
     ) -> StoredPlan:
-        row = m.PlanRow(job_id=job.spec.job_id, kind=kind, position=position, name=plan.name,
-                        iteration_time=plan.iteration_time, energy=plan.energy, plan_json=encode_plan(plan),
+        summary = RowSummary(plan.name, plan.iteration_time, plan.energy)
+        return self._store_row(s, job, kind, encode_plan(plan), summary, power_limits, position)
+
+    def _store_frontier_rows(
+        self, s: Any, job: _Job, rows: Sequence[str], summaries: Sequence[RowSummary] | None = None
+    ) -> list[StoredPlan]:
+        """Store a computed frontier's compact rows as they are (fastest first); returns their summaries."""
+        where = f"frontier of job {job.spec.job_id}"
+        summaries = summaries or [row_summary(text, source=where) for text in rows]
+        return [self._store_row(s, job, "frontier", text, summary, None, i)
+                for i, (text, summary) in enumerate(zip(rows, summaries, strict=True))]
+
+    def _store_row(
+        self, s: Any, job: _Job, kind: str, text: str, summary: RowSummary, power_limits: tuple[float, ...] | None,
+        position: int,
+    ) -> StoredPlan:
+        row = m.PlanRow(job_id=job.spec.job_id, kind=kind, position=position, name=summary.name,
+                        iteration_time=summary.iteration_time, energy=summary.energy, plan_json=text,
                         power_limits_json=json.dumps(list(power_limits)) if power_limits is not None else None)
         s.add(row)
         s.flush()
         if kind != "frontier":
             job.compatible.clear()  # a plan with new clocks: re-check ranks as they (re)register
-        stored = StoredPlan(row.id, kind, plan.name, plan, power_limits)
+        stored = StoredPlan(row.id, kind, summary.name, summary.iteration_time, summary.energy, power_limits)
         job.plans[row.id] = stored
         return stored
 
@@ -1265,7 +1340,7 @@ class SchedulerCore:
         self._pool.submit(FrontierRequest(job_id, job.profile_csv or "", spec.blocking_power, spec.schedule,
                                           spec.num_stages, spec.num_microbatches, spec.num_chunks))
 
-    def _frontier_done(self, request: FrontierRequest, result: list[dict[str, Any]] | None, error: str) -> None:
+    def _frontier_done(self, request: FrontierRequest, result: list[str] | None, error: str) -> None:
         """The pool's answer (from its supervising thread): store the frontier or the job's failure."""
         job_id = request.job_id
         with self._lock:
@@ -1282,9 +1357,10 @@ class SchedulerCore:
             finally:
                 self._feed.release(job_id)
 
-    def _store_frontier(self, request: FrontierRequest, result: list[dict[str, Any]] | None, error: str) -> None:
+    def _store_frontier(self, request: FrontierRequest, result: list[str] | None, error: str) -> None:
         job_id = request.job_id
-        plans = [FrequencyPlan.from_dict(d) for d in result or ()]
+        rows = list(result or ())
+        plans = [row_summary(text, source=f"frontier of job {job_id}") for text in rows]
         if result is not None and not plans:
             error = "the frontier is empty"
         replanned = False
@@ -1293,7 +1369,7 @@ class SchedulerCore:
             if (job.phase != "optimizing" and not replanning) or job.profile_csv != request.profile_csv:
                 return  # re-profiled or finished elsewhere meanwhile
             if replanning:
-                self._store_replanned(s, job, plans, error)
+                self._store_replanned(s, job, rows, error)
                 replanned = True
             elif error:
                 log.error("job %s: frontier computation failed: %s", job_id, error)
@@ -1302,7 +1378,7 @@ class SchedulerCore:
                 row.phase, row.error = job.phase, job.error
                 self._bump(s, job)
             else:
-                job.frontier = [self._store_plan(s, job, "frontier", p, None, i) for i, p in enumerate(plans)]
+                job.frontier = self._store_frontier_rows(s, job, rows, plans)
                 # Frontier targets pick their plan now; a baseline asked for before there was a profile
                 # is built now; a user plan was stored when it was set.
                 if job.target.follows_frontier or job.plan_id is None:
@@ -1334,10 +1410,15 @@ class SchedulerCore:
         slow = [f for p, f in job.stragglers.items() if f > 1.0]
         if not slow:
             return base
-        pace = job.frontier[0].plan.iteration_time * max(slow)
-        if pace <= base.plan.iteration_time:
+        pace = job.frontier[0].iteration_time * max(slow)
+        if pace <= base.iteration_time:
             return base
-        return job.frontier[pace_index([p.plan for p in job.frontier], pace)]
+        return job.frontier[pace_index(job.frontier, pace)]
+
+    def _decoded_for(self, job: _Job, info: RankInfo) -> bool:
+        """Whether the rank's schedule can be built without reading a plan row (nothing to decode)."""
+        stored = self._pipeline_plan(job, info.pipeline_id) if job.phase == "serving" else None
+        return stored is None or stored.power_limits is not None or self._plan_cache.cached(stored) is not None
 
     def _schedule(self, job: _Job, info: RankInfo) -> ScheduleView:
         common: dict[str, Any] = dict(job_id=job.spec.job_id, rank=info.rank, stage=info.stage, pipeline_id=info.pipeline_id,
@@ -1355,12 +1436,12 @@ class SchedulerCore:
         stored = self._pipeline_plan(job, info.pipeline_id) if job.phase == "serving" else None
         if stored is None:
             return ScheduleView(**common, mode="default")
-        plan = stored.plan
-        view: dict[str, Any] = dict(plan_name=stored.name, plan_id=stored.id, expected_iteration_time=plan.iteration_time,
-                    expected_energy=plan.energy)
+        view: dict[str, Any] = dict(plan_name=stored.name, plan_id=stored.id,
+                                    expected_iteration_time=stored.iteration_time, expected_energy=stored.energy)
         if stored.power_limits is not None:
             watts = stored.power_limits[info.stage if len(stored.power_limits) > 1 else 0]
             return ScheduleView(**common, **view, mode="power_limit", power_limit=watts)
+        plan = self._plan_cache.get(stored)
         instructions = tuple(
             p if p.frequency in info.frequencies else
             PlannedInstruction(p.instruction, p.microbatch, nearest(info.frequencies, p.frequency), p.chunk)
@@ -1381,22 +1462,13 @@ class SchedulerCore:
             num_iteration_reports=job.num_iteration_reports, frontier_size=len(job.frontier), error=job.error,
             stragglers=dict(job.stragglers), created_at=job.created_at, stages_profiled=stages_profiled,
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
-            target_note=job.target_note, plan_iteration_time=stored.plan.iteration_time if stored else 0.0,
-            plan_energy=stored.plan.energy if stored else 0.0, weight=job.weight,
+            target_note=job.target_note, plan_iteration_time=stored.iteration_time if stored else 0.0,
+            plan_energy=stored.energy if stored else 0.0, weight=job.weight,
             drift=job.drift.state, drift_note=job.drift.note, auto_stragglers=tuple(sorted(job.auto_stragglers)),
             planned_power=capping.plan_power(stored, job.spec.dp_degree) if stored else 0.0,
             measured_power=measured_power,
             power_capped=stored is not None and stored.id == job.cap_plan_id and job.target.follows_frontier,
         )
-
-
-def _plan_named(job: _Job, name: str) -> FrequencyPlan | None:
-    """The job's stored plan called ``name`` (the newest if several are)."""
-    found = None
-    for stored in job.plans.values():
-        if stored.name == name and stored.power_limits is None:
-            found = stored.plan
-    return found
 
 
 def _csv_keys(csv_text: str) -> set[tuple[int, str]]:
@@ -1409,6 +1481,7 @@ def _csv_keys(csv_text: str) -> set[tuple[int, str]]:
     return keys
 
 
-def _stored(row: m.PlanRow) -> StoredPlan:
+def _stored(row: Any) -> StoredPlan:
+    """A plan row's summary (``row`` holds the summary columns, not the clocks)."""
     limits = tuple(float(w) for w in json.loads(row.power_limits_json)) if row.power_limits_json else None
-    return StoredPlan(row.id, row.kind, row.name, decode_plan(row.plan_json, source=f"plan row {row.id}"), limits)
+    return StoredPlan(row.id, row.kind, row.name, row.iteration_time, row.energy, limits)

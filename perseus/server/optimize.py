@@ -55,8 +55,9 @@ WARM_UP = FrontierRequest(
 """A one-stage job whose frontier compiles every solver kernel (a few ms once numba's cache is warm)."""
 
 
-def compute_frontier_plans(request: FrontierRequest) -> list[dict[str, Any]]:
-    """The frontier's plans as JSON-ready dicts, fastest first."""
+def compute_frontier_plans(request: FrontierRequest) -> list[str]:
+    """The frontier's plans as compact rows (:func:`perseus.plan.store.encode_rows`), fastest first:
+    the server stores them as they are and never holds the whole frontier decoded."""
     from perseus.profile import parse_profile
     from perseus.solver import compute_frontier
 
@@ -64,7 +65,9 @@ def compute_frontier_plans(request: FrontierRequest) -> list[dict[str, Any]]:
                             num_stages=request.num_stages)
     frontier = compute_frontier(profile, request.schedule, request.num_stages, request.num_microbatches,
                                 request.num_chunks)
-    return [plan.to_dict() for plan in frontier.plans]
+    from perseus.plan.store import encode_rows
+
+    return encode_rows(frontier.store)
 
 
 def _die_with_parent(parent_pid: int) -> None:

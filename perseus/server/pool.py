@@ -52,7 +52,7 @@ class PoolLimits:
             raise InputError("--frontier-memory-limit", f"must be MiB >= 0, got {self.memory_limit_mib}")
 
 
-FrontierDone = Callable[[FrontierRequest, "list[dict[str, Any]] | None", str], None]
+FrontierDone = Callable[[FrontierRequest, "list[str] | None", str], None]
 """``on_done(request, plans, error)``: plans on success, else None and the reason."""
 
 
@@ -151,7 +151,7 @@ class FrontierPool:
         the thread that started a child, not the process.
         """
         limits = self.limits
-        plans: list[dict[str, Any]] | None = None
+        plans: list[str] | None = None
         error = ""
         with tempfile.TemporaryFile() as stderr:  # unlinked at once: nothing left on disk
             try:
@@ -174,7 +174,7 @@ class FrontierPool:
         if not cancelled:
             self._on_done(run.request, plans, error)
 
-    def _run_child(self, run: _Run, stderr: Any) -> tuple[list[dict[str, Any]] | None, str]:
+    def _run_child(self, run: _Run, stderr: Any) -> tuple[list[str] | None, str]:
         limits = self.limits
         # One BLAS thread: several children share the machine with the server.
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

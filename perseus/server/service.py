@@ -147,9 +147,9 @@ def _step(view: ScheduleView) -> pb.ProfilingStep:
                             measure_iterations=view.measure_iterations, done=view.mode != "profiling")
 
 
-def plan_to_proto(stored: StoredPlan, include_json: bool) -> pb.PlanSummary:
-    return pb.PlanSummary(plan_id=stored.id, name=stored.name, iteration_time=stored.plan.iteration_time,
-                          energy=stored.plan.energy, plan_json=stored.plan.to_json() if include_json else "")
+def plan_to_proto(stored: StoredPlan, plan_json: str = "") -> pb.PlanSummary:
+    return pb.PlanSummary(plan_id=stored.id, name=stored.name, iteration_time=stored.iteration_time,
+                          energy=stored.energy, plan_json=plan_json)
 
 
 class SchedulerServicer(pb_grpc.SchedulerServicer):
@@ -369,9 +369,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.GetFrontierRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetFrontierResponse:
         phase, plans, selected = await self._call(context, self.core.frontier, request.job_id)
+        texts = (await self._call(context, self.core.plan_jsons, request.job_id, plans) if request.include_plans
+                 else [""] * len(plans))
         return pb.GetFrontierResponse(
             job_id=request.job_id, phase=PHASES[phase], selected=selected,
-            plans=[plan_to_proto(p, request.include_plans) for p in plans],
+            plans=[plan_to_proto(p, text) for p, text in zip(plans, texts, strict=True)],
         )
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:

@@ -13,7 +13,7 @@ from typing import Any
 
 from perseus.errors import InputError, PerseusError
 from perseus.pipeline.schedules import stage_orders
-from perseus.plan import SCHEDULES, FrequencyPlan, PlannedInstruction
+from perseus.plan import SCHEDULES, PlannedInstruction
 from perseus.reports import RunInfo
 from perseus.server.targets import TargetSpec
 
@@ -83,10 +83,18 @@ class RankInfo:
 
 @dataclass(frozen=True)
 class StoredPlan:
+    """A stored plan as the server holds it in memory: what choosing a plan needs, not its clocks.
+
+    The per-instruction clocks stay in the plan's compact row and are decoded on demand
+    (:mod:`perseus.server.plancache`).
+    """
+
     id: int
     kind: str
+    """frontier | user | baseline"""
     name: str
-    plan: FrequencyPlan
+    iteration_time: float
+    energy: float
     power_limits: tuple[float, ...] | None = None
 
 
