@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from merak_integration.pipeline import PipelineSpec
+from merak_integration.pipelinespec import PipelineSpec
 
 CONFIG_ENV = "PERSEUS_RUN_CONFIG"
 """The launcher hands the run configuration to its workers as JSON in this environment variable."""

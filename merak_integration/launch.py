@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from merak_integration import memory, runlog
 from merak_integration.config import CONFIG_ENV, RunConfig
-from merak_integration.models import MODELS, describe
-from merak_integration.pipeline import model_partition, normalize_schedule
+from merak_integration.modelspec import MODELS, describe
+from merak_integration.pipelinespec import model_partition, normalize_schedule
 from merak_integration.precheck import precheck
 from merak_integration.supervisor import Supervisor
 from perseus.cli.flags import FlagParser

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from merak_integration.models import ModelConfig, TransformerConfig
+from merak_integration.modelspec import ModelConfig, TransformerConfig
 from merak_integration.partition import Partition
 from perseus.errors import InputError
 from perseus.pipeline.instruction import virtual_stage

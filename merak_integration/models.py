@@ -7,101 +7,25 @@ as in torchvision). Weights are random: nothing is downloaded. The ``*-tiny`` va
 CPU in milliseconds per microbatch and are what tests and the demo use.
 
 Build huge models on the meta device (``build_layers(cfg, device="meta")``) to count parameters
-without allocating memory.
+without allocating memory. The configurations and parameter counts live, torch-free, in
+:mod:`merak_integration.modelspec` (re-exported here).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from perseus.errors import InputError
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """A GPT (causal, pre-LayerNorm) or BERT (bidirectional, post-LayerNorm) transformer."""
-
-    name: str
-    family: str
-    """``gpt`` or ``bert``."""
-    num_layers: int
-    hidden: int
-    heads: int
-    vocab_size: int
-    max_positions: int
-    seq_len: int
-    """Sequence length used for training (synthetic data and profiling)."""
-
-
-@dataclass(frozen=True)
-class ResNetConfig:
-    """A wide ResNet with bottleneck blocks (torchvision's ``wide_resnet*``)."""
-
-    name: str
-    blocks: tuple[int, int, int, int]
-    width_per_group: int
-    num_classes: int
-    image_size: int
-    base_channels: int = 64
-    family: str = "resnet"
-
-
-ModelConfig = TransformerConfig | ResNetConfig
-
-
-def _gpt(name: str, layers: int, hidden: int, heads: int) -> TransformerConfig:
-    # GPT2Config.from_pretrained("gpt2") defaults: vocabulary 50257, 1024 positions.
-    return TransformerConfig(name, "gpt", layers, hidden, heads, 50257, 1024, 1024)
-
-
-def _bert(name: str, layers: int, hidden: int, heads: int) -> TransformerConfig:
-    return TransformerConfig(name, "bert", layers, hidden, heads, 30522, 512, 512)
-
-
-def _wrn(name: str, blocks: tuple[int, int, int, int], widen: int) -> ResNetConfig:
-    return ResNetConfig(name, blocks, 64 * widen, 1000, 224)
-
-
-MODELS: dict[str, ModelConfig] = {
-    c.name: c
-    for c in (
-        _gpt("gpt3-small", 12, 768, 12),
-        _gpt("gpt3-medium", 24, 1024, 16),
-        _gpt("gpt3-large", 24, 1536, 16),
-        _gpt("gpt3-xl", 24, 2048, 16),
-        _gpt("gpt3-2.7b", 32, 2560, 32),
-        _gpt("gpt3-6.7b", 32, 4096, 32),
-        _gpt("gpt3-13b", 40, 5120, 40),
-        _gpt("gpt3-175b", 96, 12288, 96),
-        _bert("bert-base-uncased", 12, 768, 12),
-        _bert("bert-large-uncased", 24, 1024, 16),
-        _wrn("wide-resnet50_2", (3, 4, 6, 3), 2),
-        _wrn("wide-resnet50_4", (3, 4, 6, 3), 4),
-        _wrn("wide-resnet50_8", (3, 4, 6, 3), 8),
-        _wrn("wide-resnet101_2", (3, 4, 23, 3), 2),
-        _wrn("wide-resnet101_4", (3, 4, 23, 3), 4),
-        _wrn("wide-resnet101_8", (3, 4, 23, 3), 8),
-        # Small variants that train on a CPU in seconds.
-        TransformerConfig("gpt3-tiny", "gpt", 8, 64, 4, 512, 64, 32),
-        TransformerConfig("bert-tiny", "bert", 8, 64, 4, 512, 64, 32),
-        ResNetConfig("wide-resnet-tiny", (2, 2, 2, 2), 16, 10, 32, base_channels=8),
-    )
-}
-
-
-def get_config(name: str) -> ModelConfig:
-    """The configuration of a model by name; an unknown name raises InputError listing the known ones."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise InputError("MODEL", f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
-
+from merak_integration.modelspec import MODELS as MODELS
+from merak_integration.modelspec import ModelConfig as ModelConfig
+from merak_integration.modelspec import ResNetConfig as ResNetConfig
+from merak_integration.modelspec import TransformerConfig as TransformerConfig
+from merak_integration.modelspec import describe as describe
+from merak_integration.modelspec import get_config as get_config
 
 # ---------------------------------------------------------------------------------------------
 # Transformer layers
@@ -306,11 +230,3 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if output.dim() == 3:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
     return F.cross_entropy(output, target)
-
-
-def describe(cfg: ModelConfig) -> str:
-    """One line with the model's size, e.g. for the launcher's banner."""
-    if isinstance(cfg, TransformerConfig):
-        return f"{cfg.name}: {cfg.family}, {cfg.num_layers} layers, hidden {cfg.hidden}, {cfg.heads} heads"
-    depth = 2 + 3 * sum(cfg.blocks)
-    return f"{cfg.name}: wide ResNet-{depth}, bottleneck width per group {cfg.width_per_group}"

@@ -23,33 +23,18 @@ import torch.distributed as dist
 from torch import nn
 
 from merak_integration.hooks import InstructionHooks, NullHooks, instruction_name
-from merak_integration.models import (
-    ModelConfig,
-    build_layers,
-    get_config,
-    layer_kinds,
-    loss_fn,
-    parameter_counts,
-)
-from merak_integration.partition import Partition, partition
+from merak_integration.models import ModelConfig, build_layers, get_config, loss_fn
+from merak_integration.partition import Partition
+from merak_integration.pipelinespec import SCHEDULES as SCHEDULES
+from merak_integration.pipelinespec import PipelineSpec as PipelineSpec
+from merak_integration.pipelinespec import model_partition as model_partition
+from merak_integration.pipelinespec import normalize_schedule as normalize_schedule
 from perseus.errors import InputError
-from perseus.pipeline.instruction import schedule_chunks, virtual_stage
-from perseus.pipeline.schedules import stage_orders
+from perseus.pipeline.instruction import virtual_stage
 
 if TYPE_CHECKING:
     from torch.distributed.pipelining import PipelineStage
     from torch.distributed.pipelining.schedules import PipelineScheduleSingle
-
-#: ``--train_schedule`` spellings and the schedule names Perseus plans use.
-SCHEDULES: dict[str, str] = {
-    "1f1b": "1f1b",
-    "gpipe": "gpipe",
-    "interleaved": "interleaved-1f1b",
-    "interleaved-1f1b": "interleaved-1f1b",
-    "zb": "zb",
-    "zbv": "zbv",
-    "dualpipev": "dualpipev",
-}
 
 #: torch's multi-stage schedule class (in ``torch.distributed.pipelining.schedules``) for each Perseus
 #: schedule that runs several chunks per rank; named, not imported, so the launcher starts fast.
@@ -62,51 +47,6 @@ MULTI_STAGE_SCHEDULES: dict[str, str] = {
 
 #: Compute actions of torch's schedule IR and the instruction kinds they are.
 _TORCH_KINDS = {"F": "forward", "B": "backward", "I": "backward_input", "W": "backward_weight"}
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """What every rank must agree on to run the same pipeline."""
-
-    model: str
-    microbatch_size: int
-    num_microbatches: int
-    num_stages: int
-    schedule: str = "1f1b"
-    """Perseus schedule name: ``1f1b``, ``gpipe``, ``interleaved-1f1b``, ``zb``, ``zbv`` or ``dualpipev``."""
-    num_chunks: int = 1
-    """Model chunks per rank; 2 or more for interleaved 1F1B, 2 for ZBV and DualPipeV, any for ZB."""
-    partition_method: str = "uniform"
-    seed: int = 0
-
-    @property
-    def num_virtual_stages(self) -> int:
-        return self.num_stages * self.num_chunks
-
-    def instruction_names(self, stage: int) -> list[str]:
-        """This stage's instructions in the order plans list them."""
-        order = stage_orders(self.schedule, self.num_stages, self.num_microbatches, self.num_chunks)[stage]
-        return [instruction_name(i.kind, i.microbatch, i.chunk) for i in order]
-
-
-def normalize_schedule(name: str, num_chunks: int | None) -> tuple[str, int]:
-    """``(perseus schedule name, chunks per rank)`` for a ``--train_schedule`` value (None: its default)."""
-    if name not in SCHEDULES:
-        raise InputError("--train_schedule", f"must be one of 1f1b, gpipe, interleaved, zb, zbv, dualpipev; got {name!r}")
-    schedule = SCHEDULES[name]
-    try:
-        return schedule, schedule_chunks(schedule, num_chunks)
-    except InputError as exc:
-        raise InputError("--num_chunks", exc.problem) from None
-
-
-def model_partition(spec: PipelineSpec) -> tuple[ModelConfig, Partition, list[str]]:
-    """The model config, its partition into virtual stages and every layer's kind (cheap: meta device)."""
-    cfg = get_config(spec.model)
-    meta = build_layers(cfg, device="meta")
-    kinds = layer_kinds(meta)
-    part = partition(spec.partition_method, parameter_counts(meta), kinds, spec.num_virtual_stages)
-    return cfg, part, kinds
 
 
 def build_stage_module(cfg: ModelConfig, part: Partition, virtual_stage: int, seed: int) -> nn.Sequential:

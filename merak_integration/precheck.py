@@ -53,7 +53,7 @@ def check_plan_file(cfg: RunConfig) -> None:
 
 def check_server(cfg: RunConfig) -> bool:
     """False if the server is unreachable; raises InputError if its job has another pipeline shape."""
-    from merak_integration.pipeline import model_partition
+    from merak_integration.pipelinespec import model_partition
     from merak_integration.serverlink import job_id_for
     from perseus.client import PerseusClient, PerseusRpcError
     from perseus.client.health import TRANSIENT

@@ -1,7 +1,8 @@
 """The closed loop end to end: a real server process, torchrun workers on gloo, simulated A100s.
 
-- Automatic stragglers: ``--dp 2`` with pipeline 1 slowed 1.2x from step 20 (``--sim_slowdown``). With
-  no manual call, the server switches pipeline 0 to a slower, less-energy plan within 10 iterations;
+- Automatic stragglers: ``--dp 2`` with pipeline 1 slowed 1.2x from step 8 (``--sim_slowdown``). With
+  no manual call, the server (straggler window 5 iterations, so the test needs few steps) switches
+  pipeline 0 to a slower, less-energy plan within 10 iterations;
   pipeline 0's measured energy drops and the job's iteration time stays the straggler's. The run is on
   the profile the job was planned with, so it never counts as drifted.
 - Drift: the job is planned with the A100 profile, the simulated GPUs run a 1.3x slower one
@@ -23,7 +24,8 @@ from perseus.profile import InstructionProfile, Measurement, PipelineProfile, lo
 from perseus.profile.io import format_profile
 
 DEVICE_PROFILE = ROOT / "profiles" / "gpt3-175b+a100_sxm_bf16" / "profile.csv"
-SLOW_FROM = 20
+SLOW_FROM = 8  # after the server's straggler window (STRAGGLER_WINDOW) is full of normal iterations
+STRAGGLER_WINDOW = 5  # the server's default is 9: a shorter window needs fewer training steps
 
 
 def _first_stages(num_stages: int, scale: float = 1.0) -> PipelineProfile:
@@ -57,9 +59,13 @@ def _energies(out: Path, ranks: list[int]) -> list[float]:
 
 
 def test_automatic_straggler_switches_the_fast_pipeline(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path)
+    server = ServerProcess(
+        tmp_path, config=f"control=ControlConfig(straggler=StragglerConfig(window={STRAGGLER_WINDOW}))",
+        imports="from perseus.server.control import ControlConfig\nfrom perseus.control.straggler import StragglerConfig")
     try:
-        job, steps, profile = "straggle", 36, _first_stages(2)
+        # Detection takes window // 2 + confirm (3) iterations after SLOW_FROM, the switch one or two more;
+        # 24 steps leave about 10 after the switch to compare.
+        job, steps, profile = "straggle", 24, _first_stages(2)
         sim = _write_profile(tmp_path / "a100", profile)  # planned and simulated alike
         with PerseusClient(server.address) as client:
             client.register_job(job_id=job, model="gpt3-tiny", partition="uniform", num_stages=2, num_microbatches=4,

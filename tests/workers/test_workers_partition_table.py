@@ -44,3 +44,29 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_loads() -> None:
     blocks = sum(1 for i in part.layers(0) if kinds[i] == "block")
     assert rank0.activations == int(blocks * 4 * 1024 * cfg.hidden * (34 + 5 * cfg.heads * 1024 / cfg.hidden) * 4)
     assert rank0.weights_and_grads == 2 * 4 * part.parameters[0]
+
+
+def test_counted_layers_equal_the_built_layers_of_every_model() -> None:
+    """The launcher partitions from counts (no torch): they must be the built layers' kinds and sizes."""
+    from merak_integration.models import MODELS
+    from merak_integration.modelspec import layer_specs
+
+    for name, cfg in MODELS.items():
+        layers = build_layers(cfg, device="meta")
+        assert layer_specs(cfg) == list(zip(layer_kinds(layers), parameter_counts(layers), strict=True)), name
+
+
+def test_the_launcher_checks_a_run_without_importing_torch() -> None:
+    """Validating flags and printing the partition must not wait seconds for torch (the workers import it)."""
+    import subprocess
+    import sys
+
+    from workers_helpers import ROOT, env
+
+    code = ("import sys\nfrom merak_integration.launch import build_parser, check_pipeline, config_from_args\n"
+            "print(check_pipeline(config_from_args(build_parser().parse_args(['gpt3-tiny', '2', '4', '--pp', '2', "
+            "'--device', 'sim', '--dp', '2', '--sim_slowdown', '1:1.2:3']))))\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "stage 1:" in run.stdout
