@@ -41,6 +41,9 @@ def test_profiling_a_gpu_whose_clocks_cannot_be_set_stops_before_training(tmp_pa
     assert "has MIG mode enabled" in errors[0] and "--measure_only" in errors[0]
     assert errors[0].endswith("(and 1 more worker)")
     assert run.stderr.splitlines()[-1] == errors[0], run.stderr
+    # Exactly one line about the GPU: no "measure-only" notice before the error (the run is not measure-only).
+    assert [line for line in run.stderr.splitlines() if "MIG" in line] == errors, run.stderr
+    assert "is measure-only" not in run.stderr + run.stdout, run.stderr
     assert "Traceback" not in run.stderr and "ChildFailedError" not in run.stderr, run.stderr
     assert "failed (exitcode" not in run.stderr, run.stderr
     assert "profiled" not in run.stdout
