@@ -176,6 +176,8 @@ class ServerSession:
         rows: list[tuple[int, str, int, float, float]] = []
         pending: _Measured | None = None  # a measurement the server has not acknowledged yet
         sweep_size = len(trainer.cfg.profile_frequencies or self.gpu.supported_frequencies())
+        cfg_window = trainer.cfg.profile_window
+        counter_window = cfg_window if cfg_window is not None else self.gpu.min_measurement_window
         swept = failed = 0
         client = PerseusClient(trainer.cfg.server, retry_timeout=2.0, timeout=10.0)
         health = LinkHealth(client.target, (lambda line: print(line, flush=True)) if ctx.rank == 0 else None)
@@ -199,7 +201,7 @@ class ServerSession:
             hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx), trainer.pipe.chunk_shares)])
             # The clock is confirmed (read back) before the window; instructions that did not hold it
             # are left out, and a window in which some kind never held it is measured again.
-            window = measure_at(trainer, hooks, local, freq, warmup, measure)
+            window = measure_at(trainer, hooks, local, freq, warmup, measure, counter_window)
             if freq is not None and window is not None and window.complete:
                 failed = 0
                 rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(window.means.items())]
@@ -213,9 +215,14 @@ class ServerSession:
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
             elif freq is not None and window is not None:
                 failed += 1
-                what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the measured "
-                        f"window ({window.held} of {window.total} instructions read it back; also read "
-                        f"{list(window.seen)} MHz); window discarded")
+                if window.flat and set(window.means) | window.flat == set(window.kinds):
+                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: at {freq} MHz the energy counter did not "
+                            f"change over the measured window for {', '.join(sorted(window.flat))} (measure longer: "
+                            "--profile_window, --num_prof_steps); window discarded")
+                else:
+                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the "
+                            f"measured window ({window.held} of {window.total} instructions read it back; also read "
+                            f"{list(window.seen)} MHz); window discarded")
                 if failed < MAX_WINDOWS:
                     print(f"{what}, measuring again", flush=True)
                 else:  # never report a clock that did not apply: the server drops it from the stage's sweep
