@@ -227,7 +227,12 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
     elif cfg.plan:
         from merak_integration.plans import load_plan_schedule
 
-        local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
+        schedule = load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order)  # checked either way
+        if not cfg.measure_only:
+            local.set_schedule(schedule)
+        elif ctx.rank == 0:  # a plan that is not applied names no row, report or instruction
+            print(f"perseus: measure-only: plan {schedule.plan_name or cfg.plan} is not applied; iterations run at "
+                  "default clocks and name no plan", flush=True)
     hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     rows: list[dict[str, Any]] = []
     logs = runlog.open_logs(cfg.log_to, cfg) if ctx.rank == 0 else []
