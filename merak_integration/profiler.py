@@ -67,6 +67,9 @@ def profile(trainer: Any, gpu: Any, controller: Any) -> Path | None:
             job = session.client.get_job(session.job_id)
         finally:
             session.close()
+        if job.phase == "failed" and trainer.ctx.rank == 0:
+            print(f"perseus: warning: job {job.job_id} failed: {job.error}; the profile written holds only the "
+                  "clocks that were measured", flush=True)
         return _gather_and_write(trainer, rows, [], job.blocking_power)
     return profile_locally(trainer, gpu, controller)
 
