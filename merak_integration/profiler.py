@@ -67,6 +67,9 @@ def profile(trainer: Any, gpu: Any, controller: Any) -> Path | None:
             job = session.client.get_job(session.job_id)
         finally:
             session.close()
+        if job.phase == "failed" and trainer.ctx.rank == 0:
+            print(f"perseus: warning: job {job.job_id} failed: {job.error}; the profile written holds only the "
+                  "clocks that were measured", flush=True)
         return _gather_and_write(trainer, rows, [], job.blocking_power)
     return profile_locally(trainer, gpu, controller)
 
@@ -145,6 +148,9 @@ class Window:
     """Instruction kinds that ran in the window."""
     seen: tuple[int, ...]
     """Other clocks read back (MHz), by the instructions that did not hold."""
+    flat: frozenset[str] = frozenset()
+    """Kinds that held the clock but whose energy counter did not move over the window (left out of
+    ``means``: a reading that did not change is no 0 J measurement)."""
 
     @property
     def complete(self) -> bool:
@@ -157,19 +163,35 @@ def judge_window(local: LocalPerseus, skip: int) -> Window:
     measured = [m for it in local.iterations[skip:] for m in it.instructions]
     seen = {c for m in measured if not m.at_planned_clock for c in (m.began_at, m.applied)
             if c is not None and c != m.frequency}
-    return Window(local.per_kind_means(skip, held_only=True), sum(m.at_planned_clock for m in measured),
-                  len(measured), frozenset(parse_instruction_name(m.name)[0] for m in measured), tuple(sorted(seen)))
+    means = local.per_kind_means(skip, held_only=True)
+    flat = frozenset(k for k, (_, e) in means.items() if e <= 0)
+    return Window({k: v for k, v in means.items() if k not in flat}, sum(m.at_planned_clock for m in measured),
+                  len(measured), frozenset(parse_instruction_name(m.name)[0] for m in measured), tuple(sorted(seen)),
+                  flat)
 
 
 def measure_at(
-    trainer: Any, hooks: HookChain, local: LocalPerseus, target: int | None, warmup: int, measure: int
+    trainer: Any, hooks: HookChain, local: LocalPerseus, target: int | None, warmup: int, measure: int,
+    window: float = 0.0,
 ) -> Window | None:
-    """Warm up until every rank's clock is confirmed, then measure ``measure`` iterations (all ranks
-    together); this rank's window at ``target``, judged by the read-back clock (``None``: no target)."""
+    """Warm up until every rank's clock is confirmed, then measure (all ranks together) at least
+    ``measure`` iterations and until every kind accumulated ``window`` seconds at the clock (the
+    GPU's trustworthy counter window; at most ``MAX_MEASURE_FACTOR`` times ``measure``; a kind that
+    never held the clock ends the window early, it is measured again). This rank's window at
+    ``target``, judged by the read-back clock (``None``: no target)."""
     _warm_up(trainer, hooks, local, target, warmup)
     skip = len(local.iterations)
-    for _ in range(measure):
+    done = 0
+    while True:
         trainer.iteration(hooks)
+        done += 1
+        enough = target is None
+        if not enough:
+            covered = local.time_at_clock(skip=skip)
+            ran = {parse_instruction_name(m.name)[0] for it in local.iterations[skip:] for m in it.instructions}
+            enough = not ran <= set(covered) or min(covered.values(), default=0.0) >= window
+        if _all_ranks(done >= measure and enough) or done >= MAX_MEASURE_FACTOR * max(measure, 1):
+            break
     return None if target is None else judge_window(local, skip)
 
 

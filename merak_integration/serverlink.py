@@ -9,7 +9,9 @@
   reports its mean forward/backward time and energy over the instructions that held that clock,
   and goes on with the next clock the server returns, until every stage is done. A window in which
   an instruction kind never held the clock is discarded and measured again (up to ``MAX_WINDOWS``
-  times; then the rank says so and stops sweeping rather than mislabel a clock). Ranks keep
+  times; then the rank tells the server it could not hold that clock, and the server drops it from
+  the stage's sweep, which goes on with the other clocks, or fails the job when too few are left:
+  then training goes on at default clocks, saying so once). Ranks keep
   iterating together (a pipeline cannot run one stage alone), so a stage whose sweep ended early
   runs unmeasured iterations meanwhile.
 - Serving: each rank applies its stage's frequencies instruction by instruction (or a power
@@ -44,8 +46,9 @@ from perseus.client.types import ProfilingStep, ServedSchedule
 from perseus.errors import PerseusError
 from perseus.reports import IterationReport
 
-_Measured = tuple[int, dict[str, tuple[float, float]]]
-"""(frequency, {instruction kind: (mean time, mean energy)})"""
+_Measured = tuple[int, dict[str, tuple[float, float]], tuple[int, ...]]
+"""(frequency, {instruction kind: (mean time, mean energy)}, read-back clocks); no kinds: the
+frequency did not hold (the read-back clocks are what the GPU ran at instead)."""
 
 #: Seconds a finished run keeps trying to deliver its last reports before it spills them.
 FLUSH_TIMEOUT = 10.0
@@ -173,6 +176,8 @@ class ServerSession:
         rows: list[tuple[int, str, int, float, float]] = []
         pending: _Measured | None = None  # a measurement the server has not acknowledged yet
         sweep_size = len(trainer.cfg.profile_frequencies or self.gpu.supported_frequencies())
+        cfg_window = trainer.cfg.profile_window
+        counter_window = cfg_window if cfg_window is not None else self.gpu.min_measurement_window
         swept = failed = 0
         client = PerseusClient(trainer.cfg.server, retry_timeout=2.0, timeout=10.0)
         health = LinkHealth(client.target, (lambda line: print(line, flush=True)) if ctx.rank == 0 else None)
@@ -196,11 +201,11 @@ class ServerSession:
             hooks = HookChain([local, GPUInstructionHooks(self.gpu, gpu_stage(self.gpu, ctx), trainer.pipe.chunk_shares)])
             # The clock is confirmed (read back) before the window; instructions that did not hold it
             # are left out, and a window in which some kind never held it is measured again.
-            window = measure_at(trainer, hooks, local, freq, warmup, measure)
+            window = measure_at(trainer, hooks, local, freq, warmup, measure, counter_window)
             if freq is not None and window is not None and window.complete:
                 failed = 0
                 rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(window.means.items())]
-                pending, swept = (freq, window.means), swept + 1
+                pending, swept = (freq, window.means, ()), swept + 1
                 if window.held < window.total:
                     print(f"perseus: rank {ctx.rank}: {window.total - window.held} of {window.total} instructions "
                           f"did not hold {freq} MHz (read back {list(window.seen)} MHz); measured without them",
@@ -210,16 +215,20 @@ class ServerSession:
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
             elif freq is not None and window is not None:
                 failed += 1
-                what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the measured "
-                        f"window ({window.held} of {window.total} instructions read it back; also read "
-                        f"{list(window.seen)} MHz); window discarded")
+                if window.flat and set(window.means) | window.flat == set(window.kinds):
+                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: at {freq} MHz the energy counter did not "
+                            f"change over the measured window for {', '.join(sorted(window.flat))} (measure longer: "
+                            "--profile_window, --num_prof_steps); window discarded")
+                else:
+                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the "
+                            f"measured window ({window.held} of {window.total} instructions read it back; also read "
+                            f"{list(window.seen)} MHz); window discarded")
                 if failed < MAX_WINDOWS:
                     print(f"{what}, measuring again", flush=True)
-                else:  # never report a clock that did not apply: this rank's part of the sweep ends here
-                    print(f"{what} {failed} times; this rank stops its part of the sweep, so the job's profile "
-                          "stays incomplete (a power cap or thermal limit? see nvidia-smi -q -d PERFORMANCE)",
-                          flush=True)
-                    step, failed = None, 0
+                else:  # never report a clock that did not apply: the server drops it from the stage's sweep
+                    print(f"{what} {failed} times; telling the server this stage cannot hold {freq} MHz (a power "
+                          "cap or thermal limit? see nvidia-smi -q -d PERFORMANCE)", flush=True)
+                    pending, failed = (freq, {}, window.seen), 0
             if pending is not None:
                 step, pending = self._report_profile(client, health, pending, step)
         client.close()
@@ -230,8 +239,10 @@ class ServerSession:
         self, client: PerseusClient, health: LinkHealth, pending: _Measured, step: ProfilingStep | None
     ) -> tuple[ProfilingStep | None, _Measured | None]:
         """(next step, None) once the server took the measurement; (step, pending) while it is away."""
+        freq, means, read_back = pending
         try:
-            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, *pending)
+            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, freq, means, not_held=not means,
+                                        read_back=read_back)
         except PerseusRpcError as exc:
             if exc.code not in TRANSIENT:
                 raise
@@ -243,9 +254,19 @@ class ServerSession:
     # --- serving ----------------------------------------------------------------------------
 
     def wait_for_plan(self, timeout: float = 600.0) -> None:
-        job = self.client.wait_for_phase(self.job_id, ("serving",), timeout=timeout)
-        self.served = self.client.get_schedule(self.job_id, self.trainer.ctx.rank)
-        if self.trainer.ctx.rank == 0:
+        """Wait until the job serves a plan; a job that failed (or never gets there) leaves this rank
+        at default clocks, said once: training does not stop because Perseus cannot plan it."""
+        rank = self.trainer.ctx.rank
+        try:
+            job = self.client.wait_for_phase(self.job_id, ("serving",), timeout=timeout)
+            self.served = self.client.get_schedule(self.job_id, rank)
+        except PerseusError as exc:
+            self.served = ServedSchedule(stage=self.trainer.ctx.pp_rank, instructions=(), job_id=self.job_id,
+                                         rank=rank, mode="default")
+            if rank == 0:
+                print(f"perseus: warning: {exc}; training goes on at default clocks without a plan", flush=True)
+            return
+        if rank == 0:
             print(f"perseus: job {job.job_id} serving plan {job.plan_name or '-'} (target {job.target})", flush=True)
 
     def apply(self, local: LocalPerseus) -> None:

@@ -92,11 +92,16 @@ def make_gpu(cfg: RunConfig, ctx: Context) -> Any:
         time_scale=time_scale,
         mode="measure" if cfg.measure_only else None,
         cuda=ctx.device.type == "cuda",
+        announce_measure_only=False,  # check_control decides: an error, or a measure-only notice
     )[0]
 
 
 def check_control(cfg: RunConfig, gpu: Any) -> None:
-    """Refuse to profile or apply a plan on a GPU whose clocks cannot be set, before any iteration."""
+    """Refuse to profile or apply a plan on a GPU whose clocks cannot be set, before any iteration.
+
+    A run that sets no clock anyway (no profile, plan or server) trains measure-only on such a GPU
+    and says so once; a run that needs clocks gets only the error, never a notice before it.
+    """
     if cfg.profile and cfg.measure_only:
         raise DeviceError("--profile true sweeps GPU clocks, --measure_only forbids changing them; drop one")
     wants_clocks = cfg.profile or cfg.plan or cfg.server
@@ -105,6 +110,8 @@ def check_control(cfg: RunConfig, gpu: Any) -> None:
             f"cannot set GPU clocks: {gpu.control_problem}; profiling and plans need clock control "
             "(pass --measure_only to train at default clocks and only measure)"
         )
+    if not cfg.measure_only and not gpu.can_control:
+        print(f"perseus: GPU {gpu.index} is measure-only: {gpu.control_problem}", file=sys.stderr, flush=True)
 
 
 def make_controller(gpu: Any) -> Any:
@@ -220,7 +227,12 @@ def train(trainer: Trainer, gpu: Any, controller: Any) -> None:
     elif cfg.plan:
         from merak_integration.plans import load_plan_schedule
 
-        local.set_schedule(load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order))
+        schedule = load_plan_schedule(cfg, ctx.pp_rank, trainer.pipe.expected_order)  # checked either way
+        if not cfg.measure_only:
+            local.set_schedule(schedule)
+        elif ctx.rank == 0:  # a plan that is not applied names no row, report or instruction
+            print(f"perseus: measure-only: plan {schedule.plan_name or cfg.plan} is not applied; iterations run at "
+                  "default clocks and name no plan", flush=True)
     hooks = HookChain([local, GPUInstructionHooks(gpu, gpu_stage(gpu, ctx), trainer.pipe.chunk_shares)])
     rows: list[dict[str, Any]] = []
     logs = runlog.open_logs(cfg.log_to, cfg) if ctx.rank == 0 else []

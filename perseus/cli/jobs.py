@@ -96,6 +96,8 @@ def _list(jobs: list[JobInfo], *, as_json: bool, with_runs: bool = False, cap: P
             print(f"{j.job_id}: {j.error}")
         if j.target_note:
             print(f"{j.job_id}: note: {j.target_note}")
+        if j.sweep_note:
+            print(f"{j.job_id}: sweep: {j.sweep_note}")
         if j.drift:
             print(f"{j.job_id}: drift ({j.drift}): {j.drift_note}")
     return 0

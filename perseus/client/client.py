@@ -45,6 +45,10 @@ MAX_RECONNECT_BACKOFF_MS = 5000
 T = TypeVar("T")
 
 
+MAX_READ_BACK = 16
+"""Read-back clocks sent with a clock that did not hold: the server's limit (perseus.server.sweep)."""
+
+
 class PerseusRpcError(PerseusError):
     """A call the server rejected (or could not be reached within the retry window)."""
 
@@ -270,13 +274,20 @@ class PerseusClient:
                 raise PerseusRpcError(self.target, code, exc.details() or "") from None
 
     def report_profile(
-        self, job_id: str, rank: int, frequency: int, measurements: Mapping[str, tuple[float, float]]
+        self, job_id: str, rank: int, frequency: int, measurements: Mapping[str, tuple[float, float]],
+        *, not_held: bool = False, read_back: Sequence[int] = (),
     ) -> ProfileAck:
-        """Per-instruction-kind ``{"forward": (time_s, energy_j), ...}`` measured at ``frequency``."""
+        """Per-instruction-kind ``{"forward": (time_s, energy_j), ...}`` measured at ``frequency``.
+
+        ``not_held``: the rank could not hold ``frequency`` (``measurements`` empty; ``read_back``: the
+        clocks the GPU ran at instead; the first :data:`MAX_READ_BACK` are sent); the server drops it
+        from the stage's sweep.
+        """
         request = pb.ReportProfileRequest(
             job_id=job_id, rank=rank, frequency=frequency,
             measurements=[pb.InstructionMeasurement(instruction=k, time=t, energy=e)
                           for k, (t, e) in measurements.items()],
+            not_held=not_held, read_back_mhz=list(read_back)[:MAX_READ_BACK],
         )
         reply = self._call(self._stub.ReportProfile, request)
         return ProfileAck(ProfilingStep.from_proto(reply.next), PHASE_NAMES.get(reply.job_phase, "unknown"),

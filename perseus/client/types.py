@@ -196,6 +196,8 @@ class JobInfo:
     drift: str = ""
     """Closed loop: "" (no drift), "replanning", "replanned" or "reprofile"."""
     drift_note: str = ""
+    sweep_note: str = ""
+    """Clocks dropped from the profiling sweep because a rank could not hold them under load."""
     auto_stragglers: tuple[int, ...] = ()
     """Pipelines among ``stragglers`` the server detected itself."""
     weight: float = 1.0
@@ -223,7 +225,8 @@ class JobInfo:
                                r.mean_clock_mhz) for r in msg.runs),
             target_note=msg.target_note,
             plan_iteration_time=msg.plan_iteration_time, plan_energy=msg.plan_energy,
-            drift=msg.drift, drift_note=msg.drift_note, auto_stragglers=tuple(msg.auto_stragglers),
+            drift=msg.drift, drift_note=msg.drift_note, sweep_note=msg.sweep_note,
+            auto_stragglers=tuple(msg.auto_stragglers),
             weight=msg.weight or 1.0, planned_power=msg.planned_power, measured_power=msg.measured_power,
             power_capped=msg.power_capped,
         )

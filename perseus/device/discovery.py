@@ -43,6 +43,7 @@ def get_gpus(
     time_scale: float | None = None,
     nvml: ModuleType | None = None,
     cuda: bool = False,
+    announce_measure_only: bool = True,
 ) -> list[GPU]:
     """GPUs for this process.
 
@@ -52,6 +53,8 @@ def get_gpus(
     ``stage`` is the pipeline stage a simulated GPU models (default 0); ``indices`` picks
     visible GPUs (simulated: which indices to create, default ``[0]``). ``mode`` applies
     to NVML GPUs (see :func:`perseus.device.nvml.nvml_gpus`); ``nvml`` injects an NVML module.
+    ``announce_measure_only=False``: the caller says itself whether a GPU whose clocks cannot be
+    set makes its run measure-only or is an error (one line for the user, not a notice and an error).
     """
     if backend == "auto":
         backend = os.environ.get("PERSEUS_DEVICE", "auto") or "auto"
@@ -82,7 +85,7 @@ def get_gpus(
             reason = str(exc)
         else:
             for gpu in gpus:
-                if not gpu.can_control and mode != "measure":
+                if announce_measure_only and not gpu.can_control and mode != "measure":
                     _announce(f"perseus: GPU {gpu.index} is measure-only: {gpu.control_problem}")
             return gpus
     sims = sim_gpus(sim_profile, stage=stage, indices=indices, time_scale=time_scale)

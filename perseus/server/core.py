@@ -61,6 +61,8 @@ from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
 from perseus.server.reports import ReportWriter
 from perseus.server.sweep import (
+    MAX_READ_BACK,
+    MIN_SWEEP_CLOCKS,
     Measured,
     ProfilingSettings,
     averaged,
@@ -548,10 +550,25 @@ class SchedulerCore:
     # ---------------------------------------------------------------- reports
 
     def report_profile(
-        self, job_id: str, rank: int, frequency: int, measurements: Sequence[tuple[str, float, float]]
+        self, job_id: str, rank: int, frequency: int, measurements: Sequence[tuple[str, float, float]],
+        *, not_held: bool = False, read_back: Sequence[int] = (),
     ) -> ScheduleView:
-        """Store one rank's measurements at ``frequency``; returns what it should do next."""
+        """Store one rank's measurements at ``frequency``; returns what it should do next.
+
+        ``not_held``: the rank could not hold ``frequency`` (``read_back``: the clocks it ran at
+        instead); it is dropped from the rank's stage's sweep (see :meth:`_drop_frequency`).
+        """
         in_range("frequency", frequency, 1, 100_000)
+        if not_held:
+            if measurements:
+                raise InputError("measurements", "must be empty when not_held (a clock that did not hold has none)")
+            if len(read_back) > MAX_READ_BACK:
+                raise InputError("read_back_mhz", f"at most {MAX_READ_BACK} clocks, got {len(read_back)}")
+            for i, f in enumerate(read_back):
+                in_range(f"read_back_mhz[{i}]", f, 1, 100_000)
+            return self._drop_frequency(job_id, rank, frequency, tuple(read_back))
+        if read_back:
+            raise InputError("read_back_mhz", "only with not_held")
         if not measurements:
             raise InputError("measurements", "must not be empty")
         seen: set[str] = set()
@@ -585,6 +602,45 @@ class SchedulerCore:
                 self._bump(s, job)  # replicas must see every measurement before deciding the sweep is over
                 if all(self._next_frequency(job, st) is None for st in range(job.spec.num_stages)):
                     self._finish_profiling(s, job)
+            if job.phase == "optimizing":
+                self._submit_frontier(job)
+            self._notify(job)
+            return self._schedule(job, info)
+
+    def _drop_frequency(self, job_id: str, rank: int, frequency: int, read_back: tuple[int, ...]) -> ScheduleView:
+        """Leave a clock the rank could not hold out of its stage's sweep (once; a retry changes nothing).
+
+        The sweep goes on with the stage's other clocks; a stage left with fewer than
+        :data:`MIN_SWEEP_CLOCKS` of them (or none of a one-clock sweep) fails the job, saying why.
+        """
+        with self._lock:
+            job, info = self._job_rank(job_id, rank)
+            if job.phase != "profiling":
+                return self._schedule(job, info)
+            with self._writing(job_id) as (s, job):
+                settings = job.profiling
+                freq = nearest(settings.frequencies, frequency) if settings.frequencies else frequency
+                if job.phase != "profiling" or (info.stage, freq) in settings.dropped:
+                    return self._schedule(job, info)
+                job.profiling = dataclasses.replace(settings, dropped=(*settings.dropped, (info.stage, freq)))
+                row = s.get_one(m.JobRow, job_id)
+                row.profiling_json = job.profiling.to_json()
+                left = job.profiling.stage_frequencies(info.stage)
+                seen = f" (read back {', '.join(map(str, read_back))} MHz)" if read_back else ""
+                log.warning("job %s: stage %d: %d MHz dropped from the sweep: rank %d could not hold it under "
+                            "load%s; %d clocks left", job_id, info.stage, freq, rank, seen, len(left))
+                if len(left) < min(MIN_SWEEP_CLOCKS, len(settings.frequencies)):
+                    job.phase = row.phase = "failed"
+                    job.error = row.error = (
+                        f"profiling failed: stage {info.stage} holds {len(left)} of the sweep's "
+                        f"{len(settings.frequencies)} clocks under load, fewer than {MIN_SWEEP_CLOCKS} "
+                        "(a power cap or thermal limit? nvidia-smi -q -d PERFORMANCE); fix it and "
+                        f"`perseus jobs reprofile {job_id}`, or sweep held clocks only (--profile_frequencies)"
+                    )[:1024]
+                    log.error("job %s: %s", job_id, job.error)
+                elif all(self._next_frequency(job, st) is None for st in range(job.spec.num_stages)):
+                    self._finish_profiling(s, job)
+                self._bump(s, job)
             if job.phase == "optimizing":
                 self._submit_frontier(job)
             self._notify(job)
@@ -1108,6 +1164,7 @@ class SchedulerCore:
                 if not job.profiling.frequencies and job.ranks:
                     job.profiling = dataclasses.replace(job.profiling,
                                                         frequencies=job.ranks[min(job.ranks)].frequencies)
+                job.profiling = dataclasses.replace(job.profiling, dropped=())  # e.g. the power cap was lifted
                 s.execute(delete(m.ProfileReportRow).where(m.ProfileReportRow.job_id == job_id))
                 s.execute(delete(m.PlanRow).where(m.PlanRow.job_id == job_id, m.PlanRow.id != (keep or -1)))
                 row = s.get_one(m.JobRow, job_id)
@@ -1292,16 +1349,19 @@ class SchedulerCore:
 
     def _next_frequency(self, job: _Job, stage: int) -> int | None:
         """The stage's next sweep frequency; None when it is done, -1 before there is a frequency list."""
-        sweep = job.profiling.frequencies
-        if not sweep:
+        if not job.profiling.frequencies:
             return -1
+        sweep = job.profiling.stage_frequencies(stage)
         return next_frequency(sweep, job.measured.get(stage, {}), job.profiling.early_stop_rises)
 
     def _finish_profiling(self, s: Any, job: _Job) -> None:
         """Every stage finished its sweep: assemble the profile and start optimizing."""
         rows: list[tuple[int, str, Measurement]] = []
+        dropped = set(job.profiling.dropped)  # a clock one replica of a stage could not hold is left out
         for stage in range(job.spec.num_stages):
             for freq in sorted(job.measured.get(stage, {}), reverse=True):
+                if (stage, freq) in dropped:
+                    continue
                 at_freq = job.measured[stage][freq]
                 for kind in ALL_KINDS:
                     per_rank = at_freq.get(kind)
@@ -1464,11 +1524,17 @@ class SchedulerCore:
             runs=tuple(stats.view(run_id) for run_id, stats in job.runs.items()),
             target_note=job.target_note, plan_iteration_time=stored.iteration_time if stored else 0.0,
             plan_energy=stored.energy if stored else 0.0, weight=job.weight,
-            drift=job.drift.state, drift_note=job.drift.note, auto_stragglers=tuple(sorted(job.auto_stragglers)),
+            drift=job.drift.state, drift_note=job.drift.note, sweep_note=_short(job.profiling.dropped_note()),
+            auto_stragglers=tuple(sorted(job.auto_stragglers)),
             planned_power=capping.plan_power(stored, job.spec.dp_degree) if stored else 0.0,
             measured_power=measured_power,
             power_capped=stored is not None and stored.id == job.cap_plan_id and job.target.follows_frontier,
         )
+
+
+def _short(text: str, limit: int = 1024) -> str:
+    """``text`` cut to ``limit`` characters (a job view line stays one readable line)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _csv_keys(csv_text: str) -> set[tuple[int, str]]:

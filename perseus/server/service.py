@@ -24,7 +24,7 @@ from perseus.reports import IterationReport
 from perseus.server.capping import CapView
 from perseus.server.core import SchedulerCore
 from perseus.server.limits import LimitExceeded
-from perseus.server.sweep import ProfilingSettings
+from perseus.server.sweep import MAX_READ_BACK, ProfilingSettings
 from perseus.server.targets import TargetSpec
 from perseus.server.types import (
     Conflict,
@@ -107,7 +107,8 @@ def job_to_proto(view: JobView) -> pb.JobInfo:
                          planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock,
                          mean_clock_mhz=r.mean_clock_mhz) for r in view.runs],
         target_note=view.target_note, plan_iteration_time=view.plan_iteration_time, plan_energy=view.plan_energy,
-        drift=view.drift, drift_note=view.drift_note, auto_stragglers=list(view.auto_stragglers),
+        drift=view.drift, drift_note=view.drift_note, sweep_note=view.sweep_note,
+        auto_stragglers=list(view.auto_stragglers),
         weight=view.weight, planned_power=view.planned_power, measured_power=view.measured_power,
         power_capped=view.power_capped,
     )
@@ -305,8 +306,12 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self, request: pb.ReportProfileRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportProfileResponse:
         measurements = [(x.instruction, x.time, x.energy) for x in request.measurements]
+        if len(request.read_back_mhz) > MAX_READ_BACK:  # checked before copying them
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"read_back_mhz: at most {MAX_READ_BACK} clocks, got {len(request.read_back_mhz)}")
         view = await self._call(context, self.core.report_profile, request.job_id, request.rank,
-                                request.frequency, measurements)
+                                request.frequency, measurements, not_held=request.not_held,
+                                read_back=tuple(request.read_back_mhz))
         return pb.ReportProfileResponse(next=_step(view), job_phase=PHASES[view.phase], version=view.version)
 
     async def ReportIteration(

@@ -3,8 +3,11 @@
 Each stage sweeps the job's frequency list from highest to lowest. Every report gives the
 per-instruction-kind time and energy at one frequency; an instruction kind stops early once
 its energy rose ``early_stop_rises`` times in a row (lower clocks only cost more from there).
-A stage is done when every kind stopped or ran out of frequencies. Pure functions: the
-server rebuilds the state from stored reports after a restart.
+A stage is done when every kind stopped or ran out of frequencies. A clock a rank of a stage
+could not hold under load (a power cap, a thermal limit, a driver that snaps to a neighbour) is
+dropped from that stage's sweep; with fewer than :data:`MIN_SWEEP_CLOCKS` left the job cannot be
+profiled. Pure functions: the server rebuilds the state from stored reports (and the dropped clocks
+kept with the settings) after a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from perseus.profile import INSTRUCTION_KINDS, SPLIT_KINDS
 #: stage -> frequency -> kind -> rank -> (time, energy)
 Measured = dict[int, dict[int, dict[str, dict[int, tuple[float, float]]]]]
 
+MIN_SWEEP_CLOCKS = 2
+"""Clocks a stage must keep in its sweep: a frontier trades time for energy between at least two."""
+MAX_READ_BACK = 16
+"""Read-back clocks a rank may name when it could not hold one (what the log shows of them)."""
+
 
 @dataclass(frozen=True)
 class ProfilingSettings:
@@ -29,6 +37,8 @@ class ProfilingSettings:
     early_stop_rises: int = 3
     frequencies: tuple[int, ...] = ()
     """Frequencies to sweep, highest first; empty until the first rank registers."""
+    dropped: tuple[tuple[int, int], ...] = ()
+    """(stage, frequency) pairs a rank could not hold: left out of that stage's sweep and profile."""
 
     def __post_init__(self) -> None:
         for name in ("warmup_iterations", "measure_iterations", "early_stop_rises"):
@@ -40,6 +50,23 @@ class ProfilingSettings:
         if self.early_stop_rises < 1:
             raise InputError("profiling.early_stop_rises", "must be >= 1")
         check_frequencies(self.frequencies, "profiling.frequencies")
+        if len(self.dropped) > 1 << 20:  # stages x frequencies: far above any real job
+            raise InputError("profiling.dropped", f"at most {1 << 20} entries, got {len(self.dropped)}")
+
+    def stage_frequencies(self, stage: int) -> tuple[int, ...]:
+        """The stage's sweep: the job's frequencies less those dropped for it, highest first."""
+        gone = {f for st, f in self.dropped if st == stage}
+        return tuple(f for f in self.frequencies if f not in gone)
+
+    def dropped_note(self) -> str:
+        """One line for ``perseus jobs``: which clocks each stage dropped (empty: none)."""
+        by_stage: dict[int, list[int]] = {}
+        for stage, freq in sorted(self.dropped):
+            by_stage.setdefault(stage, []).append(freq)
+        if not by_stage:
+            return ""
+        parts = [f"stage {st}: {', '.join(map(str, sorted(fs, reverse=True)))} MHz" for st, fs in by_stage.items()]
+        return "dropped clocks a rank could not hold under load (" + "; ".join(parts) + ")"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -48,6 +75,7 @@ class ProfilingSettings:
                 "measure_iterations": self.measure_iterations,
                 "early_stop_rises": self.early_stop_rises,
                 "frequencies": list(self.frequencies),
+                "dropped": [list(d) for d in self.dropped],
             }
         )
 
@@ -59,6 +87,7 @@ class ProfilingSettings:
             measure_iterations=int(data.get("measure_iterations", 3)),
             early_stop_rises=int(data.get("early_stop_rises", 3)),
             frequencies=tuple(int(f) for f in data.get("frequencies", ())),
+            dropped=tuple((int(st), int(f)) for st, f in data.get("dropped", ())),
         )
 
 

@@ -150,6 +150,8 @@ class JobView:
     drift: str = ""
     """Closed loop: "" (no drift), "replanning", "replanned" or "reprofile" (see :mod:`perseus.control.drift`)."""
     drift_note: str = ""
+    sweep_note: str = ""
+    """Clocks dropped from the profiling sweep because a rank could not hold them (see sweep.dropped_note)."""
     auto_stragglers: tuple[int, ...] = ()
     """Pipelines among ``stragglers`` that the server detected itself (the others were reported)."""
     weight: float = 1.0

@@ -173,7 +173,7 @@ class PowerStateSchedule(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., stage: _Optional[int] = ..., pipeline_id: _Optional[int] = ..., job_phase: _Optional[_Union[JobPhase, str]] = ..., mode: _Optional[_Union[ScheduleMode, str]] = ..., plan_name: _Optional[str] = ..., plan_id: _Optional[int] = ..., version: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[PlannedInstruction, _Mapping]]] = ..., power_limit: _Optional[float] = ..., profiling: _Optional[_Union[ProfilingStep, _Mapping]] = ..., expected_iteration_time: _Optional[float] = ..., expected_energy: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy", "drift", "drift_note", "auto_stragglers", "weight", "planned_power", "measured_power", "power_capped")
+    __slots__ = ("job_id", "model", "partition", "schedule", "num_stages", "num_microbatches", "num_chunks", "dp_degree", "tp_degree", "blocking_power", "phase", "target", "plan_name", "version", "num_ranks", "num_profile_reports", "num_iteration_reports", "frontier_size", "error", "stragglers", "created_at", "stages_profiled", "num_iterations", "runs", "target_note", "plan_iteration_time", "plan_energy", "drift", "drift_note", "sweep_note", "auto_stragglers", "weight", "planned_power", "measured_power", "power_capped")
     class StragglersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class JobInfo(_message.Message):
     PLAN_ENERGY_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     DRIFT_NOTE_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_NOTE_FIELD_NUMBER: _ClassVar[int]
     AUTO_STRAGGLERS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PLANNED_POWER_FIELD_NUMBER: _ClassVar[int]
@@ -244,12 +245,13 @@ class JobInfo(_message.Message):
     plan_energy: float
     drift: str
     drift_note: str
+    sweep_note: str
     auto_stragglers: _containers.RepeatedScalarFieldContainer[int]
     weight: float
     planned_power: float
     measured_power: float
     power_capped: bool
-    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ..., weight: _Optional[float] = ..., planned_power: _Optional[float] = ..., measured_power: _Optional[float] = ..., power_capped: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., partition: _Optional[str] = ..., schedule: _Optional[str] = ..., num_stages: _Optional[int] = ..., num_microbatches: _Optional[int] = ..., num_chunks: _Optional[int] = ..., dp_degree: _Optional[int] = ..., tp_degree: _Optional[int] = ..., blocking_power: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., plan_name: _Optional[str] = ..., version: _Optional[int] = ..., num_ranks: _Optional[int] = ..., num_profile_reports: _Optional[int] = ..., num_iteration_reports: _Optional[int] = ..., frontier_size: _Optional[int] = ..., error: _Optional[str] = ..., stragglers: _Optional[_Mapping[int, float]] = ..., created_at: _Optional[float] = ..., stages_profiled: _Optional[int] = ..., num_iterations: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., target_note: _Optional[str] = ..., plan_iteration_time: _Optional[float] = ..., plan_energy: _Optional[float] = ..., drift: _Optional[str] = ..., drift_note: _Optional[str] = ..., sweep_note: _Optional[str] = ..., auto_stragglers: _Optional[_Iterable[int]] = ..., weight: _Optional[float] = ..., planned_power: _Optional[float] = ..., measured_power: _Optional[float] = ..., power_capped: _Optional[bool] = ...) -> None: ...
 
 class RunInfo(_message.Message):
     __slots__ = ("run_id", "num_ranks", "num_iterations", "num_reports", "first_report_at", "last_report_at", "measure_only_reports", "planned_instructions", "at_planned_clock", "mean_clock_mhz")
@@ -328,16 +330,20 @@ class InstructionMeasurement(_message.Message):
     def __init__(self, instruction: _Optional[str] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ...) -> None: ...
 
 class ReportProfileRequest(_message.Message):
-    __slots__ = ("job_id", "rank", "frequency", "measurements")
+    __slots__ = ("job_id", "rank", "frequency", "measurements", "not_held", "read_back_mhz")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     FREQUENCY_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
+    NOT_HELD_FIELD_NUMBER: _ClassVar[int]
+    READ_BACK_MHZ_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     rank: int
     frequency: int
     measurements: _containers.RepeatedCompositeFieldContainer[InstructionMeasurement]
-    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., frequency: _Optional[int] = ..., measurements: _Optional[_Iterable[_Union[InstructionMeasurement, _Mapping]]] = ...) -> None: ...
+    not_held: bool
+    read_back_mhz: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., frequency: _Optional[int] = ..., measurements: _Optional[_Iterable[_Union[InstructionMeasurement, _Mapping]]] = ..., not_held: _Optional[bool] = ..., read_back_mhz: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReportProfileResponse(_message.Message):
     __slots__ = ("next", "job_phase", "version")

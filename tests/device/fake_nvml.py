@@ -10,6 +10,8 @@ It behaves like the hardware in /work/shared/HARDWARE.md, not like an exact inst
 - the energy counter advances in steps (``counter_period``), so reads close together are equal;
 - after ``nvmlDeviceSetGpuLockedClocks`` returns, the clock reads the old value for ``clock_ramp``
   seconds; an idle GPU (``busy=False``) reads its idle clock whatever is locked;
+- under a power cap or thermal limit (``clock_ceiling``) a busy GPU never runs above that clock,
+  though the lock call succeeds and the clock is listed as supported;
 - clocks and power limits can be ``NotSupported`` separately (VMs, containers);
 - every handle lookup returns a new handle object (compare devices, never handles).
 
@@ -79,6 +81,8 @@ class FakeDevice:
     idle_clock: int = 210
     busy: bool = True
     """Whether work is running; an idle GPU reads ``idle_clock``."""
+    clock_ceiling: int | None = None
+    """A power cap or thermal limit: the clock never exceeds this, whatever is locked (None: no limit)."""
     clock_supported: bool = True
     """``False``: setting clocks is NotSupported (power limits may still work)."""
     power_limit_supported: bool = True
@@ -218,11 +222,13 @@ def _clock(device: FakeDevice) -> int:
     if not device.busy:
         return device.idle_clock
     top = max(device.graphics_clocks)
+    if device.clock_ceiling is not None:
+        top = max((c for c in device.graphics_clocks if c <= device.clock_ceiling), default=min(device.graphics_clocks))
     if device.locked is None:
         return top
     if time.monotonic() - device.locked_at < device.clock_ramp:
-        return device.ramp_from if device.ramp_from is not None else top
-    return device.locked[1]
+        return min(device.ramp_from, top) if device.ramp_from is not None else top
+    return min(device.locked[1], top)
 
 
 # --- functions (same names and parameter names as pynvml) ---------------------------------

@@ -43,3 +43,21 @@ def test_errors_are_pynvml_classes() -> None:
     with pytest.raises(pynvml.NVMLError_NotSupported):
         fake_nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     fake_nvml.configure()
+
+
+def test_a_clock_ceiling_keeps_the_clock_below_a_lock_that_succeeds() -> None:
+    """A power cap or thermal limit (HARDWARE.md): the lock call succeeds, the clock never gets there."""
+    (device,) = fake_nvml.configure([fake_nvml.FakeDevice(clock_ceiling=1300, clock_ramp=0.0)])
+    try:
+        fake_nvml.nvmlInit()
+        handle = fake_nvml.nvmlDeviceGetHandleByIndex(0)
+        assert 1410 in fake_nvml.nvmlDeviceGetSupportedGraphicsClocks(handle, 1215)
+        assert fake_nvml.nvmlDeviceGetClockInfo(handle, fake_nvml.NVML_CLOCK_GRAPHICS) == 1290  # no boost past it
+        fake_nvml.nvmlDeviceSetGpuLockedClocks(handle, 1410, 1410)
+        assert fake_nvml.nvmlDeviceGetClockInfo(handle, fake_nvml.NVML_CLOCK_GRAPHICS) == 1290
+        fake_nvml.nvmlDeviceSetGpuLockedClocks(handle, 1005, 1005)
+        assert fake_nvml.nvmlDeviceGetClockInfo(handle, fake_nvml.NVML_CLOCK_GRAPHICS) == 1005  # below it: held
+        device.busy = False
+        assert fake_nvml.nvmlDeviceGetClockInfo(handle, fake_nvml.NVML_CLOCK_GRAPHICS) == device.idle_clock
+    finally:
+        fake_nvml.configure()

@@ -41,6 +41,9 @@ def test_profiling_a_gpu_whose_clocks_cannot_be_set_stops_before_training(tmp_pa
     assert "has MIG mode enabled" in errors[0] and "--measure_only" in errors[0]
     assert errors[0].endswith("(and 1 more worker)")
     assert run.stderr.splitlines()[-1] == errors[0], run.stderr
+    # Exactly one line about the GPU: no "measure-only" notice before the error (the run is not measure-only).
+    assert [line for line in run.stderr.splitlines() if "MIG" in line] == errors, run.stderr
+    assert "is measure-only" not in run.stderr + run.stdout, run.stderr
     assert "Traceback" not in run.stderr and "ChildFailedError" not in run.stderr, run.stderr
     assert "failed (exitcode" not in run.stderr, run.stderr
     assert "profiled" not in run.stdout
@@ -71,3 +74,22 @@ def test_measure_only_changes_nothing_and_says_so(tmp_path: Path) -> None:
                             "FROM scheduler_iteration_reports WHERE job_id = 'mo' ORDER BY iteration").fetchall()
     boost = max(fake_nvml.FakeDevice().graphics_clocks)
     assert stored == [(0, 1, boost, 0, ""), (1, 1, boost, 0, "")]
+
+
+def test_measure_only_with_a_plan_file_applies_it_nowhere_and_names_it_nowhere(tmp_path: Path) -> None:
+    """No server: the plan is checked, not applied; rows, records and instructions name no plan or clock."""
+    from test_workers_precheck import _plan
+
+    plan = _plan(tmp_path / "plan.json", "1f1b", 1, 4)
+    extra = _fake_env(tmp_path, fake_nvml.FakeDevice())
+    run = launch("gpt3-tiny", "2", "4", "--device", "nvml", "--measure_only", "--plan", str(plan), "--max_steps",
+                 "2", "--out_dir", str(tmp_path / "out"), extra_env=extra)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    notices = [line for line in run.stdout.splitlines() if "is not applied" in line]
+    assert notices == ["perseus: measure-only: plan p is not applied; iterations run at default clocks and name no plan"]
+    rows = json.loads((tmp_path / "out" / "iterations.json").read_text())
+    assert [(r["plan"], r["measure_only"], r["at_planned_clock"]) for r in rows] == [("", True, None)] * 2
+    record = json.loads((tmp_path / "out" / "rank0.json").read_text())
+    assert record["fraction_at_planned_clock"] is None
+    assert all(i[1] is None for it in record["iterations"] for i in it["instructions"])  # no requested clock
+    assert not (tmp_path / "journal.txt").exists()  # not one NVML setting call

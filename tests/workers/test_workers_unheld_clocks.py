@@ -1,0 +1,72 @@
+"""Real workers and a real server on fake NVML GPUs, one of which never reaches some supported clocks
+(a power cap: ``clock_ceiling``). The rank gives up on such a clock after ``MAX_WINDOWS`` windows and
+tells the server, which drops it from that stage's sweep: the sweep completes with the other clocks
+and training runs the plan; with too few clocks left the job fails with the reason and training
+goes on at default clocks, saying so once. Never a hang on ``wait_for_plan``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from workers_helpers import ROOT, ServerProcess, launch
+
+sys.path.insert(0, str(ROOT / "tests" / "device"))
+import fake_nvml
+from test_workers_devices import _fake_env
+
+from perseus.client import PerseusClient
+
+
+def _run(tmp, server: ServerProcess, job: str, ceiling: int):  # type: ignore[no-untyped-def]
+    gpus = [fake_nvml.FakeDevice(uuid="GPU-0"), fake_nvml.FakeDevice(uuid="GPU-1", clock_ceiling=ceiling)]
+    extra = _fake_env(tmp, *gpus)
+    run = launch("gpt3-tiny", "2", "2", "--pp", "2", "--device", "nvml", "--server", server.address,
+                 "--job_name", job, "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "0",
+                 "--num_prof_steps", "1", "--profile_window", "0.1", "--max_steps", "2", "--out_dir", str(tmp / "out"),
+                 extra_env=extra,
+                 timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr
+    # Nothing left locked: the sweep's clocks and the plan's are reset at exit.
+    assert all(d.locked is None for d in fake_nvml.shared_devices(tmp / "gpus.json"))
+    return run
+
+
+def test_a_clock_one_stage_cannot_hold_is_dropped_and_the_sweep_completes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = ServerProcess(tmp_path)
+    try:
+        run = _run(tmp_path, server, "held", ceiling=1300)
+        with PerseusClient(server.address) as client:
+            job = client.get_job("held")
+    finally:
+        server.stop()
+    log = server.proc.stdout.read() if server.proc.stdout else ""
+    gave_up = [line for line in run.stdout.splitlines() if "telling the server" in line]
+    assert len(gave_up) == 1 and "rank 1 GPU 1: 1410 MHz did not hold" in gave_up[0], run.stdout[-3000:]
+    assert "(read back" not in gave_up[0] or "1305" in gave_up[0]
+    assert job.phase == "serving" and job.error == "", job
+    assert job.sweep_note == "dropped clocks a rank could not hold under load (stage 1: 1410 MHz)"
+    drops = [line for line in log.splitlines() if "dropped from the sweep" in line]
+    assert len(drops) == 1 and "stage 1: 1410 MHz" in drops[0], log[-3000:]
+    assert "serving plan" in run.stdout and "training goes on at default clocks" not in run.stdout
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(len(r["iterations"]) == 2 for r in ranks)
+
+
+def test_a_stage_left_with_too_few_clocks_fails_the_job_and_training_goes_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = ServerProcess(tmp_path)
+    try:
+        run = _run(tmp_path, server, "capped", ceiling=1100)
+        with PerseusClient(server.address) as client:
+            job = client.get_job("capped")
+    finally:
+        server.stop()
+    assert job.phase == "failed" and "stage 1 holds 1 of the sweep's 3 clocks under load" in job.error, job
+    assert job.sweep_note.endswith("(stage 1: 1410, 1200 MHz)")
+    warned = [line for line in run.stdout.splitlines() if "training goes on at default clocks" in line]
+    assert len(warned) == 1 and "job capped failed: profiling failed: stage 1" in warned[0], run.stdout[-3000:]
+    iterations = [line for line in run.stdout.splitlines() if line.startswith("iteration")]
+    assert len(iterations) == 2 and "at planned clock" not in "".join(iterations)
+    rows = json.loads((tmp_path / "out" / "iterations.json").read_text())
+    assert [r["plan"] for r in rows] == ["", ""]  # no plan ran, none is named
