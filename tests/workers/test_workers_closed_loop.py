@@ -58,6 +58,12 @@ def _energies(out: Path, ranks: list[int]) -> list[float]:
     return [sum(its) for its in zip(*[[it["energy"] for it in rec] for rec in records], strict=True)]
 
 
+def _pace(out: Path, ranks: list[int]) -> list[float]:
+    """Per iteration, the busiest of ``ranks``' busy time (the sum of its instructions' measured times)."""
+    records = [json.loads((out / f"rank{r}.json").read_text())["iterations"] for r in ranks]
+    return [max(sum(i[3] for i in it["instructions"]) for it in its) for its in zip(*records, strict=True)]
+
+
 def test_automatic_straggler_switches_the_fast_pipeline(tmp_path: Path) -> None:
     server = ServerProcess(
         tmp_path, config=f"control=ControlConfig(straggler=StragglerConfig(window={STRAGGLER_WINDOW}))",
@@ -96,9 +102,16 @@ def test_automatic_straggler_switches_the_fast_pipeline(tmp_path: Path) -> None:
               f"{e_before:.1f} -> {e_after:.1f} J; job iteration {t_before:.4f} -> {t_after:.4f} s")
         assert switch <= SLOW_FROM + 10
         assert e_after < e_before
-        # Wall time on a shared machine is noisy: the job must not become slower than its straggler by
-        # more than jitter (a wrong pace, e.g. a plan slower than the straggler, would be 5-20%).
-        assert t_after <= t_before * 1.04
+        # The fast pipeline keeps the straggler's pace: its slowest stage's busy time is no more than the
+        # straggler's, both measured in the same iterations (so machine load hits both alike; a plan
+        # slower than the straggler would be 5-20% over). The job's wall time is checked for gross
+        # growth only: it is measured at different moments before and after, and load moves it by ~8%.
+        pace_fast, pace_slow = _pace(out, [0, 1]), _pace(out, [2, 3])
+        after = range(switch + 1, steps)
+        ratio = statistics.median(pace_fast[i] / pace_slow[i] for i in after)
+        print(f"fast pipeline's busy pace after the switch: {ratio:.3f} of the straggler's")
+        assert ratio <= 1.03
+        assert t_after <= t_before * 1.15
     finally:
         server.stop()
 
