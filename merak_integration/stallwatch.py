@@ -83,14 +83,16 @@ class StallWatch:
 
     def _check(self) -> None:
         now = time.monotonic()
-        values = self._store.multi_get([str(r) for r in range(self.world)]) if self._all_set() else []
-        for r, value in enumerate(values):
-            if self._seen.get(r, (b"", 0.0))[0] != value:
-                self._seen[r] = (value, now)
         self._watching_since = self._watching_since or now
+        values = self._heartbeats()
+        if values is None:
+            return  # the store went away or did not answer: the next beat asks again
+        for r, value in enumerate(values):
+            # A rank that never beat (stopped before its first heartbeat) is seen "silent since watching".
+            if r not in self._seen or self._seen[r][0] != value:
+                self._seen[r] = (value, now if value else self._watching_since)
         # Judge only after watching long enough to tell a silent rank from a live one.
-        if (self._stall_reported_at is not None or len(values) < self.world
-                or now - self._watching_since <= SILENT_AFTER + self.interval):
+        if self._stall_reported_at is not None or now - self._watching_since <= SILENT_AFTER + self.interval:
             return
         silent = [r for r in range(self.world) if now - self._seen[r][1] > SILENT_AFTER]
         alive = [r for r in range(self.world) if r not in silent]
@@ -98,10 +100,12 @@ class StallWatch:
             return  # the lowest live rank speaks for all
         self._stall_reported_at = now
         waited = now - self._progress_at
-        iterations = {r: int(self._seen[r][0].split()[1]) for r in range(self.world)}
+        iterations = {r: int(self._seen[r][0].split()[1]) if self._seen[r][0] else -1 for r in range(self.world)}
         if silent:
-            names = ", ".join(f"rank {r} (stage {r % self.pp}, last finished iteration {iterations[r]}, "
-                              f"silent for {now - self._seen[r][1]:.0f} s)" for r in silent)
+            names = ", ".join(f"rank {r} (stage {r % self.pp}, "
+                              + (f"last finished iteration {iterations[r]}, " if iterations[r] >= 0 else
+                                 "never sent a heartbeat, ")
+                              + f"silent for {now - self._seen[r][1]:.0f} s)" for r in silent)
             what = f"no heartbeat from {names}: stopped, hung outside Python or gone"
         else:
             newest = max(iterations.values())
@@ -112,11 +116,16 @@ class StallWatch:
                 "iteration")
         self._say(f"perseus: stall: no iteration finished for {waited:.0f} s; {what}")
 
-    def _all_set(self) -> bool:
+    def _heartbeats(self) -> list[bytes] | None:
+        """Every rank's last heartbeat (b"" for a rank that never beat), or None if the store failed."""
+        keys = [str(r) for r in range(self.world)]
         try:
-            return bool(self._store.check([str(r) for r in range(self.world)]))
+            if self._store.check(keys):
+                return list(self._store.multi_get(keys))
+            # multi_get would wait for the missing keys: read the present ones one by one.
+            return [self._store.get(k) if self._store.check([k]) else b"" for k in keys]
         except RuntimeError:
-            return False
+            return None
 
     def _report_resumed(self) -> None:
         assert self._stall_reported_at is not None
