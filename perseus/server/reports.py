@@ -56,21 +56,6 @@ class ReportWriter:
         self._thread = threading.Thread(target=self._run, name="perseus-reports", daemon=True)
         self._thread.start()
 
-    def submit(self, job_id: str, run_id: str, report: IterationReport) -> Future[bool]:
-        """Queue one report of run ``run_id``; the future says (after the commit) whether it was new."""
-        one: Future[bool] = Future()
-        one.set_running_or_notify_cancel()
-
-        def unpack(many: Future[list[bool]]) -> None:
-            error = many.exception()
-            if error is not None:
-                one.set_exception(error)
-            else:
-                one.set_result(many.result()[0])
-
-        self.submit_many(job_id, run_id, [report]).add_done_callback(unpack)
-        return one
-
     def submit_many(self, job_id: str, run_id: str, reports: Sequence[IterationReport]) -> Future[list[bool]]:
         """Queue reports of run ``run_id``; the future says (after the commit) which were new."""
         future: Future[list[bool]] = Future()

@@ -24,20 +24,21 @@ def test_reports_that_arrive_during_a_commit_share_the_next_one(tmp_path: Path) 
     event.listen(engine, "commit", lambda conn: commits.append(1))
     writer = ReportWriter(engine)
     try:
-        assert writer.submit("j", "", IterationReport(0, 0, 1.0, 5.0, "p")).result(timeout=30) is True
-        assert writer.submit("j", "", IterationReport(0, 0, 1.0, 5.0, "p")).result(timeout=30) is False  # a retry: stored once
+        assert writer.submit_many("j", "", [IterationReport(0, 0, 1.0, 5.0, "p")]).result(timeout=30) == [True]
+        assert writer.submit_many("j", "", [IterationReport(0, 0, 1.0, 5.0, "p")]).result(timeout=30) == [False]  # a retry: stored once
         commits.clear()
         # Another writer holds the database: every report queued meanwhile waits, then goes in together.
         blocker = sqlite3.connect(tmp_path / "r.db", timeout=30)
         blocker.execute("BEGIN IMMEDIATE")
-        first = writer.submit("j", "", IterationReport(1, 0, 1.0, 5.0, ""))
-        rest = [writer.submit("j", "", IterationReport(rank, it, 1.0, 5.0, "")) for rank in range(1, 5) for it in range(1, 50)]
-        twice = writer.submit("j", "", IterationReport(2, 7, 1.0, 5.0, ""))  # the same report twice in one batch
+        first = writer.submit_many("j", "", [IterationReport(1, 0, 1.0, 5.0, "")])
+        rest = [writer.submit_many("j", "", [IterationReport(rank, it, 1.0, 5.0, "")])
+                for rank in range(1, 5) for it in range(1, 50)]
+        twice = writer.submit_many("j", "", [IterationReport(2, 7, 1.0, 5.0, "")])  # the same report twice in one batch
         assert not first.done() and not any(f.done() for f in rest)  # nothing acknowledged before its commit
         blocker.rollback()
         blocker.close()
-        assert first.result(timeout=30) is True and all(f.result(timeout=30) for f in rest)
-        assert twice.result(timeout=30) is False
+        assert first.result(timeout=30) == [True] and all(f.result(timeout=30) == [True] for f in rest)
+        assert twice.result(timeout=30) == [False]
         assert len(commits) <= 2, f"{len(rest) + 2} reports took {len(commits)} commits"
     finally:
         writer.close()
