@@ -84,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 #: One flag per :class:`~perseus.server.limits.Limits` field.
 LIMIT_HELP: dict[str, str] = {
     "max_message_bytes": "largest request or response in bytes",
+    "max_page_bytes": "largest page of a paged GetFrontier response in bytes (at most --max-message-bytes)",
     "max_jobs": "jobs stored at once",
     "max_ranks_per_job": "ranks registered per job",
     "max_profile_bytes": "largest profile CSV a client may register, in bytes",

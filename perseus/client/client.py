@@ -24,6 +24,7 @@ from perseus.client.types import (
     PHASE_NAMES,
     FrontierInfo,
     JobInfo,
+    PlanInfo,
     PowerCapInfo,
     ProfileAck,
     ProfilingStep,
@@ -42,6 +43,8 @@ DEFAULT_PORT = 7787
 DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_RECONNECT_BACKOFF_MS = 5000
+FRONTIER_PAGE_SIZE = 100_000
+"""Plans asked per GetFrontier page: the server's largest; its byte cap (4 MiB by default) ends a page sooner."""
 T = TypeVar("T")
 
 
@@ -352,9 +355,48 @@ class PerseusClient:
         reply = self._call(self._stub.ReportStraggler, request)
         return JobInfo.from_proto(reply.job), reply.others_plan_name
 
-    def get_frontier(self, job_id: str, include_plans: bool = False) -> FrontierInfo:
-        request = pb.GetFrontierRequest(job_id=job_id, include_plans=include_plans)
-        return FrontierInfo.from_proto(self._call(self._stub.GetFrontier, request))
+    def get_frontier(
+        self,
+        job_id: str,
+        include_plans: bool = False,
+        names: Sequence[str] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FrontierInfo:
+        """The job's frontier, fastest plan first: every plan (or those named ``names``), fetched page by
+        page (a frontier of large plans does not fit one message); ``progress(done, total)`` after each page.
+        With ``include_plans`` every plan is decoded and held: for thousands of large plans, prefer
+        :meth:`frontier_pages`."""
+        plans: list[PlanInfo] = []
+        last = pb.GetFrontierResponse(job_id=job_id)
+        for page in self.frontier_pages(job_id, include_plans, names):
+            plans += [PlanInfo.from_proto(p) for p in page.plans]
+            last = page
+            if progress is not None:
+                progress(len(plans), page.total_plans)
+        return FrontierInfo.from_proto(last, plans)
+
+    def frontier_pages(
+        self, job_id: str, include_plans: bool = False, names: Sequence[str] = ()
+    ) -> Iterator[pb.GetFrontierResponse]:
+        """Every page of GetFrontier, in order (see README: paging); raises if the frontier changes meanwhile."""
+        request = pb.GetFrontierRequest(job_id=job_id, include_plans=include_plans, page_size=FRONTIER_PAGE_SIZE,
+                                        plan_names=list(names))
+        done = 0
+        while True:
+            page = self._call(self._stub.GetFrontier, request)
+            if page.first_index != done or done + len(page.plans) > page.total_plans:
+                raise PerseusError(f"server {self.target}: GetFrontier page of job {job_id!r} starts at plan "
+                                   f"{page.first_index}, expected {done} (of {page.total_plans})")
+            if page.next_page_token and not page.plans:
+                raise PerseusError(f"server {self.target}: empty GetFrontier page of job {job_id!r} before its end")
+            done += len(page.plans)
+            yield page
+            if not page.next_page_token:
+                if done != page.total_plans:
+                    raise PerseusError(f"server {self.target}: GetFrontier of job {job_id!r} ended after {done} of "
+                                       f"{page.total_plans} plans")
+                return
+            request.page_token = page.next_page_token
 
     def list_jobs(self, job_ids: Sequence[str] = ()) -> list[JobInfo]:
         reply = self._call(self._stub.ListJobs, pb.ListJobsRequest(job_ids=list(job_ids)))

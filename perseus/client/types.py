@@ -252,6 +252,11 @@ class PlanInfo:
     plan: FrequencyPlan | None = None
     """Only with ``include_plans=True``."""
 
+    @classmethod
+    def from_proto(cls, msg: pb.PlanSummary) -> PlanInfo:
+        return cls(msg.plan_id, msg.name, msg.iteration_time, msg.energy,
+                   FrequencyPlan.from_json(msg.plan_json) if msg.plan_json else None)
+
 
 @dataclass(frozen=True)
 class FrontierInfo:
@@ -261,12 +266,10 @@ class FrontierInfo:
     selected: str
 
     @classmethod
-    def from_proto(cls, msg: pb.GetFrontierResponse) -> FrontierInfo:
-        plans = [
-            PlanInfo(p.plan_id, p.name, p.iteration_time, p.energy,
-                     FrequencyPlan.from_json(p.plan_json) if p.plan_json else None)
-            for p in msg.plans
-        ]
+    def from_proto(cls, msg: pb.GetFrontierResponse, plans: list[PlanInfo] | None = None) -> FrontierInfo:
+        """From one response; ``plans`` (gathered from every page) replaces the response's own."""
+        if plans is None:
+            plans = [PlanInfo.from_proto(p) for p in msg.plans]
         return cls(msg.job_id, PHASE_NAMES.get(msg.phase, "unknown"), plans, msg.selected)
 
 

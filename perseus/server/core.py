@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -419,6 +419,11 @@ class SchedulerCore:
             with self._sessions() as s:
                 measured = self._measured.read(s, list(self._jobs))
             return sorted((self._view(j, measured.get(j.spec.job_id, 0.0)) for j in jobs), key=lambda v: -v.created_at)
+
+    @property
+    def limits(self) -> Limits:
+        """What one client may ask of this server."""
+        return self._limits
 
     def frontier(self, job_id: str) -> tuple[str, list[StoredPlan], str]:
         """(phase, frontier plans fastest first, name of the target's plan)."""
@@ -1261,10 +1266,14 @@ class SchedulerCore:
         return decode_plan(text, source=f"plan row {plan_id}")
 
     def plan_jsons(self, job_id: str, plans: Sequence[StoredPlan]) -> list[str]:
-        """The plan JSON of each of the job's ``plans``. Plans not decoded already are read in batches
-        of :data:`EXPORT_BATCH` rows and decoded one at a time, not cached (an export must not evict
-        the plans being served)."""
-        texts: list[str] = []
+        """The plan JSON of each of the job's ``plans`` (see :meth:`iter_plan_jsons`)."""
+        return list(self.iter_plan_jsons(job_id, plans))
+
+    def iter_plan_jsons(self, job_id: str, plans: Sequence[StoredPlan]) -> Generator[str, None, None]:
+        """The plan JSON of each of the job's ``plans``, one at a time. Plans not decoded already are read
+        in batches of :data:`EXPORT_BATCH` rows and decoded as they are consumed, not cached (an export
+        must not evict the plans being served); a consumer that stops early (a full GetFrontier page)
+        decodes no more. No lock or session is held between two plans."""
         for start in range(0, len(plans), EXPORT_BATCH):
             batch = plans[start : start + EXPORT_BATCH]
             with self._lock:
@@ -1279,9 +1288,8 @@ class SchedulerCore:
                 if plan is None:
                     if stored.id not in rows:
                         raise NotFound(f"plan: {stored.name!r} of job {job_id!r} was deleted meanwhile")
-                    plan = decode_plan(rows[stored.id], source=f"plan row {stored.id}")
-                texts.append(plan.to_json())
-        return texts
+                    plan = decode_plan(rows.pop(stored.id), source=f"plan row {stored.id}")
+                yield plan.to_json()
 
     def _resolve(self, s: Any, job: _Job, target: TargetSpec, plan_json: str) -> int | None:
         """The stored plan id a target selects (None until the frontier exists)."""

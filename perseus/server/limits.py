@@ -25,6 +25,10 @@ class Limits:
 
     max_message_bytes: int = 16 * MIB
     """Largest request or response on the wire; gRPC answers RESOURCE_EXHAUSTED above it."""
+    max_page_bytes: int = 4 * MIB
+    """Largest GetFrontier page: a frontier of thousands of large plans comes in pages of at most this
+    many bytes (and of at most ``max_message_bytes``). 4 MiB is gRPC's default receive limit, so a client
+    in any language reads a page without raising its own limit; a 16 x 256 plan is about 0.5 MB."""
     max_jobs: int = 10_000
     """Jobs stored at once (``perseus jobs delete`` frees a slot)."""
     max_ranks_per_job: int = 100_000
@@ -37,7 +41,7 @@ class Limits:
     """Open WatchSchedule streams from one client address (a host runs a few ranks; 2048 covers NAT)."""
 
     def validate(self) -> None:
-        for name, low in (("max_message_bytes", 64 * 1024), ("max_jobs", 1), ("max_ranks_per_job", 1),
+        for name, low in (("max_message_bytes", 64 * 1024), ("max_page_bytes", 16 * 1024), ("max_jobs", 1), ("max_ranks_per_job", 1),
                           ("max_profile_bytes", 1024),
                           ("max_watch_streams", 1), ("max_watch_streams_per_client", 1)):
             value = getattr(self, name)
@@ -50,9 +54,14 @@ class Limits:
         if self.max_watch_streams_per_client > self.max_watch_streams:
             raise InputError("--max-watch-streams-per-client", "must be <= --max-watch-streams")
 
+    @property
+    def page_bytes(self) -> int:
+        """The byte cap of one GetFrontier page: ``max_page_bytes``, at most ``max_message_bytes``."""
+        return min(self.max_page_bytes, self.max_message_bytes)
+
     def describe(self) -> str:
         """One line for the start-up log."""
-        return (f"messages {_size(self.max_message_bytes)}, profiles {_size(self.max_profile_bytes)}, "
+        return (f"messages {_size(self.max_message_bytes)}, frontier pages {_size(self.page_bytes)}, profiles {_size(self.max_profile_bytes)}, "
                 f"{self.max_jobs} jobs of {self.max_ranks_per_job} ranks, {self.max_watch_streams} watch streams "
                 f"({self.max_watch_streams_per_client} per client)")
 

@@ -21,6 +21,7 @@ import grpc
 
 from perseus.errors import InputError, PerseusError
 from perseus.reports import IterationReport
+from perseus.server import paging
 from perseus.server.capping import CapView
 from perseus.server.core import SchedulerCore
 from perseus.server.limits import LimitExceeded
@@ -33,7 +34,6 @@ from perseus.server.types import (
     NotFound,
     NotReady,
     ScheduleView,
-    StoredPlan,
 )
 from perseus.server.wakeups import LoopWaker
 from perseus.v1 import scheduler_pb2 as pb
@@ -146,11 +146,6 @@ def schedule_to_proto(view: ScheduleView) -> pb.PowerStateSchedule:
 def _step(view: ScheduleView) -> pb.ProfilingStep:
     return pb.ProfilingStep(frequency=view.profiling_frequency, warmup_iterations=view.warmup_iterations,
                             measure_iterations=view.measure_iterations, done=view.mode != "profiling")
-
-
-def plan_to_proto(stored: StoredPlan, plan_json: str = "") -> pb.PlanSummary:
-    return pb.PlanSummary(plan_id=stored.id, name=stored.name, iteration_time=stored.iteration_time,
-                          energy=stored.energy, plan_json=plan_json)
 
 
 class SchedulerServicer(pb_grpc.SchedulerServicer):
@@ -373,13 +368,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def GetFrontier(
         self, request: pb.GetFrontierRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetFrontierResponse:
-        phase, plans, selected = await self._call(context, self.core.frontier, request.job_id)
-        texts = (await self._call(context, self.core.plan_jsons, request.job_id, plans) if request.include_plans
-                 else [""] * len(plans))
-        return pb.GetFrontierResponse(
-            job_id=request.job_id, phase=PHASES[phase], selected=selected,
-            plans=[plan_to_proto(p, text) for p, text in zip(plans, texts, strict=True)],
-        )
+        """One page of the frontier (:mod:`perseus.server.paging`); only that page's plans are decoded."""
+        limits = self.core.limits
+
+        def page() -> pb.GetFrontierResponse:
+            paged = paging.parse_request(request)
+            phase, plans, selected = self.core.frontier(request.job_id)
+            return paging.build_page(paged, PHASES[phase], plans, selected,
+                                     lambda chunk: self.core.iter_plan_jsons(request.job_id, chunk),
+                                     limits.page_bytes, limits.max_message_bytes)
+
+        return await self._call(context, page)
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         views = await self._call(context, self.core.list_jobs, list(request.job_ids))

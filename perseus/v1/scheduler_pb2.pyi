@@ -472,12 +472,18 @@ class ReportStragglerResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., others_plan_name: _Optional[str] = ...) -> None: ...
 
 class GetFrontierRequest(_message.Message):
-    __slots__ = ("job_id", "include_plans")
+    __slots__ = ("job_id", "include_plans", "page_size", "page_token", "plan_names")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PLANS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NAMES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     include_plans: bool
-    def __init__(self, job_id: _Optional[str] = ..., include_plans: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    plan_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., include_plans: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., plan_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanSummary(_message.Message):
     __slots__ = ("plan_id", "name", "iteration_time", "energy", "plan_json")
@@ -494,16 +500,22 @@ class PlanSummary(_message.Message):
     def __init__(self, plan_id: _Optional[int] = ..., name: _Optional[str] = ..., iteration_time: _Optional[float] = ..., energy: _Optional[float] = ..., plan_json: _Optional[str] = ...) -> None: ...
 
 class GetFrontierResponse(_message.Message):
-    __slots__ = ("job_id", "phase", "plans", "selected")
+    __slots__ = ("job_id", "phase", "plans", "selected", "next_page_token", "total_plans", "first_index")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
     SELECTED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PLANS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     phase: JobPhase
     plans: _containers.RepeatedCompositeFieldContainer[PlanSummary]
     selected: str
-    def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., plans: _Optional[_Iterable[_Union[PlanSummary, _Mapping]]] = ..., selected: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    total_plans: int
+    first_index: int
+    def __init__(self, job_id: _Optional[str] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., plans: _Optional[_Iterable[_Union[PlanSummary, _Mapping]]] = ..., selected: _Optional[str] = ..., next_page_token: _Optional[str] = ..., total_plans: _Optional[int] = ..., first_index: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("job_ids",)
