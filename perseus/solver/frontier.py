@@ -40,7 +40,7 @@ from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
-from perseus.solver import kernels, numba_start
+from perseus.solver import kernels, numba_start, series
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
@@ -425,26 +425,7 @@ def _batch_series_ties(
 
     Nodes in series (each the only critical successor/predecessor of the other) lie on the
     same critical paths, so at equal cost rate they are interchangeable in the cut;
-    shortening several at once is what consecutive steps would do.
+    shortening several at once is what consecutive steps would do. Compiled:
+    :func:`perseus.solver.series.series_ties`.
     """
-    if len(edges) == 0:
-        return cut
-    out_deg = np.bincount(edges[:, 0], minlength=num_nodes)
-    in_deg = np.bincount(edges[:, 1], minlength=num_nodes)
-    series = (out_deg[edges[:, 0]] == 1) & (in_deg[edges[:, 1]] == 1)
-    nxt = np.full(num_nodes, -1, dtype=np.int64)
-    prv = np.full(num_nodes, -1, dtype=np.int64)
-    nxt[edges[series, 0]] = edges[series, 1]
-    prv[edges[series, 1]] = edges[series, 0]
-    chosen = set(cut.tolist())
-    for node in cut.tolist():
-        budget = resolution - step[node]
-        target = rate[node]
-        for direction in (nxt, prv):
-            cur = int(direction[node])
-            while cur >= 0 and budget > 0:
-                if abs(rate[cur] - target) <= 1e-9 * target and cur not in chosen and step[cur] <= budget:
-                    chosen.add(cur)
-                    budget -= step[cur]
-                cur = int(direction[cur])
-    return np.array(sorted(chosen), dtype=np.int64)
+    return series.series_ties(cut, rate, edges, num_nodes, step, resolution)
