@@ -378,7 +378,7 @@ class PerseusClient:
     def frontier_pages(
         self, job_id: str, include_plans: bool = False, names: Sequence[str] = ()
     ) -> Iterator[pb.GetFrontierResponse]:
-        """Every page of GetFrontier, in order (see README: paging); raises if the frontier changes meanwhile."""
+        """Every page of GetFrontier, in order (README: GetFrontier pages); raises if the frontier changes meanwhile."""
         request = pb.GetFrontierRequest(job_id=job_id, include_plans=include_plans, page_size=FRONTIER_PAGE_SIZE,
                                         plan_names=list(names))
         done = 0
