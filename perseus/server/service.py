@@ -153,6 +153,21 @@ def plan_to_proto(stored: StoredPlan, plan_json: str = "") -> pb.PlanSummary:
                           energy=stored.energy, plan_json=plan_json)
 
 
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a call that failed with ``exc`` answers."""
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, Conflict):
+        return grpc.StatusCode.ALREADY_EXISTS, str(exc)
+    if isinstance(exc, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, (NotReady, PerseusError)):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal server error; see the server log"
+
+
 class SchedulerServicer(pb_grpc.SchedulerServicer):
     """Serves :class:`SchedulerCore` over gRPC (grpc.aio)."""
 
@@ -164,6 +179,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: Counter[str] = Counter()
         """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
+        self._report_streams: dict[asyncio.Task[Any], bool] = {}
+        """Open StreamReports streams (their handler tasks): True while waiting for the next batch."""
         self._stopping = False
         self._streams_closed = asyncio.Event()
         core.add_listener(self._on_change)
@@ -183,16 +200,20 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         the event loop closes, logged as an unhandled CancelledError. Waits up to ``timeout`` s.
         """
         self._stopping = True
-        if not self._watchers:
+        if not self._watchers and not self._report_streams:
             return
         self._streams_closed.clear()
         for event in self._changed.values():
             event.set()
         self._changed.clear()
+        for task, idle in list(self._report_streams.items()):
+            if idle:  # waiting for a batch; one being stored is acknowledged first, then the stream ends
+                task.cancel()
         try:
             await asyncio.wait_for(self._streams_closed.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("%d schedule streams still open at shutdown", sum(self._watchers.values()))
+            log.warning("%d schedule and %d report streams still open at shutdown", sum(self._watchers.values()),
+                        len(self._report_streams))
 
     def _on_change(self, job_id: str) -> None:
         loop = self._loop
@@ -224,19 +245,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         """The result of ``pending``, or the call aborted with the status code its error maps to."""
         try:
             return await pending
-        except InputError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except Conflict as exc:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except LimitExceeded as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except (NotReady, PerseusError) as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception:
-            log.exception("internal error in %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+        except Exception as exc:
+            code, details = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("internal error in %s", name)
+            await context.abort(code, details)
         raise AssertionError("unreachable")  # context.abort always raises
 
     async def RegisterJob(
@@ -298,7 +311,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
                 self._changed.pop(job_id, None)
-            if not self._watchers:
+            if not self._watchers and not self._report_streams:
                 self._streams_closed.set()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
 
@@ -353,6 +366,63 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
         version, stored, duplicates = await self._answer(context, "report_iterations", report())
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
+
+    async def StreamReports(
+        self, requests: AsyncIterator[pb.ReportBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ReportBatchAck]:
+        """One rank's report stream: each batch is queued for the next group commit and acknowledged after it.
+
+        Batches are handled one at a time, so acks leave in order and a client that sends ahead is
+        held back by gRPC's flow control, not by server memory. A refused batch is acknowledged with
+        its status code; the stream goes on. When the server stops, a stream waiting for its next
+        batch ends with UNAVAILABLE (the client reconnects, maybe to another replica).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._report_streams[task] = True
+        try:
+            batches = requests.__aiter__()
+            while not self._stopping:
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                    break
+                self._report_streams[task] = False  # storing: a stopping server lets it finish and ack
+                try:
+                    ack = await self._store_batch(batch)
+                finally:
+                    self._report_streams[task] = True
+                yield ack
+        finally:
+            self._report_streams.pop(task, None)
+            if not self._report_streams and not self._watchers:
+                self._streams_closed.set()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
+
+    async def _store_batch(self, batch: pb.ReportBatch) -> pb.ReportBatchAck:
+        """Queue one streamed batch and wait for its commit; a refusal becomes the ack's code and error."""
+        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
+                                   busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
+                                   planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
+                   for r in batch.reports]
+        job_id, run_id = batch.job_id, batch.run_id
+        try:
+            queued = self.core.try_report_iterations(job_id, run_id, reports)
+            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+                version, stored, duplicates = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
+            else:
+                version, stored, duplicates = await self._wait(queued)
+        except Exception as exc:
+            code, details = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("internal error storing a streamed batch of %d reports", len(reports), exc_info=exc)
+            return pb.ReportBatchAck(seq=batch.seq, code=code.value[0], error=details)
+        return pb.ReportBatchAck(seq=batch.seq, version=version, stored=stored, duplicates=duplicates)
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:
