@@ -130,9 +130,8 @@ class GuardInterceptor(HandlerInterceptor):
         if handler.stream_unary:
             return handler  # no Perseus RPC takes a client stream with a single answer
         if handler.stream_stream:
-            guarded = self._check_messages(method, handler.stream_stream)
-            behavior = self._count_stream(guarded, "report", self._limits.max_report_streams,
-                                          self._limits.max_report_streams_per_client)
+            behavior = self._count_stream(handler.stream_stream, "report", self._limits.max_report_streams,
+                                          self._limits.max_report_streams_per_client, check_messages=method)
             wrapped = _replace(handler, behavior, deserializer=_tolerant(handler.request_deserializer))
         else:
             behavior = handler.unary_stream or handler.unary_unary
@@ -180,26 +179,24 @@ class GuardInterceptor(HandlerInterceptor):
 
         return blocking
 
-    def _check_messages(self, method: str, behavior: Behavior) -> Behavior:
-        """A stream-stream ``behavior`` whose request stream ends the call at the first undecodable message."""
+    async def _decoded(self, method: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[Any]:
+        """A client stream's messages; the call ends with INVALID_ARGUMENT at the first undecodable one."""
         message = f"{method}: a message on the stream is not a valid protobuf message"
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                self._log.warning(f"decode:{method}", f"rejected {message} from {context.peer()} "
+                                                      f"({request.error.__class__.__name__})")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            yield request
 
-        async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async def decoded() -> AsyncIterator[Any]:
-                async for request in requests:
-                    if isinstance(request, _Undecodable):
-                        self._log.warning(f"decode:{method}", f"rejected {message} from {context.peer()} "
-                                                              f"({request.error.__class__.__name__})")
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-                    yield request
+    def _count_stream(self, behavior: Behavior, kind: str, total: int, per_client: int,
+                      check_messages: str | None = None) -> Behavior:
+        """``behavior`` refused over ``total`` open streams of ``kind``, or ``per_client`` from one address.
 
-            async for item in behavior(decoded(), context):
-                yield item
-
-        return checked
-
-    def _count_stream(self, behavior: Behavior, kind: str, total: int, per_client: int) -> Behavior:
-        """``behavior`` refused over ``total`` open streams of ``kind``, or ``per_client`` from one address."""
+        ``check_messages``: the method's name, for a client stream whose messages are decode-checked
+        (in this one wrapper: every layer costs each message a generator step).
+        """
         streams = self._streams[kind]
         flag = f"--max-{kind}-streams"
 
@@ -214,6 +211,8 @@ class GuardInterceptor(HandlerInterceptor):
                                     f"(perseus serve {flag}-per-client)")
             streams[client] += 1
             try:
+                if check_messages is not None:
+                    request = self._decoded(check_messages, request, context)
                 async for item in behavior(request, context):
                     yield item
             finally:

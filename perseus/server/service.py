@@ -411,12 +411,13 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                    for r in batch.reports]
         job_id, run_id = batch.job_id, batch.run_id
         try:
-            queued = self.core.try_report_iterations(job_id, run_id, reports)
-            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+            assert self._waker is not None, "bind() the servicer to its loop first"
+            waiter, resolve = self._waker.expect()
+            if self.core.queue_iterations(job_id, run_id, reports, resolve):
+                version, stored, duplicates = await waiter
+            else:  # the lock is busy or the job is not cached: a thread waits for it
                 version, stored, duplicates = await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
-            else:
-                version, stored, duplicates = await self._wait(queued)
         except Exception as exc:
             code, details = _status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
