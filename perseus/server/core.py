@@ -692,24 +692,6 @@ class SchedulerCore:
                 self._job_rank(job_id, r)
         return self._queue_iterations(job_id, run_id, reports).result()
 
-    def try_report_iterations(
-        self, job_id: str, run_id: str, reports: Sequence[IterationReport]
-    ) -> Future[tuple[int, int, int]] | None:
-        """:meth:`report_iterations` without blocking: the future resolves once the reports are stored.
-
-        None if the lock is busy or the job or a rank is not cached (then call :meth:`report_iterations`).
-        """
-        runs.validate(run_id, reports)
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or any(r.rank not in job.ranks for r in reports):
-                return None
-        finally:
-            self._lock.release()
-        return self._queue_iterations(job_id, run_id, reports)
-
     def _queue_iteration(self, job_id: str, run_id: str, report: IterationReport) -> Future[int]:
         """Store one report with those other ranks send meanwhile; the future holds the job's version."""
         done: Future[int] = Future()
@@ -729,7 +711,7 @@ class SchedulerCore:
         self, job_id: str, run_id: str, reports: Sequence[IterationReport],
         done: Callable[[tuple[int, int, int] | BaseException], None],
     ) -> bool:
-        """:meth:`try_report_iterations` with a callback instead of a future (report streams' hot path).
+        """:meth:`report_iterations` without blocking, and with a callback instead of a future (the hot path).
 
         ``done`` is called from the writer thread with (version, stored, duplicates) after the commit,
         or with the error. False, and nothing queued, if the lock is busy or the job or a rank is not

@@ -112,8 +112,13 @@ class GuardInterceptor(HandlerInterceptor):
 
     @property
     def open_streams(self) -> int:
-        """Open streams of every kind."""
-        return sum(sum(clients.values()) for clients in self._streams.values())
+        """Open WatchSchedule streams."""
+        return sum(self._streams["watch"].values())
+
+    @property
+    def open_report_streams(self) -> int:
+        """Open StreamReports streams."""
+        return sum(self._streams["report"].values())
 
     def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
         if self._expected is not None and not method.startswith(OPEN_METHOD_PREFIXES):

@@ -356,16 +356,23 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                    for r in request.reports]
         job_id, run_id = request.job_id, request.run_id
 
-        async def report() -> tuple[int, int, int]:
-            # Usually queued for the next group commit straight from the event loop, no thread involved.
-            queued = self.core.try_report_iterations(job_id, run_id, reports)
-            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
-            return await self._wait(queued)
-
-        version, stored, duplicates = await self._answer(context, "report_iterations", report())
+        version, stored, duplicates = await self._answer(context, "report_iterations",
+                                                         self._report_iterations(job_id, run_id, reports))
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
+
+    async def _report_iterations(
+        self, job_id: str, run_id: str, reports: list[IterationReport]
+    ) -> tuple[int, int, int]:
+        """(version, stored, duplicates) once the reports are committed."""
+        assert self._waker is not None, "bind() the servicer to its loop first"
+        # Usually queued for the next group commit straight from the event loop: no thread, no future.
+        waiter, resolve = self._waker.expect()
+        if self.core.queue_iterations(job_id, run_id, reports, resolve):
+            result: tuple[int, int, int] = await waiter
+            return result
+        # The lock is busy or the job is not cached: a thread waits for it.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
 
     async def StreamReports(
         self, requests: AsyncIterator[pb.ReportBatch], context: grpc.aio.ServicerContext
@@ -409,15 +416,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                                    busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
                                    planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
                    for r in batch.reports]
-        job_id, run_id = batch.job_id, batch.run_id
         try:
-            assert self._waker is not None, "bind() the servicer to its loop first"
-            waiter, resolve = self._waker.expect()
-            if self.core.queue_iterations(job_id, run_id, reports, resolve):
-                version, stored, duplicates = await waiter
-            else:  # the lock is busy or the job is not cached: a thread waits for it
-                version, stored, duplicates = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
+            version, stored, duplicates = await self._report_iterations(batch.job_id, batch.run_id, reports)
         except Exception as exc:
             code, details = _status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
