@@ -169,8 +169,9 @@ async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
     def acked(rank: int, iterations: list[int]) -> None:
         """Record the reports of one acknowledged call or message: latency from each iteration's end."""
         now = time.time()
-        if done_at(rank, iterations[0]) >= start_measuring:
-            latencies.extend(now - done_at(rank, i) for i in iterations)
+        counted = [now - done_at(rank, i) for i in iterations if done_at(rank, i) >= start_measuring]
+        if counted:
+            latencies.extend(counted)
             measured[0] += 1
 
     async def call(coro: Any, rank: int, iterations: list[int]) -> None:
