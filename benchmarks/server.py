@@ -97,6 +97,9 @@ class Result:
     """CPU seconds of the busiest load-generator process over its whole life (start-up included)."""
     cpu_s: float = 0.0
     """Server process CPU seconds (user + system) over the measured window."""
+    loop_cpu_s: float = 0.0
+    """CPU seconds of the server's main thread (its asyncio event loop, which runs gRPC) over the window:
+    the one thread that cannot use the second core, so the one whose saturation queues calls."""
 
 
 # ------------------------------------------------------------------ server
@@ -125,9 +128,10 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (all its threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
@@ -280,7 +284,7 @@ def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Names
         for p in procs:
             p.start()
         time.sleep(max(0.0, t0 + WARMUP_S - time.time()))
-        cpu_start, wall_start = cpu_seconds(proc.pid), time.time()
+        cpu_start, loop_start, wall_start = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid), time.time()
         for _ in procs:
             latencies, messages, errors, client_cpu = out.get(timeout=args.seconds + 120)
             result.client_cpu_s = max(result.client_cpu_s, client_cpu)
@@ -288,6 +292,7 @@ def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Names
             result.messages += messages
             result.errors += errors
         result.cpu_s = cpu_seconds(proc.pid) - cpu_start
+        result.loop_cpu_s = cpu_seconds(proc.pid, proc.pid) - loop_start
         result.wall_s = time.time() - wall_start
         result.window_s = int(args.seconds) - WARMUP_S
         for p in procs:
@@ -425,7 +430,8 @@ def print_results(args: argparse.Namespace, results: list[Result], delays: list[
         f"measured); {args.clients} load processes; loopback; {os.cpu_count()} CPUs, load average "
         f"{load:.1f} before the first run; baseline: {args.baseline or '-'}"))
     for column in ("code", "db", "reporting", "register p50/p99 ms", "messages/s", "reports/s", "ack p50 ms",
-                   "ack p99 ms", "ack max ms", "server CPU ms / message", "server CPU s / 1000 reports", "server CPU %", "busiest client CPU %", "errors"):
+                   "ack p99 ms", "ack max ms", "server CPU ms / message", "server CPU s / 1000 reports", "server CPU %",
+                   "loop thread CPU ms / message", "loop thread CPU %", "busiest client CPU %", "errors"):
         table.add_column(column, justify="left" if column in ("code", "db", "reporting", "errors") else "right")
     for r in results:
         reg50, reg99, _ = percentiles(r.register)
@@ -434,6 +440,7 @@ def print_results(args: argparse.Namespace, results: list[Result], delays: list[
         table.add_row(r.code, r.db, r.mode, f"{reg50:.1f} / {reg99:.1f}", f"{r.messages / window:.0f}",
                       f"{len(r.latencies) / window:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}",
                       f"{1000 * r.cpu_s / max(r.messages, 1):.2f}", f"{1000 * r.cpu_s / max(len(r.latencies), 1):.2f}", f"{100 * r.cpu_s / max(r.wall_s, 1e-9):.0f}",
+                      f"{1000 * r.loop_cpu_s / max(r.messages, 1):.2f}", f"{100 * r.loop_cpu_s / max(r.wall_s, 1e-9):.0f}",
                       f"{100 * r.client_cpu_s / (int(args.seconds) + 3 + 0.5 * args.clients):.0f}",
                       ", ".join(f"{n} {c}" for c, n in r.errors.items()) or "0")
     console.print(table)
