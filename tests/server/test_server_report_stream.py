@@ -3,7 +3,8 @@
 A rank's reports ride one long-lived stream (:mod:`perseus.client.stream`); each batch is
 acknowledged after its group commit. These tests hold the SQLite write lock to show no ack comes
 before the commit, kill -9 the server under a streaming sender, and check the stream limits and the
-answers to bad batches and undecodable messages.
+answers to bad batches and undecodable messages, and the fallback to unary calls when the server
+has no streams.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,7 +28,9 @@ from perseus.client.health import LinkHealth
 from perseus.client.reporter import BackgroundReporter
 from perseus.client.stream import StreamFailed, StreamRefused
 from perseus.reports import IterationReport
+from perseus.server import app
 from perseus.server.app import ServerConfig, ServerThread
+from perseus.server.guard import GuardInterceptor
 from perseus.server.limits import Limits
 from perseus.v1 import scheduler_pb2 as pb
 from perseus.v1 import scheduler_pb2_grpc as pb_grpc
@@ -236,3 +240,33 @@ def test_sigterm_ends_idle_report_streams_with_unavailable_and_no_traceback(tmp_
     assert server.proc.stderr is not None
     log = server.proc.stderr.read()
     assert "Traceback" not in log and "CancelledError" not in log and "ERROR" not in log, log
+
+
+class _WithoutStreams(GuardInterceptor):
+    """The real guard, but StreamReports is unknown (UNIMPLEMENTED), as on a server from before streams."""
+
+    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
+        return None if method.endswith("/StreamReports") else super().wrap(handler, method, metadata)
+
+
+def test_a_server_without_streams_gets_unary_calls_and_the_sender_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "GuardInterceptor", _WithoutStreams)
+    db = tmp_path / "p.db"
+    with ServerThread(ServerConfig(port=0, db=f"sqlite:///{db}")) as srv:
+        target = f"127.0.0.1:{srv.port}"
+        _register(target)
+        lines: list[str] = []
+        client = PerseusClient(target, retry_timeout=0.0, timeout=5.0)
+        reporter = BackgroundReporter(client, JOB, "r", tmp_path / "spill.jsonl", health=LinkHealth(target),
+                                      warn=lines.append, interval=0.05)
+        for i in range(20):
+            reporter.put(_report(i % 2, i))
+            time.sleep(0.01)
+        delivery = reporter.close()
+        client.close()
+    assert (delivery.sent, delivery.pending, delivery.rejected, delivery.dropped) == (20, 0, 0, 0)
+    assert _stored(db) == sorted((i % 2, i) for i in range(20))
+    assert lines == [f"perseus: server {target} has no report streams (an older server); sending reports in "
+                     "ReportIterations calls every 0.05 s"]
