@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -151,6 +151,14 @@ def _step(view: ScheduleView) -> pb.ProfilingStep:
 def plan_to_proto(stored: StoredPlan, plan_json: str = "") -> pb.PlanSummary:
     return pb.PlanSummary(plan_id=stored.id, name=stored.name, iteration_time=stored.iteration_time,
                           energy=stored.energy, plan_json=plan_json)
+
+
+def reports_of(messages: Iterable[pb.IterationReport]) -> list[IterationReport]:
+    """The reports of a ReportIterations call or a streamed batch."""
+    return [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
+                            busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
+                            planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
+            for r in messages]
 
 
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -350,10 +358,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIterations(
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationsResponse:
-        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
-                                   busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
-                                   planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
-                   for r in request.reports]
+        reports = reports_of(request.reports)
         job_id, run_id = request.job_id, request.run_id
 
         version, stored, duplicates = await self._answer(context, "report_iterations",
@@ -412,10 +417,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 
     async def _store_batch(self, batch: pb.ReportBatch) -> pb.ReportBatchAck:
         """Queue one streamed batch and wait for its commit; a refusal becomes the ack's code and error."""
-        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
-                                   busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
-                                   planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
-                   for r in batch.reports]
+        reports = reports_of(batch.reports)
         try:
             version, stored, duplicates = await self._report_iterations(batch.job_id, batch.run_id, reports)
         except Exception as exc:
