@@ -4,24 +4,29 @@ For each database, each code base (this tree, and ``--baseline DIR``, e.g. an ex
 both run on the same machine in the same minute) and each way of reporting it starts ``perseus
 serve`` as a subprocess on 127.0.0.1, registers one serving job (GPT-3 175B A100 profile, 8
 stages) and ``--ranks`` ranks, then lets every rank finish one iteration per second for
-``--seconds`` seconds, spread evenly over each second, as a training job does. Two ways to report:
+``--seconds`` seconds, spread evenly over each second, as a training job does. Three ways to report:
 
-* ``batched``: what workers do (:class:`perseus.client.reporter.BackgroundReporter`): each rank's
-  sender wakes every ``SEND_INTERVAL_S`` and sends what its rank buffered meanwhile in one
+* ``streamed``: what workers do (:class:`perseus.client.reporter.BackgroundReporter`): each rank
+  keeps one ``StreamReports`` stream open and sends a report as soon as its iteration ends (what
+  finished while a batch waited for its ack goes in the next batch);
+* ``batched``: what workers did before streams (and still do with a server without them): each
+  rank's sender wakes every ``SEND_INTERVAL_S`` and sends what its rank buffered meanwhile in one
   ``ReportIterations`` call (at one iteration per second that is about one report per call);
-* ``per-report``: one ``ReportIteration`` call per report, the older path.
+* ``per-report``: one ``ReportIteration`` call per report, the oldest path.
 
 The ranks are simulated by ``--clients`` load-generator processes (asyncio, their own gRPC
-channels), so the latency measured is the server's, not one client process's GIL. A call's
-latency is from sending it until its acknowledgement, which the server gives only after the
-reports are committed. The server's CPU time (user + system, from /proc, PostgreSQL's own
-processes not included) per call and per 1000 reports is a proxy that hardly depends on what else the
-machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
+channels), so the latency measured is the server's, not one client process's GIL. A report's
+latency runs from the moment its iteration ends (when a worker queues it) until the
+acknowledgement of the call or stream message that carried it, which the server gives only after
+the commit; so ``batched`` includes the up to ``SEND_INTERVAL_S`` a report waits for its sender.
+The server's CPU time (user + system, from /proc, PostgreSQL's own processes not included) per
+message (call or stream message) and per 1000 reports is a proxy that hardly depends on what else
+the machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
 also runs two replicas of this tree and measures how long a target set through one takes to reach
 ranks watching the other.
 
     .venv/bin/python benchmarks/server.py [--ranks 1024] [--seconds 15] [--db sqlite,postgres]
-        [--mode batched,per-report] [--baseline DIR] [--clients 4]
+        [--mode streamed,batched,per-report] [--baseline DIR] [--clients 4]
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ CHANNELS_PER_CLIENT = 4
 the load generator)."""
 WARMUP_S = 2.0
 """Seconds at the start of each run not measured: connections and caches warm up."""
-MODES = ("batched", "per-report")
+MODES = ("streamed", "batched", "per-report")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -79,10 +84,10 @@ class Result:
     db: str
     mode: str
     register: list[float]
-    calls: list[float] = field(default_factory=list)
-    """Latency of each measured call, seconds."""
-    reports: int = 0
-    """Reports in measured calls."""
+    latencies: list[float] = field(default_factory=list)
+    """Latency of each measured report (iteration end to acknowledgement), seconds."""
+    messages: int = 0
+    """Measured calls (or stream messages) that carried them."""
     window_s: float = 0.0
     """Seconds of reporting measured (rates are per these seconds)."""
     wall_s: float = 0.0
@@ -92,6 +97,9 @@ class Result:
     """CPU seconds of the busiest load-generator process over its whole life (start-up included)."""
     cpu_s: float = 0.0
     """Server process CPU seconds (user + system) over the measured window."""
+    loop_cpu_s: float = 0.0
+    """CPU seconds of the server's main thread (its asyncio event loop, which runs gRPC) over the window:
+    the one thread that cannot use the second core, so the one whose saturation queues calls."""
 
 
 # ------------------------------------------------------------------ server
@@ -120,9 +128,10 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (all its threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
@@ -142,10 +151,10 @@ class LoadSpec:
 
 
 def load_process(spec: LoadSpec, out: Any) -> None:
-    """Entry point of a load-generator process: runs its ranks, puts (latencies, reports, errors) on ``out``."""
-    latencies, reports, errors = asyncio.run(_load(spec))
+    """Entry point of a load-generator process: runs its ranks, puts (latencies, messages, errors) on ``out``."""
+    latencies, messages, errors = asyncio.run(_load(spec))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.put((latencies, reports, errors, usage.ru_utime + usage.ru_stime))
+    out.put((latencies, messages, errors, usage.ru_utime + usage.ru_stime))
 
 
 async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
@@ -161,24 +170,51 @@ async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
         """When rank ``rank`` finishes ``iteration``: ranks spread evenly over each second."""
         return spec.t0 + iteration + rank / spec.ranks
 
-    async def call(coro: Any, sent: float, count: int) -> None:
+    def acked(rank: int, iterations: list[int]) -> None:
+        """Record the reports of one acknowledged call or message: latency from each iteration's end."""
+        now = time.time()
+        counted = [now - done_at(rank, i) for i in iterations if done_at(rank, i) >= start_measuring]
+        if counted:
+            latencies.extend(counted)
+            measured[0] += 1
+
+    async def call(coro: Any, rank: int, iterations: list[int]) -> None:
         try:
             await coro
         except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] += count
+            errors[exc.code().name] += len(iterations)
             return
-        if sent >= start_measuring:
-            latencies.append(time.time() - sent)
-            measured[0] += count
+        acked(rank, iterations)
 
     async def per_report(rank: int) -> None:
         stub = stubs[rank % len(stubs)]
         for iteration in range(int(spec.seconds)):
             await asyncio.sleep(max(0.0, done_at(rank, iteration) - time.time()))
-            sent = time.time()
             await call(stub.ReportIteration(pb.ReportIterationRequest(
                 job_id="bench", rank=rank, iteration=iteration, time=1.0, energy=100.0, run_id="bench"),
-                timeout=30), sent, 1)
+                timeout=30), rank, [iteration])
+
+    async def streamed(rank: int) -> None:
+        """BackgroundReporter's stream sender: a batch as soon as an iteration ends, the next one after its ack."""
+        stream = stubs[rank % len(stubs)].StreamReports()
+        last = int(spec.seconds)
+        next_iteration = seq = 0
+        try:
+            while next_iteration < last:
+                await asyncio.sleep(max(0.0, done_at(rank, next_iteration) - time.time()))
+                ready = [i for i in range(next_iteration, last) if done_at(rank, i) <= time.time()]
+                seq += 1
+                await stream.write(pb.ReportBatch(seq=seq, job_id="bench", run_id="bench", reports=[
+                    pb.IterationReport(rank=rank, iteration=i, time=1.0, energy=100.0) for i in ready]))
+                ack = await stream.read()
+                if ack is grpc.aio.EOF or ack.code:
+                    errors["REFUSED" if ack is not grpc.aio.EOF else "EOF"] += len(ready)
+                else:
+                    acked(rank, ready)
+                next_iteration += len(ready)
+            await stream.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            errors[exc.code().name] += max(1, last - next_iteration)
 
     async def batched(rank: int) -> None:
         """BackgroundReporter's sender: every SEND_INTERVAL_S, what the rank finished meanwhile, in one call."""
@@ -191,14 +227,13 @@ async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
             ready = [i for i in range(next_iteration, int(spec.seconds)) if done_at(rank, i) <= time.time()]
             for first in range(0, len(ready), BATCH_SIZE):
                 chunk = ready[first:first + BATCH_SIZE]
-                sent = time.time()
                 await call(stub.ReportIterations(pb.ReportIterationsRequest(
                     job_id="bench", run_id="bench",
                     reports=[pb.IterationReport(rank=rank, iteration=i, time=1.0, energy=100.0) for i in chunk]),
-                    timeout=30), sent, len(chunk))
+                    timeout=30), rank, chunk)
             next_iteration += len(ready)
 
-    run = batched if spec.mode == "batched" else per_report
+    run = {"streamed": streamed, "batched": batched, "per-report": per_report}[spec.mode]
     await asyncio.gather(*(run(r) for r in spec.mine))
     assert time.time() >= end - 1
     for channel in channels:
@@ -249,14 +284,15 @@ def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Names
         for p in procs:
             p.start()
         time.sleep(max(0.0, t0 + WARMUP_S - time.time()))
-        cpu_start, wall_start = cpu_seconds(proc.pid), time.time()
+        cpu_start, loop_start, wall_start = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid), time.time()
         for _ in procs:
-            latencies, reports, errors, client_cpu = out.get(timeout=args.seconds + 120)
+            latencies, messages, errors, client_cpu = out.get(timeout=args.seconds + 120)
             result.client_cpu_s = max(result.client_cpu_s, client_cpu)
-            result.calls += latencies
-            result.reports += reports
+            result.latencies += latencies
+            result.messages += messages
             result.errors += errors
         result.cpu_s = cpu_seconds(proc.pid) - cpu_start
+        result.loop_cpu_s = cpu_seconds(proc.pid, proc.pid) - loop_start
         result.wall_s = time.time() - wall_start
         result.window_s = int(args.seconds) - WARMUP_S
         for p in procs:
@@ -311,6 +347,12 @@ def _all_on(seen: dict[int, str], plan: str, watchers: int) -> bool:
     return all(seen.get(rank) == plan for rank in range(watchers))
 
 
+def supported(root: Path, modes: list[str]) -> list[str]:
+    """The modes the server at ``root`` supports (a checkout from before StreamReports cannot stream)."""
+    proto = (root / "proto" / "perseus" / "v1" / "scheduler.proto").read_text()
+    return [m for m in modes if m != "streamed" or "rpc StreamReports" in proto]
+
+
 def percentiles(values: list[float]) -> tuple[float, float, float]:
     """(p50, p99, max) in milliseconds."""
     if not values:
@@ -329,8 +371,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15, help=f"seconds of reporting per run, the first "
                         f"{WARMUP_S:g} not measured (default 15)")
     parser.add_argument("--db", default="sqlite,postgres", help="databases: sqlite, postgres or both (default both)")
-    parser.add_argument("--mode", default=",".join(MODES), help="ways to report: batched (as workers do), "
-                        "per-report (one ReportIteration each) or both (default both)")
+    parser.add_argument("--mode", default=",".join(MODES), help="ways to report: streamed (as workers do), batched "
+                        "(ReportIterations every 0.5 s, as workers did), per-report (one ReportIteration each); "
+                        "default all three")
     parser.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
     parser.add_argument("--baseline", metavar="DIR", help="also run the server from this checkout, e.g. an export "
                         "of main: `git archive main | tar -x -C /tmp/main`")
@@ -341,7 +384,7 @@ def parse_args() -> argparse.Namespace:
             parser.error(f"--db: unknown database {kind!r} (sqlite or postgres)")
     for mode in args.mode.split(","):
         if mode not in MODES:
-            parser.error(f"--mode: unknown mode {mode!r} (batched or per-report)")
+            parser.error(f"--mode: unknown mode {mode!r} ({', '.join(MODES)})")
     if not 1 <= args.clients <= args.ranks:
         parser.error(f"--clients: must be in [1, --ranks], got {args.clients}")
     if args.seconds < WARMUP_S + 2:
@@ -363,13 +406,13 @@ def main() -> int:
         for db_kind in args.db.split(","):
             if db_kind == "sqlite":
                 for i, (code, root) in enumerate(codes):
-                    for mode in modes:
+                    for mode in supported(root, modes):
                         results.append(run_one(code, root, f"sqlite:///{tmp}/bench{i}-{mode}.db", mode, args))
             else:
                 try:
                     with throwaway_cluster() as cluster:
                         for code, root in codes:
-                            for mode in modes:
+                            for mode in supported(root, modes):
                                 with scratch_database(cluster, "bench") as db:
                                     results.append(run_one(code, root, db, mode, args))
                         delays = propagation(cluster)
@@ -386,20 +429,23 @@ def print_results(args: argparse.Namespace, results: list[Result], delays: list[
         f"stages) each finishing one iteration per second for {args.seconds:g} s (first {WARMUP_S:g} s not "
         f"measured); {args.clients} load processes; loopback; {os.cpu_count()} CPUs, load average "
         f"{load:.1f} before the first run; baseline: {args.baseline or '-'}"))
-    for column in ("code", "db", "reporting", "register p50/p99 ms", "calls/s", "reports/s", "ack p50 ms",
-                   "ack p99 ms", "ack max ms", "server CPU ms / call", "server CPU s / 1000 reports", "server CPU %", "busiest client CPU %", "errors"):
+    for column in ("code", "db", "reporting", "register p50/p99 ms", "messages/s", "reports/s", "ack p50 ms",
+                   "ack p99 ms", "ack max ms", "server CPU ms / message", "server CPU s / 1000 reports", "server CPU %",
+                   "loop thread CPU ms / message", "loop thread CPU %", "busiest client CPU %", "errors"):
         table.add_column(column, justify="left" if column in ("code", "db", "reporting", "errors") else "right")
     for r in results:
         reg50, reg99, _ = percentiles(r.register)
-        p50, p99, worst = percentiles(r.calls)
+        p50, p99, worst = percentiles(r.latencies)
         window = max(r.window_s, 1e-9)
-        table.add_row(r.code, r.db, r.mode, f"{reg50:.1f} / {reg99:.1f}", f"{len(r.calls) / window:.0f}",
-                      f"{r.reports / window:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}",
-                      f"{1000 * r.cpu_s / max(len(r.calls), 1):.2f}", f"{1000 * r.cpu_s / max(r.reports, 1):.2f}", f"{100 * r.cpu_s / max(r.wall_s, 1e-9):.0f}",
+        table.add_row(r.code, r.db, r.mode, f"{reg50:.1f} / {reg99:.1f}", f"{r.messages / window:.0f}",
+                      f"{len(r.latencies) / window:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}",
+                      f"{1000 * r.cpu_s / max(r.messages, 1):.2f}", f"{1000 * r.cpu_s / max(len(r.latencies), 1):.2f}", f"{100 * r.cpu_s / max(r.wall_s, 1e-9):.0f}",
+                      f"{1000 * r.loop_cpu_s / max(r.messages, 1):.2f}", f"{100 * r.loop_cpu_s / max(r.wall_s, 1e-9):.0f}",
                       f"{100 * r.client_cpu_s / (int(args.seconds) + 3 + 0.5 * args.clients):.0f}",
                       ", ".join(f"{n} {c}" for c, n in r.errors.items()) or "0")
     console.print(table)
-    console.print("ack: from sending a call until its acknowledgement (after the commit). Server CPU: the perseus "
+    console.print("ack: from the end of a report's iteration (when the worker queues it) until the acknowledgement "
+                  "(after the commit) of the call or stream message carrying it. Server CPU: the perseus "
                   "process only (user + system), not PostgreSQL's; it does not depend on other load, latencies do.")
     if delays:
         p50, _, worst = percentiles(delays)

@@ -90,6 +90,8 @@ LIMIT_HELP: dict[str, str] = {
     "max_profile_bytes": "largest profile CSV a client may register, in bytes",
     "max_watch_streams": "open WatchSchedule streams in total",
     "max_watch_streams_per_client": "open WatchSchedule streams from one client address",
+    "max_report_streams": "open StreamReports streams (one per reporting rank) in total",
+    "max_report_streams_per_client": "open StreamReports streams from one client address",
 }
 
 

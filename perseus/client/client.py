@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from perseus.client.stream import ReportStream
 from perseus.client.types import (
     PHASE_NAMES,
     FrontierInfo,
@@ -72,6 +73,10 @@ class _FailoverStub:
         """Switch to the next server; True when a full round of servers has been tried."""
         self.index = (self.index + 1) % len(self._stubs)
         return self.index == 0
+
+    def method(self, name: str) -> Any:
+        """The current server's multi-callable ``name`` (for streams, which stay on one server)."""
+        return getattr(self._stubs[self.index], name)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -322,6 +327,14 @@ class PerseusClient:
         )
         reply = self._call(self._stub.ReportIterations, request)
         return ReportAck(reply.version, reply.stored, reply.duplicates)
+
+    def open_report_stream(self) -> ReportStream:
+        """A ``StreamReports`` stream to the current server (see :mod:`perseus.client.stream`)."""
+        return ReportStream(self._stub.method("StreamReports"), self._metadata, self.timeout)
+
+    def failover(self) -> None:
+        """Send the next calls to the next server of the list (a stream's server went away)."""
+        self._stub.failover()
 
     def set_target(self, job_id: str, target: Target, *, nearest: bool = False) -> JobInfo:
         """Choose the job's plan; ``nearest`` runs the closest plan when no plan meets a deadline or budget."""

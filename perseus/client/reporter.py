@@ -1,7 +1,11 @@
 """Iteration reports sent from a background thread: the training thread never waits on the network.
 
 :meth:`BackgroundReporter.put` appends to a bounded in-memory buffer and returns (microseconds).
-A sender thread drains the buffer in batches through ``ReportIterations``. While the server is
+A sender thread drains the buffer over one long-lived ``StreamReports`` stream
+(:mod:`perseus.client.stream`): it wakes as soon as a report is queued and sends everything queued
+in one batch, and whatever the training thread queues while a batch waits for its acknowledgement
+goes in the next one. A server without streams (an older one) is told once and gets the batches in
+``ReportIterations`` calls every ``interval`` seconds instead. While the server is
 unreachable it backs off (jittered) and keeps the reports; when the buffer fills, or the reporter
 closes before the server returns, the reports go to a spill file, which the sender sends first
 once the server answers again (this run, or the next one that uses the same file). Reports the
@@ -19,15 +23,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from perseus.client.client import PerseusClient, PerseusRpcError
 from perseus.client.health import TRANSIENT, Backoff, LinkHealth
+from perseus.client.stream import ReportStream, StreamFailed, StreamRefused
 from perseus.errors import InputError
 from perseus.reports import IterationReport, append_spill, read_spill
 
 #: Reports per ReportIterations call (the server accepts up to 4096).
 BATCH_SIZE = 1024
-#: Seconds between two sends while the server is up: a rank's reports of half a second travel in one call.
+#: Seconds between two unary sends (a server without StreamReports): half a second of reports per call.
 SEND_INTERVAL_S = 0.5
+#: Seconds an idle stream sender sleeps before it looks at the spill file again.
+IDLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class BackgroundReporter:
         spill_path: The file reports go to when they cannot be sent; replayed first when it exists.
         health: Shared outage bookkeeping (announces outages once).
         capacity: Reports kept in memory before they spill to the file.
-        interval: Seconds between sends while the server is up (reports arrive in batches).
+        interval: Seconds between sends to a server without report streams (an older server).
         flush_timeout: How long :meth:`close` keeps trying before it spills what is left.
         warn: Where warnings go (None: nowhere, e.g. ranks > 0 while rank 0 speaks for all).
     """
@@ -82,6 +91,9 @@ class BackgroundReporter:
         self._closing = False
         self._replay = spill_path.is_file()
         self._sent = self._rejected = self._dropped = 0
+        self._streaming = True
+        """Whether batches go over a report stream (False once the server said it has none)."""
+        self._stream: ReportStream | None = None
         self._thread = threading.Thread(target=self._run, name="perseus-reports", daemon=True)
         self._thread.start()
 
@@ -94,6 +106,8 @@ class BackgroundReporter:
             if len(self._buffer) > 4 * self._capacity:  # the sender could not spill (disk full?)
                 self._buffer.popleft()
                 self._dropped += 1
+            if self._streaming:
+                self._cond.notify()  # a stream sender sends at once
 
     def close(self) -> Delivery:
         """Send what is left (for up to ``flush_timeout`` s), spill the rest, stop the thread."""
@@ -116,7 +130,7 @@ class BackgroundReporter:
 
     def _run(self) -> None:
         backoff = Backoff()
-        while self._wait(self._interval):
+        while self._wait_for_work():
             if self._deliver():
                 backoff.reset()
                 continue
@@ -125,13 +139,21 @@ class BackgroundReporter:
         deadline = time.monotonic() + self._flush_timeout
         while not self._deliver() and time.monotonic() < deadline:
             time.sleep(min(backoff.delay(), max(0.0, deadline - time.monotonic())))
+        self._end_stream()
         self._spill_if(full=False)
 
-    def _wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` unless closing; False once closing."""
+    def _wait_for_work(self) -> bool:
+        """Until a report is queued (streaming) or ``interval`` passed (unary calls); False once closing."""
+        if not self._streaming:
+            return self._wait(self._interval)
         with self._cond:
-            if not self._closing:
-                self._cond.wait(seconds)
+            self._cond.wait_for(lambda: self._buffer or self._closing, IDLE_S)
+            return not self._closing
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (queued reports do not shorten it) unless closing; False once closing."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closing, seconds)
             return not self._closing
 
     def _deliver(self) -> bool:
@@ -149,10 +171,13 @@ class BackgroundReporter:
                 return False
 
     def _send(self, job_id: str, run_id: str, batch: Sequence[IterationReport]) -> bool:
-        """One call; False if the server is unreachable (the caller keeps the batch)."""
+        """One batch, acknowledged after the commit; False if the server is unreachable (the caller keeps it)."""
         try:
-            self._client.report_iterations(job_id, run_id, batch)
-        except PerseusRpcError as exc:
+            if self._streaming:
+                self._send_on_stream(job_id, run_id, batch)
+            else:
+                self._client.report_iterations(job_id, run_id, batch)
+        except (PerseusRpcError, StreamRefused, StreamFailed) as exc:
             if exc.code in TRANSIENT:
                 self._health.failed(exc.code.name)
                 return False
@@ -164,6 +189,29 @@ class BackgroundReporter:
         self._health.ok()
         self._sent += len(batch)
         return True
+
+    def _send_on_stream(self, job_id: str, run_id: str, batch: Sequence[IterationReport]) -> None:
+        """Send over the open stream (opened first if needed); a broken stream is dropped, to reopen next time."""
+        try:
+            if self._stream is None:
+                self._stream = self._client.open_report_stream()
+            self._stream.send(job_id, run_id, batch)
+        except StreamFailed as exc:
+            self._stream = None
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:  # an older server: unary calls from now on
+                self._streaming = False
+                self._say(f"perseus: server {self._client.target} has no report streams (an older server); "
+                          f"sending reports in ReportIterations calls every {self._interval:g} s")
+                self._client.report_iterations(job_id, run_id, batch)
+                return
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                self._client.failover()  # the next stream goes to the next replica, if there is one
+            raise
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _send_spill(self) -> bool:
         """Replay the spill file; it is removed once every report in it is acknowledged."""

@@ -59,7 +59,7 @@ from perseus.server.notify import make_feed
 from perseus.server.optimize import FrontierRequest
 from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
-from perseus.server.reports import ReportWriter
+from perseus.server.reports import ReportWriter, settle
 from perseus.server.sweep import (
     MAX_READ_BACK,
     MIN_SWEEP_CLOCKS,
@@ -697,24 +697,6 @@ class SchedulerCore:
                 self._job_rank(job_id, r)
         return self._queue_iterations(job_id, run_id, reports).result()
 
-    def try_report_iterations(
-        self, job_id: str, run_id: str, reports: Sequence[IterationReport]
-    ) -> Future[tuple[int, int, int]] | None:
-        """:meth:`report_iterations` without blocking: the future resolves once the reports are stored.
-
-        None if the lock is busy or the job or a rank is not cached (then call :meth:`report_iterations`).
-        """
-        runs.validate(run_id, reports)
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or any(r.rank not in job.ranks for r in reports):
-                return None
-        finally:
-            self._lock.release()
-        return self._queue_iterations(job_id, run_id, reports)
-
     def _queue_iteration(self, job_id: str, run_id: str, report: IterationReport) -> Future[int]:
         """Store one report with those other ranks send meanwhile; the future holds the job's version."""
         done: Future[int] = Future()
@@ -730,6 +712,28 @@ class SchedulerCore:
         self._queue_iterations(job_id, run_id, [report]).add_done_callback(stored)
         return done
 
+    def queue_iterations(
+        self, job_id: str, run_id: str, reports: Sequence[IterationReport],
+        done: Callable[[tuple[int, int, int] | BaseException], None],
+    ) -> bool:
+        """:meth:`report_iterations` without blocking, and with a callback instead of a future (the hot path).
+
+        ``done`` is called from the writer thread with (version, stored, duplicates) after the commit,
+        or with the error. False, and nothing queued, if the lock is busy or the job or a rank is not
+        cached (then call :meth:`report_iterations`). Raises InputError for bad reports.
+        """
+        runs.validate(run_id, reports)
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            job = self._jobs.get(job_id)
+            if job is None or any(r.rank not in job.ranks for r in reports):
+                return False
+        finally:
+            self._lock.release()
+        self._submit_iterations(job_id, run_id, reports, done)
+        return True
+
     def _queue_iterations(
         self, job_id: str, run_id: str, reports: Sequence[IterationReport]
     ) -> Future[tuple[int, int, int]]:
@@ -739,22 +743,27 @@ class SchedulerCore:
         """
         done: Future[tuple[int, int, int]] = Future()
         done.set_running_or_notify_cancel()  # a caller that gives up cannot cancel reports being stored
+        self._submit_iterations(job_id, run_id, reports, lambda result: settle(done, result))
+        return done
 
-        def stored(write: Future[list[bool]]) -> None:
-            error = write.exception()
-            if error is not None:
-                done.set_exception(error)
+    def _submit_iterations(
+        self, job_id: str, run_id: str, reports: Sequence[IterationReport],
+        done: Callable[[tuple[int, int, int] | BaseException], None],
+    ) -> None:
+        """Queue reports for the next group commit; ``done`` gets (version, stored, duplicates) or the error."""
+
+        def stored(new: list[bool] | BaseException) -> None:
+            if isinstance(new, BaseException):
+                done(new)
                 return
-            new = write.result()
             with self._lock:
                 job = self._jobs.get(job_id)
                 if job is not None:  # a retry of an acknowledged report is not new
                     self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
                 version = job.version if job is not None else 0
-            done.set_result((version, sum(new), len(new) - sum(new)))
+            done((version, sum(new), len(new) - sum(new)))
 
-        self._reports.submit_many(job_id, run_id, reports).add_done_callback(stored)
-        return done
+        self._reports.submit(job_id, run_id, reports, stored)
 
     def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
         if not stored:

@@ -7,8 +7,9 @@
 * an authenticated call whose body is not a valid protobuf message is answered INVALID_ARGUMENT
   with one warning line (at most one per minute per method; the rest are counted), instead of
   gRPC's UNKNOWN and a traceback per call;
-* server-streaming calls (WatchSchedule) are counted per client address and in total, and refused
-  with RESOURCE_EXHAUSTED over the limits.
+* streaming calls (WatchSchedule, StreamReports) are counted per kind, per client address and in
+  total, and refused with RESOURCE_EXHAUSTED over the limits; a message of a client stream that is
+  not a valid protobuf message ends that stream with INVALID_ARGUMENT and the same warning line.
 """
 
 from __future__ import annotations
@@ -104,13 +105,20 @@ class GuardInterceptor(HandlerInterceptor):
         self._expected = f"Bearer {token}".encode() if token else None
         self._limits = limits
         self._log = rejections or RateLimitedLog()
-        self._streams: Counter[str] = Counter()
+        self._streams: dict[str, Counter[str]] = {"watch": Counter(), "report": Counter()}
+        """Open streams per kind and client address."""
         self._wrapped: dict[str, tuple[Any, Any]] = {}
         """Per method: (the handler gRPC found, the guarded one built from it)."""
 
     @property
     def open_streams(self) -> int:
-        return sum(self._streams.values())
+        """Open WatchSchedule streams."""
+        return sum(self._streams["watch"].values())
+
+    @property
+    def open_report_streams(self) -> int:
+        """Open StreamReports streams."""
+        return sum(self._streams["report"].values())
 
     def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
         if self._expected is not None and not method.startswith(OPEN_METHOD_PREFIXES):
@@ -124,13 +132,19 @@ class GuardInterceptor(HandlerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]  # built once per method: nothing in it depends on the call
-        if handler.request_streaming:
-            return handler  # every Perseus RPC takes one request message; nothing to decode-guard here
-        behavior = handler.unary_stream or handler.unary_unary
-        if handler.unary_stream:
-            behavior = self._count_stream(behavior)
-        wrapped = _replace(handler, self._check_body(method, behavior),
-                           deserializer=_tolerant(handler.request_deserializer))
+        if handler.stream_unary:
+            return handler  # no Perseus RPC takes a client stream with a single answer
+        if handler.stream_stream:
+            behavior = self._count_stream(handler.stream_stream, "report", self._limits.max_report_streams,
+                                          self._limits.max_report_streams_per_client, check_messages=method)
+            wrapped = _replace(handler, behavior, deserializer=_tolerant(handler.request_deserializer))
+        else:
+            behavior = handler.unary_stream or handler.unary_unary
+            if handler.unary_stream:
+                behavior = self._count_stream(behavior, "watch", self._limits.max_watch_streams,
+                                              self._limits.max_watch_streams_per_client)
+            wrapped = _replace(handler, self._check_body(method, behavior),
+                               deserializer=_tolerant(handler.request_deserializer))
         if len(self._wrapped) < MAX_CACHED_METHODS:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
@@ -170,27 +184,46 @@ class GuardInterceptor(HandlerInterceptor):
 
         return blocking
 
-    def _count_stream(self, behavior: Behavior) -> Behavior:
-        limits = self._limits
+    async def _decoded(self, method: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[Any]:
+        """A client stream's messages; the call ends with INVALID_ARGUMENT at the first undecodable one."""
+        message = f"{method}: a message on the stream is not a valid protobuf message"
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                self._log.warning(f"decode:{method}", f"rejected {message} from {context.peer()} "
+                                                      f"({request.error.__class__.__name__})")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            yield request
+
+    def _count_stream(self, behavior: Behavior, kind: str, total: int, per_client: int,
+                      check_messages: str | None = None) -> Behavior:
+        """``behavior`` refused over ``total`` open streams of ``kind``, or ``per_client`` from one address.
+
+        ``check_messages``: the method's name, for a client stream whose messages are decode-checked
+        (in this one wrapper: every layer costs each message a generator step).
+        """
+        streams = self._streams[kind]
+        flag = f"--max-{kind}-streams"
 
         async def counted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             client = client_address(context.peer())
-            if self.open_streams >= limits.max_watch_streams:
+            if sum(streams.values()) >= total:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"the server has {limits.max_watch_streams} open streams, its limit "
-                                    "(perseus serve --max-watch-streams)")
-            if self._streams[client] >= limits.max_watch_streams_per_client:
+                                    f"the server has {total} open {kind} streams, its limit (perseus serve {flag})")
+            if streams[client] >= per_client:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"{client} has {limits.max_watch_streams_per_client} open streams, the "
-                                    "per-client limit (perseus serve --max-watch-streams-per-client)")
-            self._streams[client] += 1
+                                    f"{client} has {per_client} open {kind} streams, the per-client limit "
+                                    f"(perseus serve {flag}-per-client)")
+            streams[client] += 1
             try:
+                if check_messages is not None:
+                    request = self._decoded(check_messages, request, context)
                 async for item in behavior(request, context):
                     yield item
             finally:
-                self._streams[client] -= 1
-                if not self._streams[client]:
-                    del self._streams[client]
+                streams[client] -= 1
+                if not streams[client]:
+                    del streams[client]
 
         return counted
 

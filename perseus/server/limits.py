@@ -39,11 +39,16 @@ class Limits:
     """Open WatchSchedule streams over all clients (one per rank)."""
     max_watch_streams_per_client: int = 2_048
     """Open WatchSchedule streams from one client address (a host runs a few ranks; 2048 covers NAT)."""
+    max_report_streams: int = 20_000
+    """Open StreamReports streams over all clients (one per rank)."""
+    max_report_streams_per_client: int = 2_048
+    """Open StreamReports streams from one client address (as for watch streams)."""
 
     def validate(self) -> None:
         for name, low in (("max_message_bytes", 64 * 1024), ("max_page_bytes", 16 * 1024), ("max_jobs", 1), ("max_ranks_per_job", 1),
                           ("max_profile_bytes", 1024),
-                          ("max_watch_streams", 1), ("max_watch_streams_per_client", 1)):
+                          ("max_watch_streams", 1), ("max_watch_streams_per_client", 1),
+                          ("max_report_streams", 1), ("max_report_streams_per_client", 1)):
             value = getattr(self, name)
             if value < low:
                 raise InputError(flag(name), f"must be >= {low}, got {value}")
@@ -53,6 +58,8 @@ class Limits:
             raise InputError("--max-message-bytes", "gRPC takes at most 2 GiB - 1")
         if self.max_watch_streams_per_client > self.max_watch_streams:
             raise InputError("--max-watch-streams-per-client", "must be <= --max-watch-streams")
+        if self.max_report_streams_per_client > self.max_report_streams:
+            raise InputError("--max-report-streams-per-client", "must be <= --max-report-streams")
 
     @property
     def page_bytes(self) -> int:
@@ -63,7 +70,8 @@ class Limits:
         """One line for the start-up log."""
         return (f"messages {_size(self.max_message_bytes)}, frontier pages {_size(self.page_bytes)}, profiles {_size(self.max_profile_bytes)}, "
                 f"{self.max_jobs} jobs of {self.max_ranks_per_job} ranks, {self.max_watch_streams} watch streams "
-                f"({self.max_watch_streams_per_client} per client)")
+                f"({self.max_watch_streams_per_client} per client), {self.max_report_streams} report streams "
+                f"({self.max_report_streams_per_client} per client)")
 
 
 def flag(field_name: str) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +204,8 @@ class MetricsInterceptor(HandlerInterceptor):
         self._histogram = histogram
 
     def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
+        if handler.stream_stream:
+            return self._per_message(handler, method.lstrip("/"))
         if not handler.unary_unary:
             return handler  # streams live for hours: their duration is no latency
         method = method.lstrip("/")
@@ -237,12 +240,42 @@ class MetricsInterceptor(HandlerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
+    def _per_message(self, handler: Any, method: str) -> Any:
+        """A request-and-answer stream (StreamReports): each message is timed from its arrival to its answer.
+
+        The answer's ``code`` field (0: OK) labels it; answers come in order, one per message.
+        """
+        behavior = handler.stream_stream
+        observe = self._histogram.labels
+
+        async def timed(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            arrived: deque[float] = deque()
+
+            async def stamped() -> AsyncIterator[Any]:
+                async for request in requests:
+                    arrived.append(time.perf_counter())
+                    yield request
+
+            async for reply in behavior(stamped(), context):
+                if arrived:
+                    code = _CODE_NAMES.get(getattr(reply, "code", 0), "UNKNOWN")
+                    observe(method, code).observe(time.perf_counter() - arrived.popleft())
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(timed, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
 class Metrics:
     """The server's metric registry, its RPC interceptor and its HTTP endpoint."""
 
     def __init__(self, core: SchedulerCore, sessions: sessionmaker[Session], open_streams: Callable[[], int]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        histogram = Histogram("perseus_rpc_duration_seconds", "Server-side latency of unary RPCs.",
+        histogram = Histogram("perseus_rpc_duration_seconds", "Server-side latency of unary RPCs "
+                              "and of each StreamReports batch (arrival to acknowledgement).",
                               ["method", "code"], buckets=RPC_BUCKETS, registry=self.registry)
         self.interceptor = MetricsInterceptor(histogram)
         self.registry.register(JobCollector(core, sessions, open_streams))

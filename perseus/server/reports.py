@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,9 +26,13 @@ from perseus.reports import IterationReport
 from perseus.server import models as m
 
 log = logging.getLogger("perseus.server")
+T = TypeVar("T")
 
 #: Reports per transaction at most (bounds one commit's latency and the statement's size).
 MAX_BATCH = 2000
+
+Done = Callable[[list[bool] | BaseException], None]
+"""Called from the writer thread after the commit: which reports were new, or the error."""
 
 
 class ReportWriter:
@@ -49,8 +53,8 @@ class ReportWriter:
             self._insert = postgresql.insert(m.IterationReportRow).on_conflict_do_nothing().returning(
                 table.c.job_id, table.c.run_id, table.c.rank, table.c.iteration)
             self._returns_keys = True
-        self._pending: list[tuple[list[dict[str, Any]], Future[list[bool]]]] = []
-        """Calls waiting for the next commit: each call's rows and the future its caller waits on."""
+        self._pending: list[tuple[list[dict[str, Any]], Done]] = []
+        """Calls waiting for the next commit: each call's rows and what to call after it."""
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="perseus-reports", daemon=True)
@@ -60,6 +64,14 @@ class ReportWriter:
         """Queue reports of run ``run_id``; the future says (after the commit) which were new."""
         future: Future[list[bool]] = Future()
         future.set_running_or_notify_cancel()  # a caller that gives up cannot cancel reports being stored
+        self.submit(job_id, run_id, reports, lambda result: settle(future, result))
+        return future
+
+    def submit(self, job_id: str, run_id: str, reports: Sequence[IterationReport], done: Done) -> None:
+        """Queue reports of run ``run_id``; ``done`` gets (after the commit) which were new, or the error.
+
+        The hot path: no future (a ``concurrent.futures.Future`` builds a lock and a condition each).
+        """
         now = time.time()
         rows = [dict(job_id=job_id, run_id=run_id, rank=r.rank, iteration=r.iteration, time=r.time,
                      energy=r.energy, plan_name=r.plan_name, created_at=now, measure_only=r.measure_only,
@@ -68,9 +80,8 @@ class ReportWriter:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the server is stopping")
-            self._pending.append((rows, future))
+            self._pending.append((rows, done))
             self._wake.notify()
-        return future
 
     def close(self) -> None:
         """Store what is queued, then stop."""
@@ -96,12 +107,12 @@ class ReportWriter:
                 stored = self._store([row for rows_, _ in batch for row in rows_])
             except Exception as exc:  # the database failed: every caller in the batch gets the error
                 log.warning("storing %d iteration reports failed: %s", rows, exc)
-                for _, future in batch:
-                    future.set_exception(exc)
+                for _, done in batch:
+                    _call(done, exc)
                 continue
             start = 0
-            for rows_, future in batch:
-                future.set_result(stored[start:start + len(rows_)])
+            for rows_, done in batch:
+                _call(done, stored[start:start + len(rows_)])
                 start += len(rows_)
 
     def _store(self, rows: list[dict[str, Any]]) -> list[bool]:
@@ -145,3 +156,18 @@ class ReportWriter:
 def _key(row: dict[str, Any]) -> tuple[str, str, int, int]:
     """What makes a report unique: (job, run, rank, iteration)."""
     return row["job_id"], row["run_id"], row["rank"], row["iteration"]
+
+
+def settle(future: Future[T], result: T | BaseException) -> None:
+    """Resolve ``future`` with ``result``, or fail it when ``result`` is an exception."""
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _call(done: Done, result: list[bool] | BaseException) -> None:
+    try:
+        done(result)
+    except Exception:  # one caller's bug must not stop the writer (the reports are stored)
+        log.exception("a report callback failed")

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -148,6 +148,29 @@ def _step(view: ScheduleView) -> pb.ProfilingStep:
                             measure_iterations=view.measure_iterations, done=view.mode != "profiling")
 
 
+def reports_of(messages: Iterable[pb.IterationReport]) -> list[IterationReport]:
+    """The reports of a ReportIterations call or a streamed batch."""
+    return [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
+                            busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
+                            planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
+            for r in messages]
+
+
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a call that failed with ``exc`` answers."""
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, Conflict):
+        return grpc.StatusCode.ALREADY_EXISTS, str(exc)
+    if isinstance(exc, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, (NotReady, PerseusError)):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal server error; see the server log"
+
+
 class SchedulerServicer(pb_grpc.SchedulerServicer):
     """Serves :class:`SchedulerCore` over gRPC (grpc.aio)."""
 
@@ -159,6 +182,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: Counter[str] = Counter()
         """Open WatchSchedule streams per job id: the last one to leave drops the job's event."""
+        self._report_streams: dict[asyncio.Task[Any], bool] = {}
+        """Open StreamReports streams (their handler tasks): True while waiting for the next batch."""
         self._stopping = False
         self._streams_closed = asyncio.Event()
         core.add_listener(self._on_change)
@@ -178,16 +203,20 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         the event loop closes, logged as an unhandled CancelledError. Waits up to ``timeout`` s.
         """
         self._stopping = True
-        if not self._watchers:
+        if not self._watchers and not self._report_streams:
             return
         self._streams_closed.clear()
         for event in self._changed.values():
             event.set()
         self._changed.clear()
+        for task, idle in list(self._report_streams.items()):
+            if idle:  # waiting for a batch; one being stored is acknowledged first, then the stream ends
+                task.cancel()
         try:
             await asyncio.wait_for(self._streams_closed.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("%d schedule streams still open at shutdown", sum(self._watchers.values()))
+            log.warning("%d schedule and %d report streams still open at shutdown", sum(self._watchers.values()),
+                        len(self._report_streams))
 
     def _on_change(self, job_id: str) -> None:
         loop = self._loop
@@ -219,19 +248,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         """The result of ``pending``, or the call aborted with the status code its error maps to."""
         try:
             return await pending
-        except InputError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except Conflict as exc:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except LimitExceeded as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except (NotReady, PerseusError) as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception:
-            log.exception("internal error in %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+        except Exception as exc:
+            code, details = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("internal error in %s", name)
+            await context.abort(code, details)
         raise AssertionError("unreachable")  # context.abort always raises
 
     async def RegisterJob(
@@ -293,7 +314,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
                 self._changed.pop(job_id, None)
-            if not self._watchers:
+            if not self._watchers and not self._report_streams:
                 self._streams_closed.set()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
 
@@ -332,22 +353,74 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def ReportIterations(
         self, request: pb.ReportIterationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportIterationsResponse:
-        reports = [IterationReport(r.rank, r.iteration, r.time, r.energy, r.plan_name, busy_time=r.busy_time,
-                                   busy_energy=r.busy_energy, measure_only=r.measure_only, clock_mhz=r.clock_mhz,
-                                   planned_instructions=r.planned_instructions, at_planned_clock=r.at_planned_clock)
-                   for r in request.reports]
+        reports = reports_of(request.reports)
         job_id, run_id = request.job_id, request.run_id
 
-        async def report() -> tuple[int, int, int]:
-            # Usually queued for the next group commit straight from the event loop, no thread involved.
-            queued = self.core.try_report_iterations(job_id, run_id, reports)
-            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
-            return await self._wait(queued)
-
-        version, stored, duplicates = await self._answer(context, "report_iterations", report())
+        version, stored, duplicates = await self._answer(context, "report_iterations",
+                                                         self._report_iterations(job_id, run_id, reports))
         return pb.ReportIterationsResponse(version=version, stored=stored, duplicates=duplicates)
+
+    async def _report_iterations(
+        self, job_id: str, run_id: str, reports: list[IterationReport]
+    ) -> tuple[int, int, int]:
+        """(version, stored, duplicates) once the reports are committed."""
+        assert self._waker is not None, "bind() the servicer to its loop first"
+        # Usually queued for the next group commit straight from the event loop: no thread, no future.
+        waiter, resolve = self._waker.expect()
+        if self.core.queue_iterations(job_id, run_id, reports, resolve):
+            result: tuple[int, int, int] = await waiter
+            return result
+        # The lock is busy or the job is not cached: a thread waits for it.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
+
+    async def StreamReports(
+        self, requests: AsyncIterator[pb.ReportBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ReportBatchAck]:
+        """One rank's report stream: each batch is queued for the next group commit and acknowledged after it.
+
+        Batches are handled one at a time, so acks leave in order and a client that sends ahead is
+        held back by gRPC's flow control, not by server memory. A refused batch is acknowledged with
+        its status code; the stream goes on. When the server stops, a stream waiting for its next
+        batch ends with UNAVAILABLE (the client reconnects, maybe to another replica).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._report_streams[task] = True
+        try:
+            batches = requests.__aiter__()
+            while not self._stopping:
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                    break
+                self._report_streams[task] = False  # storing: a stopping server lets it finish and ack
+                try:
+                    ack = await self._store_batch(batch)
+                finally:
+                    self._report_streams[task] = True
+                yield ack
+        finally:
+            self._report_streams.pop(task, None)
+            if not self._report_streams and not self._watchers:
+                self._streams_closed.set()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect")
+
+    async def _store_batch(self, batch: pb.ReportBatch) -> pb.ReportBatchAck:
+        """Queue one streamed batch and wait for its commit; a refusal becomes the ack's code and error."""
+        reports = reports_of(batch.reports)
+        try:
+            version, stored, duplicates = await self._report_iterations(batch.job_id, batch.run_id, reports)
+        except Exception as exc:
+            code, details = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("internal error storing a streamed batch of %d reports", len(reports), exc_info=exc)
+            return pb.ReportBatchAck(seq=batch.seq, code=code.value[0], error=details)
+        return pb.ReportBatchAck(seq=batch.seq, version=version, stored=stored, duplicates=duplicates)
 
     async def SetTarget(self, request: pb.SetTargetRequest, context: grpc.aio.ServicerContext) -> pb.SetTargetResponse:
         def run() -> JobView:

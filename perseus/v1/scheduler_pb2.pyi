@@ -431,6 +431,34 @@ class ReportIterationsResponse(_message.Message):
     duplicates: int
     def __init__(self, version: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
+class ReportBatch(_message.Message):
+    __slots__ = ("seq", "job_id", "run_id", "reports")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    job_id: str
+    run_id: str
+    reports: _containers.RepeatedCompositeFieldContainer[IterationReport]
+    def __init__(self, seq: _Optional[int] = ..., job_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[IterationReport, _Mapping]]] = ...) -> None: ...
+
+class ReportBatchAck(_message.Message):
+    __slots__ = ("seq", "version", "stored", "duplicates", "code", "error")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    version: int
+    stored: int
+    duplicates: int
+    code: int
+    error: str
+    def __init__(self, seq: _Optional[int] = ..., version: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ReportIterationResponse(_message.Message):
     __slots__ = ("version",)
     VERSION_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class SchedulerStub:
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.SerializeToString,
                 response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.FromString,
                 _registered_method=True)
+        self.StreamReports = channel.stream_stream(
+                '/perseus.v1.Scheduler/StreamReports',
+                request_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportBatch.SerializeToString,
+                response_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportBatchAck.FromString,
+                _registered_method=True)
         self.SetTarget = channel.unary_unary(
                 '/perseus.v1.Scheduler/SetTarget',
                 request_serializer=perseus_dot_v1_dot_scheduler__pb2.SetTargetRequest.SerializeToString,
@@ -168,6 +173,15 @@ class SchedulerServicer:
     def ReportIterations(self, request, context):
         """Many iteration reports of one run in one call (what workers' background senders use); exact
         retries of a (run, rank, iteration) are acknowledged and not stored twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamReports(self, request_iterator, context):
+        """Iteration reports on one long-lived stream per rank (what workers' senders use): each batch is
+        acknowledged, in order, once it is committed; a batch the server refuses is acknowledged with
+        its error and the stream goes on. Cheaper per batch than a ReportIterations call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +288,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ReportIterations,
                     request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.FromString,
                     response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.SerializeToString,
+            ),
+            'StreamReports': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamReports,
+                    request_deserializer=perseus_dot_v1_dot_scheduler__pb2.ReportBatch.FromString,
+                    response_serializer=perseus_dot_v1_dot_scheduler__pb2.ReportBatchAck.SerializeToString,
             ),
             'SetTarget': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTarget,
@@ -512,6 +531,33 @@ class Scheduler:
             '/perseus.v1.Scheduler/ReportIterations',
             perseus_dot_v1_dot_scheduler__pb2.ReportIterationsRequest.SerializeToString,
             perseus_dot_v1_dot_scheduler__pb2.ReportIterationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamReports(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/perseus.v1.Scheduler/StreamReports',
+            perseus_dot_v1_dot_scheduler__pb2.ReportBatch.SerializeToString,
+            perseus_dot_v1_dot_scheduler__pb2.ReportBatchAck.FromString,
             options,
             channel_credentials,
             insecure,

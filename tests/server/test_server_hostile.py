@@ -202,7 +202,7 @@ def test_watch_streams_are_limited_per_client(watched: PerseusClient) -> None:
     with pytest.raises(grpc.RpcError) as err:
         next(iter(stub.WatchSchedule(request, timeout=10)))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert err.value.details() == ("ipv4:127.0.0.1 has 2 open streams, the per-client limit "
+    assert err.value.details() == ("ipv4:127.0.0.1 has 2 open watch streams, the per-client limit "
                                    "(perseus serve --max-watch-streams-per-client)")
     open_calls.pop().cancel()  # a closed stream frees its slot
 

@@ -11,7 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import profile_slice
 
 from perseus.client import PerseusClient, PerseusRpcError
+from perseus.client.stream import StreamRefused
 from perseus.errors import InputError
+from perseus.reports import IterationReport
 from perseus.server.app import ServerConfig, ServerThread
 from perseus.server.baselines import build_baseline
 from perseus.v1 import scheduler_pb2 as pb
@@ -52,6 +54,11 @@ def test_metrics_endpoint(metered: ServerThread) -> None:
         client.report_iteration("m", 1, 2, 0.59, 130.0)
         with pytest.raises(PerseusRpcError):
             client.get_schedule("nope", 0)
+        stream = client.open_report_stream()
+        stream.send("m", "r", [IterationReport(0, 3, 0.58, 90.0), IterationReport(1, 3, 0.59, 130.0)])
+        with pytest.raises(StreamRefused):
+            stream.send("m", "r", [IterationReport(9, 3, 0.58, 90.0)])
+        stream.close()
         stub = pb_grpc.SchedulerStub(client._channels[0])
         watch = stub.WatchSchedule(pb.GetScheduleRequest(job_id="m", rank=0), timeout=60)
         next(iter(watch))
@@ -75,12 +82,14 @@ def test_metrics_endpoint(metered: ServerThread) -> None:
     assert value("perseus_job_energy_savings_ratio", job="m", source="planned") == pytest.approx(
         1 - job.plan_energy / all_max)
     assert 0 <= value("perseus_job_report_lag_seconds", job="m") < 120
-    assert value("perseus_job_iteration_reports_total", job="m") == 6
+    assert value("perseus_job_iteration_reports_total", job="m") == 8
     assert value("perseus_watch_streams_open") == 1
     rpc = "perseus_rpc_duration_seconds_count"
     assert value(rpc, method="perseus.v1.Scheduler/ReportIteration", code="OK") == 6
     assert value(rpc, method="perseus.v1.Scheduler/GetSchedule", code="NOT_FOUND") == 1
     assert value(rpc, method="perseus.v1.Scheduler/RegisterRank", code="OK") == 4
+    assert value(rpc, method="perseus.v1.Scheduler/StreamReports", code="OK") == 1  # one per batch
+    assert value(rpc, method="perseus.v1.Scheduler/StreamReports", code="NOT_FOUND") == 1
 
 
 def test_deleted_jobs_leave_the_metrics(metered: ServerThread) -> None:
