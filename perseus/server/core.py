@@ -551,14 +551,23 @@ class SchedulerCore:
 
     def report_profile(
         self, job_id: str, rank: int, frequency: int, measurements: Sequence[tuple[str, float, float]],
-        *, not_held: bool = False, read_back: Sequence[int] = (),
+        *, not_held: bool = False, read_back: Sequence[int] = (), counter_flat_s: float = 0.0,
     ) -> ScheduleView:
         """Store one rank's measurements at ``frequency``; returns what it should do next.
 
         ``not_held``: the rank could not hold ``frequency`` (``read_back``: the clocks it ran at
         instead); it is dropped from the rank's stage's sweep (see :meth:`_drop_frequency`).
+        ``counter_flat_s``: the rank held it, but its GPU's energy counter did not advance over a
+        window that long: the job's profiling fails (see :meth:`_fail_flat_counter`).
         """
         in_range("frequency", frequency, 1, 100_000)
+        if counter_flat_s:
+            finite("counter_flat_s", counter_flat_s, positive=True)
+            if counter_flat_s > 86_400:  # a day: far beyond any measuring window
+                raise InputError("counter_flat_s", f"at most 86400 seconds, got {counter_flat_s}")
+            if measurements or not_held or read_back:
+                raise InputError("counter_flat_s", "only alone: no measurements, not_held or read_back_mhz with it")
+            return self._fail_flat_counter(job_id, rank, frequency, counter_flat_s)
         if not_held:
             if measurements:
                 raise InputError("measurements", "must be empty when not_held (a clock that did not hold has none)")
@@ -643,6 +652,31 @@ class SchedulerCore:
                 self._bump(s, job)
             if job.phase == "optimizing":
                 self._submit_frontier(job)
+            self._notify(job)
+            return self._schedule(job, info)
+
+    def _fail_flat_counter(self, job_id: str, rank: int, frequency: int, seconds: float) -> ScheduleView:
+        """Fail the job's profiling: a rank's energy counter did not advance over ``seconds`` at a clock
+        it held. Not a clock to drop: the counter is the GPU's, so no clock of that stage can be measured.
+        """
+        with self._lock:
+            job, info = self._job_rank(job_id, rank)
+            if job.phase != "profiling":
+                return self._schedule(job, info)
+            with self._writing(job_id) as (s, job):
+                if job.phase != "profiling":
+                    return self._schedule(job, info)
+                row = s.get_one(m.JobRow, job_id)
+                job.phase = row.phase = "failed"
+                job.error = row.error = (
+                    f"profiling failed: rank {rank} (stage {info.stage}): the GPU's energy counter did not advance "
+                    f"over {seconds:.2f} s of work at {frequency} MHz, nor over shorter windows before (NVML "
+                    "updates it in steps; one that does not move over longer and longer windows does not measure "
+                    "this GPU: nvidia-smi -q -d POWER); its energy cannot be measured, so the sweep stops; fix it and "
+                    f"`perseus jobs reprofile {job_id}` (--profile_window sets a longer window)"
+                )[:1024]
+                log.error("job %s: %s", job_id, job.error)
+                self._bump(s, job)
             self._notify(job)
             return self._schedule(job, info)
 
