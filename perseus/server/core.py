@@ -1185,9 +1185,13 @@ class SchedulerCore:
                 log.exception("power cap: measured-power feedback failed")
 
     def _cap_feedback(self) -> None:
-        """Close the loop: while a cap is set, each serving job's measured power under its served plan
-        (every rank's latest reports of that plan) over the plan's planned power scales all its plans'
-        power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND` re-solves the cap."""
+        """Close the loop: while a cap is set, each serving job's measured power over its planned power
+        scales all its plans' power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND`
+        re-solves the cap.
+
+        Measured: every rank's latest reports of the plan its pipeline runs now (the served plan; with a
+        straggler, the other pipelines run a slower one); planned: those plans' power, pipeline by pipeline.
+        Ranks are read from the database: with replicas, some registered on another one."""
         with self._lock:
             if self._closed:
                 return
@@ -1197,16 +1201,26 @@ class SchedulerCore:
                     self._ratios.clear()
                     return
                 self._measured.read(s, list(self._jobs))
+                stored = self._stored_ranks(s, [j for j, job in self._jobs.items() if job.phase == "serving"])
             moved = []
             for job_id, job in self._jobs.items():
-                served = self._served(job)
-                if job.phase != "serving" or served is None or not job.ranks:
+                ranks = stored.get(job_id, {})
+                if job.phase != "serving" or self._served(job) is None or not ranks:
                     continue
-                measured = self._measured.under_plan(job_id, served.name, list(job.ranks))
+                running: dict[int, StoredPlan] = {}
+                for p in {info.pipeline_id for info in ranks.values()}:
+                    plan = self._pipeline_plan(job, p)
+                    if plan is not None:
+                        running[p] = plan
+                if len(running) < len({info.pipeline_id for info in ranks.values()}):
+                    continue
+                measured = self._measured.under_plans(
+                    job_id, {rank: running[info.pipeline_id].name for rank, info in ranks.items()})
                 if measured is None:
                     continue
+                planned = sum(capping.plan_power(plan, 1) for plan in running.values())
                 low, high = capping.RATIO_RANGE
-                ratio = min(high, max(low, measured / capping.plan_power(served, job.spec.dp_degree)))
+                ratio = min(high, max(low, measured / planned))
                 if abs(ratio / self._ratios.get(job_id, 1.0) - 1.0) > capping.RATIO_DEADBAND:
                     self._ratios[job_id] = ratio
                     moved.append(f"{job_id} {ratio:.3f}")
