@@ -154,3 +154,59 @@ def test_the_other_replica_takes_the_loop_over_when_its_runner_stops(postgres_db
                 assert time.monotonic() < deadline, "replica B did not take the loop over within 10 s"
                 time.sleep(0.05)
         client.close()
+
+
+def test_the_cap_corrects_measured_power_from_ranks_on_both_replicas(
+    replicas: tuple[ServerThread, ServerThread],
+) -> None:
+    """GPUs drawing 10% over their profile, one rank reporting to each replica: the measured-power
+    correction counts both ranks (a replica that knew only its own would halve the job's power)."""
+    servers = replicas
+    clients = [PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=30) for srv in servers]
+    profile = profile_slice(2, freq_step=3)
+    clients[0].register_job(job_id="hot", num_stages=2, num_microbatches=4, profile=profile)
+    clients[1].wait_for_phase("hot", "serving", timeout=60)
+    frontier = [p.energy / p.iteration_time for p in clients[0].get_frontier("hot").plans]
+    cap = clients[0].set_power_cap((frontier[0] + min(frontier)) / 2).watts
+    assert cap is not None
+    for rank in range(2):  # after the cap's solve: no job change tells the other replica of this rank
+        clients[rank].register_rank("hot", rank, rank, list(profile.frequencies()))
+    first = clients[0].get_job("hot")
+    power = {p.name: p.energy / p.iteration_time for p in clients[0].get_frontier("hot").plans}
+    served: list[str] = []  # every plan the replicas serve rank 0, in order
+    watch = PerseusClient(f"127.0.0.1:{servers[0].port}", retry_timeout=30)
+    threading.Thread(target=lambda: served.extend(s.plan_name for s in watch.watch_schedule("hot", 0)),
+                     daemon=True).start()
+    stop = threading.Event()
+
+    def report(rank: int) -> None:  # half the plan's energy, 10% over the profile, to the rank's replica
+        iteration = 0
+        while not stop.is_set():
+            schedule = clients[rank].get_schedule("hot", rank)
+            clients[rank].report_iteration("hot", rank, iteration, schedule.expected_iteration_time,
+                                           1.1 * schedule.expected_energy / 2, schedule.plan_name)
+            iteration += 1
+            time.sleep(0.02)
+
+    reporters = [threading.Thread(target=report, args=(rank,), daemon=True) for rank in range(2)]
+    for r in reporters:
+        r.start()
+    try:
+        deadline = time.monotonic() + 30
+        while clients[1].get_job("hot").plan_name == first.plan_name:
+            assert time.monotonic() < deadline, "the cap did not re-plan the hot job within 30 s"
+            time.sleep(0.1)
+        time.sleep(5)  # a few more feedback rounds on both replicas
+        for client in clients:
+            job = client.get_job("hot")
+            assert 1.1 * job.planned_power <= cap * (1 + 1e-9) < 1.1 * first.planned_power, job
+        ratios = [srv.core._ratios.get("hot") for srv in servers]
+        assert all(r is not None and r == pytest.approx(1.1, rel=0.02) for r in ratios), ratios
+        # Never a plan drawing more than the first: no replica took half the ranks for the whole job.
+        assert served and all(power[name] <= power[first.plan_name] for name in served), served
+    finally:
+        stop.set()
+        for r in reporters:
+            r.join(timeout=10)
+        for client in [*clients, watch]:
+            client.close()
