@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from server_helpers import profile_slice
+from server_helpers import ServerProcess, profile_slice
 
 from perseus.client import PerseusClient, ServedSchedule, Target
 from perseus.control.drift import DriftConfig
@@ -134,26 +134,26 @@ def test_the_straggler_switch_happens_once_and_reaches_ranks_on_both_replicas(
         client.close()
 
 
-def test_the_other_replica_takes_the_loop_over_when_its_runner_stops(postgres_db: str) -> None:
-    config = ServerConfig(port=0, db=postgres_db, control=CONTROL)
-    with ServerThread(config) as a:
-        client = PerseusClient(f"127.0.0.1:{a.port}", retry_timeout=30)
+def test_the_other_replica_takes_the_loop_over_when_its_runner_is_killed(postgres_db: str) -> None:
+    a = ServerProcess(postgres_db)  # alone at first: it claims the job's loop
+    try:
+        client = PerseusClient(a.target, retry_timeout=30)
         client.register_job(job_id="split", num_stages=2, num_microbatches=4, dp_degree=2,
                             profile=profile_slice(2, freq_step=4), target=Target.fastest())
         client.wait_for_phase("split", "serving", timeout=60)
-        deadline = time.monotonic() + 10
-        while not a.core._leads("split"):
-            assert time.monotonic() < deadline, "replica A never ran the job's loop"
-            time.sleep(0.05)
-        with ServerThread(config) as b:
-            time.sleep(1.5)  # B tries to claim the loop every second: A holds it
-            assert not b.core._leads("split")
-            a.stop()
-            deadline = time.monotonic() + 10
-            while not b.core._leads("split"):
-                assert time.monotonic() < deadline, "replica B did not take the loop over within 10 s"
-                time.sleep(0.05)
         client.close()
+        time.sleep(1.0)  # replica A's next loop round (every 0.2 s) claims it
+        with ServerThread(ServerConfig(port=0, db=postgres_db, control=CONTROL)) as b:
+            time.sleep(2.5)  # B tries to claim the loop every second: A holds it
+            assert not b.core._leads("split")
+            a.kill9()  # its connections, and the advisory lock with them, go away
+            deadline = time.monotonic() + 15
+            while not b.core._leads("split"):
+                assert time.monotonic() < deadline, "replica B did not take the loop over within 15 s of the kill"
+                time.sleep(0.05)
+            print(f"replica B took the loop over {15 - (deadline - time.monotonic()):.2f} s after the kill")
+    finally:
+        a.stop()
 
 
 def test_the_cap_corrects_measured_power_from_ranks_on_both_replicas(
