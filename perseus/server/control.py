@@ -6,6 +6,8 @@ decided is stored by :class:`~perseus.server.core.SchedulerCore`). Once every ra
 reported an iteration, each rank's measured busy time and energy are divided by what the plan it ran
 predicts for its stage (:func:`perseus.control.predict.stage_busy`), and the ratios go to
 :mod:`perseus.control.straggler` (per pipeline) and :mod:`perseus.control.drift` (per stage).
+With replicas, one of them feeds a job's controller from every replica's stored reports and its own
+(see ``SchedulerCore._follow_reports``), so a report may arrive twice: an iteration counts once.
 """
 
 from __future__ import annotations
