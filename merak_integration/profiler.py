@@ -45,7 +45,11 @@ MAX_MEASURE_FACTOR = 100
 """Measured iterations stop at this multiple of ``num_prof_steps`` even if the window is not full."""
 MAX_WINDOWS = 3
 """Windows a frequency of the server's sweep gets measured in before a rank gives up on it (a clock
-the GPU does not hold under load: a power cap, a thermal limit)."""
+the GPU does not hold under load: a power cap, a thermal limit; or an energy counter that does not
+advance, each window twice as long as the one before: see :data:`FLAT_GROWTH`)."""
+FLAT_GROWTH = 2.0
+"""A window whose energy counter did not move is measured again this many times longer: NVML's counter
+advances in steps (HARDWARE.md), so a window shorter than its update period can read 0 J."""
 
 
 def profile_dir(trainer: Any) -> Path:
@@ -151,6 +155,14 @@ class Window:
     flat: frozenset[str] = frozenset()
     """Kinds that held the clock but whose energy counter did not move over the window (left out of
     ``means``: a reading that did not change is no 0 J measurement)."""
+    flat_s: float = 0.0
+    """Seconds at the clock of the longest-measured flat kind: how long the counter was seen not to move."""
+
+    @property
+    def only_flat(self) -> bool:
+        """Every kind held the clock and those missing from ``means`` are flat: the clock held, the
+        energy counter did not advance (no clock the GPU cannot hold)."""
+        return bool(self.flat) and set(self.means) | self.flat == set(self.kinds)
 
     @property
     def complete(self) -> bool:
@@ -165,9 +177,10 @@ def judge_window(local: LocalPerseus, skip: int) -> Window:
             if c is not None and c != m.frequency}
     means = local.per_kind_means(skip, held_only=True)
     flat = frozenset(k for k, (_, e) in means.items() if e <= 0)
+    at_clock = local.time_at_clock(skip)
     return Window({k: v for k, v in means.items() if k not in flat}, sum(m.at_planned_clock for m in measured),
                   len(measured), frozenset(parse_instruction_name(m.name)[0] for m in measured), tuple(sorted(seen)),
-                  flat)
+                  flat, max((at_clock.get(k, 0.0) for k in flat), default=0.0))
 
 
 def measure_at(

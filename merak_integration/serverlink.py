@@ -46,9 +46,10 @@ from perseus.client.types import ProfilingStep, ServedSchedule
 from perseus.errors import PerseusError
 from perseus.reports import IterationReport
 
-_Measured = tuple[int, dict[str, tuple[float, float]], tuple[int, ...]]
-"""(frequency, {instruction kind: (mean time, mean energy)}, read-back clocks); no kinds: the
-frequency did not hold (the read-back clocks are what the GPU ran at instead)."""
+_Measured = tuple[int, dict[str, tuple[float, float]], tuple[int, ...], float]
+"""(frequency, {instruction kind: (mean time, mean energy)}, read-back clocks, flat seconds); no kinds:
+the frequency did not hold (the read-back clocks are what the GPU ran at instead), or with flat seconds
+> 0 it held but the energy counter did not advance over a window that long."""
 
 #: Seconds a finished run keeps trying to deliver its last reports before it spills them.
 FLUSH_TIMEOUT = 10.0
@@ -168,7 +169,7 @@ class ServerSession:
         While the server is unreachable the sweep pauses (the measurement waits to be reported) and
         training goes on at default clocks; the sweep resumes when the server answers.
         """
-        from merak_integration.profiler import MAX_WINDOWS, measure_at
+        from merak_integration.profiler import FLAT_GROWTH, MAX_WINDOWS, measure_at
         from merak_integration.trainer import gpu_stage
 
         trainer, ctx = self.trainer, self.trainer.ctx
@@ -205,7 +206,7 @@ class ServerSession:
             if freq is not None and window is not None and window.complete:
                 failed = 0
                 rows += [(ctx.pp_rank, k, freq, t, e) for k, (t, e) in sorted(window.means.items())]
-                pending, swept = (freq, window.means, ()), swept + 1
+                pending, swept = (freq, window.means, (), 0.0), swept + 1
                 if window.held < window.total:
                     print(f"perseus: rank {ctx.rank}: {window.total - window.held} of {window.total} instructions "
                           f"did not hold {freq} MHz (read back {list(window.seen)} MHz); measured without them",
@@ -213,22 +214,31 @@ class ServerSession:
                 if ctx.rank == 0:
                     print(f"profiled {freq} MHz: frequency {swept}/{sweep_size} "
                           f"({time.perf_counter() - start:.1f} s)", flush=True)
+            elif freq is not None and window is not None and window.only_flat:
+                # The clock held; the counter did not move. Not a clock to drop: measure longer, and if the
+                # counter never moves its energy cannot be measured at any clock (the server says so).
+                failed += 1
+                what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: at {freq} MHz the energy counter did not "
+                        f"advance over {window.flat_s:.2f} s of {', '.join(sorted(window.flat))} at that clock "
+                        "(NVML updates it in steps; a window shorter than its update period reads 0 J)")
+                if failed < MAX_WINDOWS:
+                    counter_window = max(counter_window, window.flat_s) * FLAT_GROWTH
+                    print(f"{what}; window discarded, measuring again over {counter_window:.2f} s", flush=True)
+                else:
+                    print(f"{what} in {failed} windows, each longer: this GPU's energy cannot be measured; telling "
+                          "the server, which stops the sweep (training goes on at default clocks)", flush=True)
+                    pending, failed = (freq, {}, (), window.flat_s), 0
             elif freq is not None and window is not None:
                 failed += 1
-                if window.flat and set(window.means) | window.flat == set(window.kinds):
-                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: at {freq} MHz the energy counter did not "
-                            f"change over the measured window for {', '.join(sorted(window.flat))} (measure longer: "
-                            "--profile_window, --num_prof_steps); window discarded")
-                else:
-                    what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the "
-                            f"measured window ({window.held} of {window.total} instructions read it back; also read "
-                            f"{list(window.seen)} MHz); window discarded")
+                what = (f"perseus: rank {ctx.rank} GPU {self.gpu.index}: {freq} MHz did not hold during the "
+                        f"measured window ({window.held} of {window.total} instructions read it back; also read "
+                        f"{list(window.seen)} MHz); window discarded")
                 if failed < MAX_WINDOWS:
                     print(f"{what}, measuring again", flush=True)
                 else:  # never report a clock that did not apply: the server drops it from the stage's sweep
                     print(f"{what} {failed} times; telling the server this stage cannot hold {freq} MHz (a power "
                           "cap or thermal limit? see nvidia-smi -q -d PERFORMANCE)", flush=True)
-                    pending, failed = (freq, {}, window.seen), 0
+                    pending, failed = (freq, {}, window.seen, 0.0), 0
             if pending is not None:
                 step, pending = self._report_profile(client, health, pending, step)
         client.close()
@@ -239,10 +249,10 @@ class ServerSession:
         self, client: PerseusClient, health: LinkHealth, pending: _Measured, step: ProfilingStep | None
     ) -> tuple[ProfilingStep | None, _Measured | None]:
         """(next step, None) once the server took the measurement; (step, pending) while it is away."""
-        freq, means, read_back = pending
+        freq, means, read_back, flat_s = pending
         try:
-            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, freq, means, not_held=not means,
-                                        read_back=read_back)
+            ack = client.report_profile(self.job_id, self.trainer.ctx.rank, freq, means,
+                                        not_held=not means and not flat_s, read_back=read_back, counter_flat_s=flat_s)
         except PerseusRpcError as exc:
             if exc.code not in TRANSIENT:
                 raise

@@ -14,8 +14,10 @@ what it changed, and torchrun gives stuck workers 30 s before it kills them. The
   :mod:`perseus.device.statefile`), exactly those and nothing else;
 - gives the whole tree a private ``TMPDIR`` (torchrun's ``torchelastic_*`` folders, torch's caches)
   and removes it at the end; a small janitor process removes it if the launcher itself is killed;
-- prints the one-line reason the first failing worker gave (:func:`report_error`) once, after torchrun is
-  gone; torchrun itself runs as :mod:`merak_integration.torchrun`, which prints no traceback.
+- prints one line once, after torchrun is gone: the reason the first failing worker gave
+  (:func:`report_error`), else how torchrun saw a worker end without one (killed by a signal), else what
+  a survivor said about the peer it lost (:mod:`merak_integration.peerloss`: on another node, only that
+  is known here); torchrun itself runs as :mod:`merak_integration.torchrun`, which prints no traceback.
 """
 
 from __future__ import annotations
@@ -60,15 +62,23 @@ def mark_done() -> None:
 
 ERROR_PREFIX = "error-"
 """A worker that stops with a reason leaves it in ``error-<pid>`` beside ``done-<pid>``."""
+LOST_PEER_PREFIX = "lost-"
+"""A worker that stops because a peer went away leaves that in ``lost-<pid>``: a consequence, printed
+only when the launcher knows no cause (the peer died on another node)."""
 
 
-def report_error(line: str) -> None:
+def report_error(line: str, *, lost_peer: bool = False, pid: int | None = None) -> None:
     """Say why this worker stops: to the supervising launcher, which prints the first worker's reason
     once after torchrun ended (the last thing the user reads, not one copy per rank followed by
-    torchrun's traceback); straight to stderr when no launcher supervises this worker."""
+    torchrun's traceback); straight to stderr when no launcher supervises this worker.
+
+    ``lost_peer``: the worker stops because another one went away (see :data:`LOST_PEER_PREFIX`).
+    ``pid``: the worker the line is about, when another process (torchrun) writes it; default: this one.
+    """
     folder = os.environ.get(EXIT_DIR_ENV)
     if folder:
-        path = Path(folder, f"{ERROR_PREFIX}{os.getpid()}")
+        prefix = LOST_PEER_PREFIX if lost_peer else ERROR_PREFIX
+        path = Path(folder, f"{prefix}{os.getpid() if pid is None else pid}")
         try:
             part = path.with_name(path.name + ".part")
             part.write_text(line)
@@ -79,10 +89,11 @@ def report_error(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def explained_failures(folder: Path) -> list[str]:
-    """The distinct reasons workers left (see :func:`report_error`), oldest first."""
+def explained_failures(folder: Path, prefix: str = ERROR_PREFIX) -> list[str]:
+    """The distinct reasons workers left (see :func:`report_error`), oldest first; ``prefix``
+    :data:`LOST_PEER_PREFIX`: the lost peers survivors reported instead."""
     try:
-        files = sorted(folder.glob(f"{ERROR_PREFIX}*[0-9]"), key=lambda p: p.stat().st_mtime_ns)
+        files = sorted(folder.glob(f"{prefix}*[0-9]"), key=lambda p: p.stat().st_mtime_ns)
     except OSError:
         return []
     lines: list[str] = []
@@ -153,6 +164,9 @@ class Supervisor:
     """Seconds survivors get to follow a dead worker or obey a forwarded signal."""
     kill_after: float = 2.0
     """Seconds between SIGTERM and SIGKILL when terminating the process tree."""
+    torchrun_grace: float = 10.0
+    """Seconds torchrun gets beyond ``grace`` to end once every worker stopped or said it is stopping
+    (it names a worker that died without a reason as it ends; it takes seconds on a loaded machine)."""
     poll: float = 0.1
     _signal: int | None = field(default=None, init=False)
     _signal_at: float = field(default=0.0, init=False)
@@ -178,7 +192,7 @@ class Supervisor:
             status = self._watch(self._proc, Path(tmp))
             self._terminate_tree()
             self._restore_gpus()
-            reasons = explained_failures(Path(tmp))
+            reasons = explained_failures(Path(tmp)) or explained_failures(Path(tmp), LOST_PEER_PREFIX)
             if reasons:  # one line: the first worker's reason (the others usually say the same of their GPU)
                 more = f" (and {len(reasons) - 1} more worker{'s' * (len(reasons) > 2)})" if len(reasons) > 1 else ""
                 print(reasons[0] + more, file=sys.stderr, flush=True)
@@ -218,7 +232,16 @@ class Supervisor:
                 lost_at = now
             workers |= current
             overdue = self._signal is not None and now - self._signal_at > self.kill_after
-            if overdue or (lost_at is not None and now - lost_at > self.grace):
+            # Survivors that said they are stopping (a reason, a lost peer, done) follow the dead worker;
+            # torchrun, left alone, then gets longer to end and name the worker that said nothing.
+            silent = [pid for pid in current if not any(
+                (exits / f"{prefix}{pid}").exists() for prefix in ("done-", ERROR_PREFIX, LOST_PEER_PREFIX))]
+            waited = now - lost_at if lost_at is not None else 0.0
+            if waited > self.grace + self.torchrun_grace and not overdue:
+                self._terminate_tree()
+                proc.wait()
+                return 1
+            if overdue or (waited > self.grace and silent):
                 if overdue or not explained_failures(exits):  # a worker that said why needs no second line
                     why = "did not stop after the signal" if overdue else "outlived a worker that died"
                     print(f"perseus: launcher: workers {why} ({self.grace:g} s); terminating them",

@@ -28,6 +28,7 @@ from merak_integration.config import CONFIG_ENV, RunConfig
 from merak_integration.data import batches
 from merak_integration.devicehooks import GPUInstructionHooks, LocalPerseus
 from merak_integration.hooks import HookChain, InstructionHooks, NullHooks, OrderCheck
+from merak_integration.peerloss import PeerRegistry, lost_peer_cause
 from merak_integration.pipeline import StagePipeline
 from merak_integration.stallwatch import StallWatch
 from merak_integration.supervisor import die_with_parent, mark_done, report_error
@@ -170,15 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     safety.handle_signals_in_thread()
     cfg = RunConfig.load(argv[0]) if argv else RunConfig.from_json(os.environ[CONFIG_ENV])
+    peers: PeerRegistry | None = None
+    lost: RuntimeError | None = None
     try:
         ctx = init_distributed(cfg)
         try:
+            peers = PeerRegistry.join(ctx.rank, ctx.world, cfg.pp)
             _run(cfg, ctx)
+        except RuntimeError as exc:  # a backend error: a vanished peer is said in one line, anything else raises
+            if lost_peer_cause(exc) is None:
+                raise
+            lost = exc
         finally:
-            dist.destroy_process_group()
+            if lost is None:  # not after a lost peer: it would talk to the rank that is gone (NCCL can hang)
+                dist.destroy_process_group()
     except PerseusError as exc:
         report_error(f"perseus: error: {exc}")
         return 2
+    except RuntimeError as exc:
+        if lost_peer_cause(exc) is None:
+            raise
+        lost = exc  # while joining the process group
+    if lost is not None:
+        report_error(peers.describe(lost) if peers is not None else
+                     f"perseus: error: lost a peer while joining the process group ({lost_peer_cause(lost)})",
+                     lost_peer=True)
+        return 1
     mark_done()
     return 0
 

@@ -283,19 +283,20 @@ class PerseusClient:
 
     def report_profile(
         self, job_id: str, rank: int, frequency: int, measurements: Mapping[str, tuple[float, float]],
-        *, not_held: bool = False, read_back: Sequence[int] = (),
+        *, not_held: bool = False, read_back: Sequence[int] = (), counter_flat_s: float = 0.0,
     ) -> ProfileAck:
         """Per-instruction-kind ``{"forward": (time_s, energy_j), ...}`` measured at ``frequency``.
 
         ``not_held``: the rank could not hold ``frequency`` (``measurements`` empty; ``read_back``: the
         clocks the GPU ran at instead; the first :data:`MAX_READ_BACK` are sent); the server drops it
-        from the stage's sweep.
+        from the stage's sweep. ``counter_flat_s``: the rank held it, but the GPU's energy counter did
+        not advance over a window this long (``measurements`` empty); the server fails the profiling.
         """
         request = pb.ReportProfileRequest(
             job_id=job_id, rank=rank, frequency=frequency,
             measurements=[pb.InstructionMeasurement(instruction=k, time=t, energy=e)
                           for k, (t, e) in measurements.items()],
-            not_held=not_held, read_back_mhz=list(read_back)[:MAX_READ_BACK],
+            not_held=not_held, read_back_mhz=list(read_back)[:MAX_READ_BACK], counter_flat_s=counter_flat_s,
         )
         reply = self._call(self._stub.ReportProfile, request)
         return ProfileAck(ProfilingStep.from_proto(reply.next), PHASE_NAMES.get(reply.job_phase, "unknown"),

@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,16 +158,21 @@ class MeasuredPower:
     def under_plan(self, job_id: str, plan_name: str, ranks: Collection[int], now: float | None = None) -> float | None:
         """Watts of the job from reports sent under ``plan_name`` only, once every rank in ``ranks`` has
         :data:`RATIO_MIN_REPORTS` fresh ones (None before); call after :meth:`read`."""
+        return self.under_plans(job_id, dict.fromkeys(ranks, plan_name), now)
+
+    def under_plans(self, job_id: str, plans: Mapping[int, str], now: float | None = None) -> float | None:
+        """Watts of the job from each rank's reports sent under the plan ``plans`` names for it (a job with a
+        straggler runs two plans), once every rank has :data:`RATIO_MIN_REPORTS` fresh ones (None before)."""
         oldest = (now if now is not None else time.time()) - MEASURE_MAX_AGE_S
         with self._lock:
             windows = self._recent.get(job_id, {})
             total = 0.0
-            for rank in ranks:
+            for rank, plan_name in plans.items():
                 fresh = [(t, e) for t, e, created, plan in windows.get(rank, ()) if created >= oldest and plan == plan_name]
                 if len(fresh) < RATIO_MIN_REPORTS:
                     return None
                 total += sum(e for _, e in fresh) / sum(t for t, _ in fresh)
-            return total if ranks else None
+            return total if plans else None
 
     def read(self, s: Any, live_jobs: Collection[str], now: float | None = None) -> dict[str, float]:
         r = m.IterationReportRow

@@ -6,6 +6,8 @@ decided is stored by :class:`~perseus.server.core.SchedulerCore`). Once every ra
 reported an iteration, each rank's measured busy time and energy are divided by what the plan it ran
 predicts for its stage (:func:`perseus.control.predict.stage_busy`), and the ratios go to
 :mod:`perseus.control.straggler` (per pipeline) and :mod:`perseus.control.drift` (per stage).
+With replicas, one of them feeds a job's controller from every replica's stored reports and its own
+(see ``SchedulerCore._follow_reports``), so a report may arrive twice: an iteration counts once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ log = logging.getLogger("perseus.server")
 
 MAX_PENDING = 64
 """Iterations per job kept while waiting for their last rank: a rank that stopped reporting must not grow memory."""
+MAX_DONE = 1024
+"""Finished iterations per job remembered to ignore a report that arrives again (far more than can be in flight)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class _JobLoop:
     """Iterations fed to the detectors (monotonic across runs)."""
     silent: bool = False
     """Reports without busy time were seen and said so."""
+    done: dict[tuple[str, int], None] = field(default_factory=dict)
+    """Iterations already fed to the detectors (insertion-ordered, the last :data:`MAX_DONE`): a report
+    read again (from the database and from this replica's own stores) must not start them over."""
 
 
 class Controller:
@@ -112,12 +119,17 @@ class Controller:
                                 "stragglers or drift detection for these reports", job_id, r.rank)
                 continue
             key = (run_id, r.iteration)
+            if key in loop.done:
+                continue
             got = loop.pending.setdefault(key, {})
             got[r.rank] = (r.busy_time, r.busy_energy, r.plan_name)
             if len(got) >= len(ranks):
                 complete.append(loop.pending.pop(key))
+                loop.done[key] = None
         while len(loop.pending) > MAX_PENDING:
             loop.pending.pop(next(iter(loop.pending)))
+        while len(loop.done) > MAX_DONE:
+            loop.done.pop(next(iter(loop.done)))
         stragglers: Mapping[int, float] | None = None
         verdict: DriftVerdict | None = None
         for iteration in complete:

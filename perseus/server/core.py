@@ -55,7 +55,7 @@ from perseus.server import models as m
 from perseus.server.control import ControlConfig, Controller, ControlListener, Decision, DriftStatus
 from perseus.server.db import session_factory
 from perseus.server.limits import LimitExceeded, Limits
-from perseus.server.notify import make_feed
+from perseus.server.notify import TICK_S, make_feed
 from perseus.server.optimize import FrontierRequest
 from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
@@ -70,6 +70,7 @@ from perseus.server.sweep import (
     nearest,
     next_frequency,
 )
+from perseus.server.tail import ReportTail
 from perseus.server.targets import TargetSpec, choose, pace_index
 from perseus.server.types import (
     JOB_ID_RE,
@@ -92,6 +93,12 @@ log = logging.getLogger("perseus.server")
 EXPORT_BATCH = 64
 """Plan rows read per query when plans are exported (GetFrontier with plans): a few hundred KB of
 compact rows at 16 x 256, and few queries for a frontier of thousands."""
+LOOP_FEED_S = 0.2
+"""Seconds between two reads of the reports every replica stored, by the replica that runs a job's closed
+loop: the detectors see a rank on another replica this much after its commit (a switch then reaches
+every rank by NOTIFY, well within a second)."""
+LOOP_CLAIM = "loop/"
+"""Prefix of the advisory-lock name that makes one replica run a job's closed loop (see :meth:`_follow_reports`)."""
 CAP_LOOP_S = 2.0
 """Seconds between two checks of measured against planned power under a cap: a few iterations of a
 typical job, and a query that reads only the reports added since the last check."""
@@ -164,6 +171,12 @@ class SchedulerCore:
         """Decoded plans (memory holds only each plan's summary, see :mod:`perseus.server.plancache`)."""
         self._stop_loop = threading.Event()
         self._cap_loop = threading.Thread(target=self._run_cap_loop, name="perseus-cap", daemon=True)
+        self._leading: set[str] = set()
+        """Jobs whose closed loop this replica runs, with others on the database (see :meth:`_leads`)."""
+        self._claim_after: dict[str, float] = {}
+        self._tail = ReportTail()
+        self._loop_feed = (threading.Thread(target=self._run_loop_feed, name="perseus-loop", daemon=True)
+                           if self._feed.shared else None)
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
         with self._lock:
@@ -173,6 +186,8 @@ class SchedulerCore:
                     self._submit_frontier(job)
         self._feed.start(self._on_remote_change, self._on_tick)
         self._cap_loop.start()
+        if self._loop_feed is not None:
+            self._loop_feed.start()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -198,6 +213,8 @@ class SchedulerCore:
             self._closed = True
         self._stop_loop.set()
         self._cap_loop.join(timeout=30)
+        if self._loop_feed is not None:
+            self._loop_feed.join(timeout=30)
         self._feed.close()
         self._pool.close()
         self._reports.close()
@@ -556,14 +573,23 @@ class SchedulerCore:
 
     def report_profile(
         self, job_id: str, rank: int, frequency: int, measurements: Sequence[tuple[str, float, float]],
-        *, not_held: bool = False, read_back: Sequence[int] = (),
+        *, not_held: bool = False, read_back: Sequence[int] = (), counter_flat_s: float = 0.0,
     ) -> ScheduleView:
         """Store one rank's measurements at ``frequency``; returns what it should do next.
 
         ``not_held``: the rank could not hold ``frequency`` (``read_back``: the clocks it ran at
         instead); it is dropped from the rank's stage's sweep (see :meth:`_drop_frequency`).
+        ``counter_flat_s``: the rank held it, but its GPU's energy counter did not advance over a
+        window that long: the job's profiling fails (see :meth:`_fail_flat_counter`).
         """
         in_range("frequency", frequency, 1, 100_000)
+        if counter_flat_s:
+            finite("counter_flat_s", counter_flat_s, positive=True)
+            if counter_flat_s > 86_400:  # a day: far beyond any measuring window
+                raise InputError("counter_flat_s", f"at most 86400 seconds, got {counter_flat_s}")
+            if measurements or not_held or read_back:
+                raise InputError("counter_flat_s", "only alone: no measurements, not_held or read_back_mhz with it")
+            return self._fail_flat_counter(job_id, rank, frequency, counter_flat_s)
         if not_held:
             if measurements:
                 raise InputError("measurements", "must be empty when not_held (a clock that did not hold has none)")
@@ -648,6 +674,31 @@ class SchedulerCore:
                 self._bump(s, job)
             if job.phase == "optimizing":
                 self._submit_frontier(job)
+            self._notify(job)
+            return self._schedule(job, info)
+
+    def _fail_flat_counter(self, job_id: str, rank: int, frequency: int, seconds: float) -> ScheduleView:
+        """Fail the job's profiling: a rank's energy counter did not advance over ``seconds`` at a clock
+        it held. Not a clock to drop: the counter is the GPU's, so no clock of that stage can be measured.
+        """
+        with self._lock:
+            job, info = self._job_rank(job_id, rank)
+            if job.phase != "profiling":
+                return self._schedule(job, info)
+            with self._writing(job_id) as (s, job):
+                if job.phase != "profiling":
+                    return self._schedule(job, info)
+                row = s.get_one(m.JobRow, job_id)
+                job.phase = row.phase = "failed"
+                job.error = row.error = (
+                    f"profiling failed: rank {rank} (stage {info.stage}): the GPU's energy counter did not advance "
+                    f"over {seconds:.2f} s of work at {frequency} MHz, nor over shorter windows before (NVML "
+                    "updates it in steps; one that does not move over longer and longer windows does not measure "
+                    "this GPU: nvidia-smi -q -d POWER); its energy cannot be measured, so the sweep stops; fix it and "
+                    f"`perseus jobs reprofile {job_id}` (--profile_window sets a longer window)"
+                )[:1024]
+                log.error("job %s: %s", job_id, job.error)
+                self._bump(s, job)
             self._notify(job)
             return self._schedule(job, info)
 
@@ -774,17 +825,93 @@ class SchedulerCore:
             stats.add(report.rank, 1, now, now)
             stats.observe(report)
         job.num_iteration_reports += len(stored)
-        if job.phase != "serving":
-            return
+        if job.phase == "serving" and self._leads(job.spec.job_id):
+            self._feed_control(job, run_id, stored)
+
+    def _feed_control(self, job: _Job, run_id: str, reports: Sequence[IterationReport]) -> None:
+        """Give reports to the job's detectors and act on their decision (the caller holds the lock)."""
         try:
             decision = self._control.observe(job.spec.job_id, job.spec.num_stages, job.ranks,
-                                             lambda name: self._plan_named(job, name), job.profile, run_id, stored)
+                                             lambda name: self._plan_named(job, name), job.profile, run_id, reports)
             if decision.stragglers is not None or decision.drift is not None:
                 self._apply_decision(job.spec.job_id, decision)
         except Exception:  # the loop must never fail a report: it is stored and acknowledged already
             log.exception("job %s: the closed loop failed on a report", job.spec.job_id)
 
     # ---------------------------------------------------------------- closed loop
+
+    def _leads(self, job_id: str) -> bool:
+        """Whether this replica runs the job's closed loop: always when it is the database's only server;
+        with replicas, the one holding the job's loop claim (:meth:`_follow_reports`)."""
+        return not self._feed.shared or job_id in self._leading
+
+    @staticmethod
+    def _stored_ranks(s: Any, job_ids: Sequence[str]) -> dict[str, dict[int, RankInfo]]:
+        """Every rank the replicas stored for ``job_ids``."""
+        ranks: dict[str, dict[int, RankInfo]] = {}
+        for r in s.scalars(select(m.RankRow).where(m.RankRow.job_id.in_(list(job_ids)))):
+            freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
+            ranks.setdefault(r.job_id, {})[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
+        return ranks
+
+    def _run_loop_feed(self) -> None:
+        while not self._stop_loop.wait(LOOP_FEED_S):
+            try:
+                self._follow_reports()
+            except Exception:  # the database went away: the next round tries again
+                log.exception("closed loop: cannot read the replicas' reports")
+
+    def _follow_reports(self) -> None:
+        """With replicas, each rank reports to one of them, so no replica's own reports make an iteration
+        complete. One replica per serving job (the holder of an advisory lock, taken over within a second
+        when its replica dies) feeds the job's detectors from every replica's stored reports; its own
+        stores feed them at once as well (an iteration counts once, see :class:`~perseus.server.control.Controller`).
+        """
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                return
+            serving = {job_id for job_id, job in self._jobs.items() if job.phase == "serving"}
+        gained, lost = [], []
+        for job_id in sorted(serving):
+            if job_id in self._leading:
+                if not self._feed.try_claim(LOOP_CLAIM + job_id):  # the claim went with a lost connection
+                    lost.append(job_id)
+            elif now >= self._claim_after.get(job_id, 0.0):
+                if self._feed.try_claim(LOOP_CLAIM + job_id):
+                    gained.append(job_id)
+                else:
+                    self._claim_after[job_id] = now + TICK_S
+        for job_id in self._leading - serving:
+            self._feed.release(LOOP_CLAIM + job_id)
+            lost.append(job_id)
+        with self._lock:
+            for job_id in gained:
+                self._control.forget(job_id)  # windows fill afresh: what was missed meanwhile is unknown
+                self._leading.add(job_id)
+                log.info("job %s: this replica runs the job's closed loop (stragglers, drift)", job_id)
+            for job_id in lost:
+                self._leading.discard(job_id)
+                if job_id in serving:
+                    log.warning("job %s: this replica lost the job's closed loop to another", job_id)
+        self._claim_after = {job_id: t for job_id, t in self._claim_after.items() if job_id in serving}
+        with self._sessions() as s:
+            ranks = self._stored_ranks(s, sorted(self._leading)) if self._leading else {}
+            rows = self._tail.read(s, sorted(self._leading))
+        with self._lock:  # a rank registered on another replica is known here only from the database
+            for job_id, stored in ranks.items():
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    for rank, info in stored.items():
+                        job.ranks.setdefault(rank, info)
+        by_run: dict[tuple[str, str], list[IterationReport]] = {}
+        for job_id, run_id, report in rows:
+            by_run.setdefault((job_id, run_id), []).append(report)
+        with self._lock:
+            for (job_id, run_id), reports in by_run.items():
+                job = self._jobs.get(job_id)
+                if job is not None and job.phase == "serving" and job_id in self._leading:
+                    self._feed_control(job, run_id, reports)
 
     def _apply_decision(self, job_id: str, decision: Decision) -> None:
         """Act on what the detectors decided (the caller holds the lock)."""
@@ -1072,9 +1199,13 @@ class SchedulerCore:
                 log.exception("power cap: measured-power feedback failed")
 
     def _cap_feedback(self) -> None:
-        """Close the loop: while a cap is set, each serving job's measured power under its served plan
-        (every rank's latest reports of that plan) over the plan's planned power scales all its plans'
-        power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND` re-solves the cap."""
+        """Close the loop: while a cap is set, each serving job's measured power over its planned power
+        scales all its plans' power; a ratio that moved by more than :data:`capping.RATIO_DEADBAND`
+        re-solves the cap.
+
+        Measured: every rank's latest reports of the plan its pipeline runs now (the served plan; with a
+        straggler, the other pipelines run a slower one); planned: those plans' power, pipeline by pipeline.
+        Ranks are read from the database: with replicas, some registered on another one."""
         with self._lock:
             if self._closed:
                 return
@@ -1084,16 +1215,26 @@ class SchedulerCore:
                     self._ratios.clear()
                     return
                 self._measured.read(s, list(self._jobs))
+                stored = self._stored_ranks(s, [j for j, job in self._jobs.items() if job.phase == "serving"])
             moved = []
             for job_id, job in self._jobs.items():
-                served = self._served(job)
-                if job.phase != "serving" or served is None or not job.ranks:
+                ranks = stored.get(job_id, {})
+                if job.phase != "serving" or self._served(job) is None or not ranks:
                     continue
-                measured = self._measured.under_plan(job_id, served.name, list(job.ranks))
+                running: dict[int, StoredPlan] = {}
+                for p in {info.pipeline_id for info in ranks.values()}:
+                    plan = self._pipeline_plan(job, p)
+                    if plan is not None:
+                        running[p] = plan
+                if len(running) < len({info.pipeline_id for info in ranks.values()}):
+                    continue
+                measured = self._measured.under_plans(
+                    job_id, {rank: running[info.pipeline_id].name for rank, info in ranks.items()})
                 if measured is None:
                     continue
+                planned = sum(capping.plan_power(plan, 1) for plan in running.values())
                 low, high = capping.RATIO_RANGE
-                ratio = min(high, max(low, measured / capping.plan_power(served, job.spec.dp_degree)))
+                ratio = min(high, max(low, measured / planned))
                 if abs(ratio / self._ratios.get(job_id, 1.0) - 1.0) > capping.RATIO_DEADBAND:
                     self._ratios[job_id] = ratio
                     moved.append(f"{job_id} {ratio:.3f}")

@@ -140,6 +140,9 @@ class IterationReportRow(Base):
     planned_instructions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     at_planned_clock: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Planned instructions that read back their planned clock."""
+    busy_time: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Seconds the rank spent in instructions (what the closed loop compares with the plan); 0: not sent."""
+    busy_energy: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class StragglerRow(Base):

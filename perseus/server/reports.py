@@ -76,7 +76,8 @@ class ReportWriter:
         rows = [dict(job_id=job_id, run_id=run_id, rank=r.rank, iteration=r.iteration, time=r.time,
                      energy=r.energy, plan_name=r.plan_name, created_at=now, measure_only=r.measure_only,
                      clock_mhz=r.clock_mhz, planned_instructions=r.planned_instructions,
-                     at_planned_clock=r.at_planned_clock) for r in reports]
+                     at_planned_clock=r.at_planned_clock, busy_time=r.busy_time, busy_energy=r.busy_energy)
+                for r in reports]
         with self._wake:
             if self._closed:
                 raise RuntimeError("the server is stopping")

@@ -327,7 +327,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                                 f"read_back_mhz: at most {MAX_READ_BACK} clocks, got {len(request.read_back_mhz)}")
         view = await self._call(context, self.core.report_profile, request.job_id, request.rank,
                                 request.frequency, measurements, not_held=request.not_held,
-                                read_back=tuple(request.read_back_mhz))
+                                read_back=tuple(request.read_back_mhz), counter_flat_s=request.counter_flat_s)
         return pb.ReportProfileResponse(next=_step(view), job_phase=PHASES[view.phase], version=view.version)
 
     async def ReportIteration(

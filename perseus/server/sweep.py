@@ -6,7 +6,8 @@ its energy rose ``early_stop_rises`` times in a row (lower clocks only cost more
 A stage is done when every kind stopped or ran out of frequencies. A clock a rank of a stage
 could not hold under load (a power cap, a thermal limit, a driver that snaps to a neighbour) is
 dropped from that stage's sweep; with fewer than :data:`MIN_SWEEP_CLOCKS` left the job cannot be
-profiled. Pure functions: the server rebuilds the state from stored reports (and the dropped clocks
+profiled. A rank whose energy counter did not advance at a clock it held drops nothing: the job's
+profiling fails (the counter is the GPU's; every clock would read 0 J). Pure functions: the server rebuilds the state from stored reports (and the dropped clocks
 kept with the settings) after a restart.
 """
 

@@ -330,20 +330,22 @@ class InstructionMeasurement(_message.Message):
     def __init__(self, instruction: _Optional[str] = ..., time: _Optional[float] = ..., energy: _Optional[float] = ...) -> None: ...
 
 class ReportProfileRequest(_message.Message):
-    __slots__ = ("job_id", "rank", "frequency", "measurements", "not_held", "read_back_mhz")
+    __slots__ = ("job_id", "rank", "frequency", "measurements", "not_held", "read_back_mhz", "counter_flat_s")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     FREQUENCY_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
     NOT_HELD_FIELD_NUMBER: _ClassVar[int]
     READ_BACK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_FLAT_S_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     rank: int
     frequency: int
     measurements: _containers.RepeatedCompositeFieldContainer[InstructionMeasurement]
     not_held: bool
     read_back_mhz: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., frequency: _Optional[int] = ..., measurements: _Optional[_Iterable[_Union[InstructionMeasurement, _Mapping]]] = ..., not_held: _Optional[bool] = ..., read_back_mhz: _Optional[_Iterable[int]] = ...) -> None: ...
+    counter_flat_s: float
+    def __init__(self, job_id: _Optional[str] = ..., rank: _Optional[int] = ..., frequency: _Optional[int] = ..., measurements: _Optional[_Iterable[_Union[InstructionMeasurement, _Mapping]]] = ..., not_held: _Optional[bool] = ..., read_back_mhz: _Optional[_Iterable[int]] = ..., counter_flat_s: _Optional[float] = ...) -> None: ...
 
 class ReportProfileResponse(_message.Message):
     __slots__ = ("next", "job_phase", "version")

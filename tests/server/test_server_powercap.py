@@ -290,3 +290,51 @@ def test_measured_power_above_plan_tightens_the_cap(client: PerseusClient, small
     finally:
         stop.set()
         reporter.join(timeout=10)
+
+
+def test_measured_power_correction_applies_to_a_job_with_a_straggler(
+    client: PerseusClient, small: PipelineProfile
+) -> None:
+    """dp=2 with pipeline 1 straggling: pipeline 0 runs a slower plan than the served one, and every GPU
+    draws 10% more than its profile. The correction compares each pipeline with the plan it runs, so it
+    applies to this job too (before, only reports of the served plan counted, and pipeline 0 sent none)."""
+    import threading
+
+    from server_helpers import wait_until
+
+    serve_job(client, "lagging", small, dp=2)
+    for rank in range(4):
+        client.register_rank("lagging", rank, rank % 2, small.frequencies(), pipeline_id=rank // 2)
+    frontier = powers(client, "lagging", dp=2)
+    cap = client.set_power_cap((frontier[0] + min(frontier)) / 2).watts
+    assert cap is not None
+    capped = client.get_job("lagging").plan_iteration_time
+    times = [p.iteration_time for p in client.get_frontier("lagging").plans]
+    factor = min(max(times), 1.1 * capped) / times[0]  # slower than the capped plan: pipeline 0 slows to it
+    client.report_straggler("lagging", 1, factor)
+    first = client.get_job("lagging")
+    assert client.get_schedule("lagging", 0).plan_name != first.plan_name  # pipeline 0 keeps the straggler's pace
+    stop = threading.Event()
+
+    def report() -> None:  # each rank: half its pipeline's plan's energy, 10% over the profile
+        iteration = 0
+        with PerseusClient(client.target) as c:
+            while not stop.is_set():
+                for rank in range(4):
+                    schedule = c.get_schedule("lagging", rank)
+                    c.report_iteration("lagging", rank, iteration, schedule.expected_iteration_time,
+                                       1.1 * schedule.expected_energy / 2, schedule.plan_name)
+                iteration += 1
+                time.sleep(0.02)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        wait_until(lambda: client.get_job("lagging").plan_name != first.plan_name, 30,
+                   "the cap re-plans the job with a straggler")
+        job = client.get_job("lagging")
+        assert 1.1 * job.planned_power <= cap * (1 + 1e-9) < 1.1 * first.planned_power
+        assert job.stragglers == {1: pytest.approx(factor)}
+    finally:
+        stop.set()
+        reporter.join(timeout=10)

@@ -108,3 +108,33 @@ def test_a_stage_left_with_one_clock_fails_the_job_with_the_reason(server: Serve
     assert client.get_schedule("capped", 0).mode == "default"  # every rank stops sweeping
     with pytest.raises(Exception, match="capped failed: profiling failed"):
         client.wait_for_phase("capped", "serving", timeout=5)
+
+
+def test_a_flat_energy_counter_fails_the_profiling_without_dropping_a_clock(
+    server: ServerThread, client: PerseusClient
+) -> None:
+    # The rank held 1410 MHz but its energy counter did not advance over longer and longer windows: no
+    # clock is dropped (another clock would read 0 J too); the job's profiling fails naming the counter.
+    _job(client, "flat")
+    stub = pb_grpc.SchedulerStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+    bad = {
+        "counter_flat_s: only alone": pb.ReportProfileRequest(job_id="flat", rank=1, frequency=1410, not_held=True,
+                                                              counter_flat_s=0.5),
+        "counter_flat_s: at most 86400": pb.ReportProfileRequest(job_id="flat", rank=1, frequency=1410,
+                                                                 counter_flat_s=1e9),
+        "counter_flat_s": pb.ReportProfileRequest(job_id="flat", rank=1, frequency=1410, counter_flat_s=float("nan")),
+    }
+    for field, request in bad.items():
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ReportProfile(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field in (info.value.details() or ""), (field, info.value.details())
+    assert client.get_job("flat").phase == "profiling"
+    ack = client.report_profile("flat", 1, 1410, {}, counter_flat_s=0.8)
+    assert ack.phase == "failed" and ack.next.done
+    job = client.get_job("flat")
+    assert job.phase == "failed" and job.sweep_note == "", job
+    assert job.error.startswith("profiling failed: rank 1 (stage 1): the GPU's energy counter did not advance over "
+                                "0.80 s of work at 1410 MHz"), job.error
+    assert "hold" not in job.error and "perseus jobs reprofile flat" in job.error
+    assert client.get_schedule("flat", 0).mode == "default"  # every rank stops sweeping

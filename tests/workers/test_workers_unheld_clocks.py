@@ -7,6 +7,7 @@ goes on at default clocks, saying so once. Never a hang on ``wait_for_plan``."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from workers_helpers import ROOT, ServerProcess, launch
@@ -70,3 +71,41 @@ def test_a_stage_left_with_too_few_clocks_fails_the_job_and_training_goes_on(tmp
     assert len(iterations) == 2 and "at planned clock" not in "".join(iterations)
     rows = json.loads((tmp_path / "out" / "iterations.json").read_text())
     assert [r["plan"] for r in rows] == ["", ""]  # no plan ran, none is named
+
+
+def test_a_flat_energy_counter_is_not_taken_for_a_clock_the_gpu_cannot_hold(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # GPU 1 holds every clock, but its energy counter does not advance within the run (it steps once an
+    # hour here; NVML's counter moves in steps, HARDWARE.md): every window reads 0 J. That is no clock it
+    # cannot hold: each retry measures over a longer window, then the job's profiling fails naming the
+    # counter (a GPU whose energy cannot be measured cannot be profiled), nothing is dropped from the
+    # sweep, and training goes on at default clocks, said once.
+    server = ServerProcess(tmp_path)
+    gpus = [fake_nvml.FakeDevice(uuid="GPU-0"), fake_nvml.FakeDevice(uuid="GPU-1", counter_period=3600.0)]
+    try:
+        run = launch("gpt3-tiny", "2", "2", "--pp", "2", "--device", "nvml", "--server", server.address,
+                     "--job_name", "flat", "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "0",
+                     "--num_prof_steps", "1", "--profile_window", "0.05", "--max_steps", "2",
+                     "--out_dir", str(tmp_path / "out"), extra_env=_fake_env(tmp_path, *gpus), timeout=300)
+        with PerseusClient(server.address) as client:
+            job = client.get_job("flat")
+    finally:
+        server.stop()
+    log = server.proc.stdout.read() if server.proc.stdout else ""
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr
+    out = run.stdout
+    assert "did not hold" not in out and "cannot hold" not in out and "dropped from the sweep" not in log, out[-3000:]
+    # (searched in the whole output: torchrun may interleave a line of rank 0 with one of rank 1)
+    retries = re.findall(r"perseus: rank (\d+) GPU (\d+): at (\d+) MHz the energy counter did not advance over "
+                         r"([0-9.]+) s", out)
+    assert [r[:3] for r in retries] == [("1", "1", "1410")] * 3, out[-3000:]
+    spans = [float(r[3]) for r in retries]
+    assert 0.05 <= spans[0] < spans[1] < spans[2], retries  # each retry measures over a longer window
+    assert out.count("measuring again over") == 2, out[-3000:]
+    assert out.count("in 3 windows, each longer: this GPU's energy cannot be measured; telling the server") == 1
+    assert job.phase == "failed" and job.sweep_note == "", job
+    assert "rank 1 (stage 1): the GPU's energy counter did not advance" in job.error and "hold" not in job.error, job
+    warned = [line for line in out.splitlines() if "training goes on at default clocks without a plan" in line]
+    assert len(warned) == 1 and "job flat failed: profiling failed: rank 1 (stage 1)" in warned[0], out[-3000:]
+    assert len([line for line in out.splitlines() if line.startswith("iteration")]) == 2
+    assert all(d.locked is None for d in fake_nvml.shared_devices(tmp_path / "gpus.json"))

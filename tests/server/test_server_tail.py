@@ -1,0 +1,42 @@
+"""``perseus.server.tail.ReportTail`` on a real SQLite file: rows committed late (smaller ids after larger
+ones, as two replicas' transactions on PostgreSQL can) are read once, other jobs' rows never."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perseus.server import models as m
+from perseus.server.db import make_engine, session_factory, upgrade
+from perseus.server.tail import LATE_S, ReportTail
+
+
+def _add(s, row_id: int, job: str = "a", iteration: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    s.add(m.IterationReportRow(id=row_id, job_id=job, run_id="r", rank=0, iteration=row_id if iteration is None
+                               else iteration, time=1.0, energy=2.0, plan_name="p", busy_time=0.5, busy_energy=1.5))
+    s.commit()
+
+
+def test_late_rows_are_read_once_and_other_jobs_never(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        s.add_all([m.JobRow(id=j, schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0, phase="serving")
+                   for j in ("a", "b")])
+        s.commit()
+        _add(s, 1)
+        tail = ReportTail()
+        assert tail.read(s, ["a"], now=0.0) == []  # starts at the newest row
+        _add(s, 2)
+        _add(s, 4)
+        _add(s, 5, job="b")
+        got = tail.read(s, ["a"], now=1.0)
+        assert [(j, r.iteration, r.busy_time, r.busy_energy) for j, _, r in got] == [("a", 2, 0.5, 1.5), ("a", 4, 0.5, 1.5)]
+        _add(s, 3)  # committed after 4: read at the next call
+        assert [r.iteration for _, _, r in tail.read(s, ["a"], now=1.5)] == [3]
+        assert tail.read(s, ["a"], now=1.6) == []  # never twice
+        _add(s, 7)
+        assert [r.iteration for _, _, r in tail.read(s, ["a"], now=2.0)] == [7]
+        _add(s, 6)  # later than LATE_S after it was missed: given up
+        assert tail.read(s, ["a"], now=2.0 + LATE_S + 0.1) == []
+    engine.dispose()
