@@ -24,6 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_GUARD] = tmp_guard.start()
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup``: the worker tests as one serial group (see ``xdist_groups``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist_groups import SerialGroupScheduling
+
+    return SerialGroupScheduling(config, log)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
     """After every fixture (the PostgreSQL cluster included) and every xdist worker has finished:
