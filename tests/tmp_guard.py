@@ -21,6 +21,7 @@ from pathlib import Path
 SESSION_ENV = "PERSEUS_TEST_TMPDIR"
 """Set by the controlling pytest process; xdist workers find it and share the folder."""
 CHECK_ENV = "PERSEUS_TMP_CHECK"
+PREFIX = "perseus-tests-"
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class TmpGuard:
     private: Path
 
     def leaked(self) -> list[str]:
-        """Entries of the real temp folder made since the session began (the private folder excluded)."""
-        return sorted(set(os.listdir(self.real)) - self.before - {self.private.name})
+        """Entries of the real temp folder made since the session began, except private folders of test
+        sessions (this one's, and those of test runs beside it, which remove their own)."""
+        return sorted(name for name in set(os.listdir(self.real)) - self.before if not name.startswith(PREFIX))
 
     def remove(self) -> None:
         shutil.rmtree(self.private, ignore_errors=True)
@@ -51,7 +53,7 @@ def start() -> TmpGuard | None:
         return None
     real = Path(tempfile.gettempdir())
     before = frozenset(os.listdir(real))
-    private = Path(tempfile.mkdtemp(prefix="perseus-tests-", dir=real))
+    private = Path(tempfile.mkdtemp(prefix=PREFIX, dir=real))
     private.chmod(0o755)  # the PostgreSQL cluster runs as user postgres and must reach its folder inside
     os.environ["TMPDIR"] = os.environ[SESSION_ENV] = str(private)
     tempfile.tempdir = str(private)
