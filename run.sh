@@ -63,7 +63,11 @@ case "${1:-}" in
     provision_postgres
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy" perseus merak_integration
-    exec "$PY" -m pytest -q "$@"
+    # Two pytest workers (xdist), one per core of the 2-core CI machine; the tests that start torchrun
+    # form one xdist group (one at a time, on one worker), everything else spreads over both.
+    # A later -n in "$@" wins (-n 0: one process).
+    workers="$(nproc 2>/dev/null || echo 1)"
+    exec "$PY" -m pytest -q -n "$(( workers < 2 ? workers : 2 ))" --dist loadgroup "$@"
     ;;
   demo)
     shift

@@ -54,43 +54,51 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     try:
-        gpus = get_gpus(indices=[local_rank], time_scale=sim_time_scale())
-        monitor = EnergyMonitor(gpus)
-        plo = GlobalPowerLimitOptimizer(
-            monitor,
-            make_selector(args),
-            warmup_steps=args.warmup_steps,
-            profile_steps=args.profile_steps,
-            pl_step=args.pl_step,
-            profile_path=args.profile_path,
-        )
-        if rank == 0:
-            print(f"{world} ranks, {plo.num_gpus} GPUs ({gpus[0].name}); {plo.selector}")
-
-        model = DistributedDataParallel(make_model().to(device))
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        dataset = synthetic_dataset(args.steps_per_epoch * args.batch_size * world)
-        sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(dataset, shuffle=True)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
-
-        with plo:
-            for epoch in range(args.epochs):
-                sampler.set_epoch(epoch)
-                plo.on_epoch_begin()
-                for batch in loader:
-                    plo.on_step_begin()
-                    loss = run_step(model, optimizer, batch, gpus, device)
-                    plo.on_step_end()
-                plo.on_epoch_end()
-                print(
-                    f"rank {rank} epoch {epoch}: loss {loss:.3f}, "
-                    f"accuracy {accuracy(model, dataset, device):.3f}, power limit {plo.current_power_limit:g} W",
-                    flush=True,
-                )
-            print(f"rank {rank}: optimal power limit {plo.optimal_power_limit} W", flush=True)
+        train(args, rank, world, local_rank, device)  # the DDP model, which holds the group, is gone on return
+        # Every rank is done with the group before any rank tears it down: a rank whose peer already closed
+        # its gloo connections could still be in a collective, and abort at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def train(args: argparse.Namespace, rank: int, world: int, local_rank: int, device: torch.device) -> None:
+    """Train with one power-limit optimizer on this rank's GPU; prints the limit it settled on."""
+    gpus = get_gpus(indices=[local_rank], time_scale=sim_time_scale())
+    monitor = EnergyMonitor(gpus)
+    plo = GlobalPowerLimitOptimizer(
+        monitor,
+        make_selector(args),
+        warmup_steps=args.warmup_steps,
+        profile_steps=args.profile_steps,
+        pl_step=args.pl_step,
+        profile_path=args.profile_path,
+    )
+    if rank == 0:
+        print(f"{world} ranks, {plo.num_gpus} GPUs ({gpus[0].name}); {plo.selector}")
+
+    model = DistributedDataParallel(make_model().to(device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    dataset = synthetic_dataset(args.steps_per_epoch * args.batch_size * world)
+    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(dataset, shuffle=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
+
+    with plo:
+        for epoch in range(args.epochs):
+            sampler.set_epoch(epoch)
+            plo.on_epoch_begin()
+            for batch in loader:
+                plo.on_step_begin()
+                loss = run_step(model, optimizer, batch, gpus, device)
+                plo.on_step_end()
+            plo.on_epoch_end()
+            print(
+                f"rank {rank} epoch {epoch}: loss {loss:.3f}, "
+                f"accuracy {accuracy(model, dataset, device):.3f}, power limit {plo.current_power_limit:g} W",
+                flush=True,
+            )
+        print(f"rank {rank}: optimal power limit {plo.optimal_power_limit} W", flush=True)
 
 
 if __name__ == "__main__":

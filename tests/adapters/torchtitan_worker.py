@@ -83,7 +83,7 @@ def main() -> None:
         parallelism=parallelism,
         compile_config=CompileConfig(),
         ac_config=None,  # only the parallelize_fn reads it; this run applies no SPMD parallelism
-        dump_folder="/tmp",
+        dump_folder=os.path.dirname(out_path),  # nothing is dumped here, but never into the shared /tmp
         device=torch.device("cpu"),
         model_config=DecoderConfig(),  # type: ignore[arg-type]
         parallelize_fn=lambda m, **_: m,

@@ -7,6 +7,7 @@ were checked by hand.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -115,7 +116,9 @@ HAND_CHECKED: list[tuple[str, OptimumSelector, Callable[[ReplayLog], int], int]]
 ]
 
 
-@pytest.mark.parametrize(("log_name", "selector", "helper", "watts"), HAND_CHECKED, ids=lambda v: str(v))
+# Functions by name, not by their repr (which holds an address): xdist workers must collect the same ids.
+@pytest.mark.parametrize(("log_name", "selector", "helper", "watts"), HAND_CHECKED,
+                         ids=lambda v: v.__name__ if inspect.isfunction(v) else str(v))
 def test_hand_checked_values(
     log_name: str, selector: OptimumSelector, helper: Callable[[ReplayLog], int], watts: int, tmp_path: Path
 ) -> None:

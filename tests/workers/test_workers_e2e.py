@@ -82,10 +82,8 @@ def _run_end_to_end(server: ServerProcess, tmp_path: Path, pp: int, nmb: int, sc
     assert e_plan < e_base
 
 
-def test_served_plan_two_stages(server: ServerProcess, tmp_path: Path) -> None:
-    _run_end_to_end(server, tmp_path, pp=2, nmb=4, scale=1.0, steps=8)
-
-
+# Two stages run the same path in test_workers_follow_a_target_change_live (served, applied, every
+# report counted); a separate two-stage copy of this test only repeated it (two more launches).
 @pytest.mark.slow
 def test_served_plan_four_stages(server: ServerProcess, tmp_path: Path) -> None:
     _run_end_to_end(server, tmp_path, pp=4, nmb=8, scale=0.5, steps=5)
@@ -123,9 +121,13 @@ def test_workers_follow_a_target_change_live(server: ServerProcess, tmp_path: Pa
             proc.kill()
         assert proc.returncode == 0, out[-4000:]
         assert client.get_schedule(job, 0).frequencies() == second.frequencies()
+        assert client.get_job(job).num_iteration_reports == 2 * 30  # every rank's every iteration
     assert second.plan_name != first.plan_name and second.frequencies() != first.frequencies()
     record = json.loads((tmp_path / "out" / "rank0.json").read_text())
     applied = [[i[1] for i in it["instructions"]] for it in record["iterations"]]
+    # Read back from the simulated GPU: nearly all at the requested clock (a switch may lag, see above).
+    held = [i[2] == i[1] for it in record["iterations"] for i in it["instructions"]]
+    assert sum(held) >= 0.9 * len(held), f"{sum(held)} of {len(held)} at the requested clock"
     assert applied[0] == first.frequencies() and applied[-1] == second.frequencies()
     switch = applied.index(second.frequencies())
     # every iteration runs one plan or the other, never a mix, and the switch happens once
