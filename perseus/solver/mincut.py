@@ -38,40 +38,101 @@ the last flow, 169k from scratch)."""
 
 class CutNetwork:
     """Minimum vertex cuts of sub-DAGs of one DAG (``num_nodes`` nodes in topological order, ``edges``
-    as ``(src, dst)``), each max-flow starting from the previous one's flow."""
+    as ``(src, dst)`` sorted by ``src``), each max-flow starting from a recent one's flow."""
 
     def __init__(self, num_nodes: int, edges: IntArray) -> None:
         self.num_nodes = num_nodes
         self.edges = np.ascontiguousarray(edges, dtype=np.int64).reshape(-1, 2)
-        self.flows: list[tuple[FloatArray, FloatArray, FloatArray]] = []
-        """The last few maximum flows, newest first: on every edge (0 off its network), from the super
-        source into every node, and from every node into the super sink."""
+        self.edge_flows = np.zeros((FLOWS_KEPT, len(self.edges)))
+        """The last few maximum flows on every edge (0 off their networks), newest first..."""
+        self.source_flows = np.zeros((FLOWS_KEPT, num_nodes))
+        """...from the super source into every node..."""
+        self.sink_flows = np.zeros((FLOWS_KEPT, num_nodes))
+        """...and from every node into the super sink."""
 
     def min_cut(
         self, capacity: FloatArray, tight: npt.NDArray[np.bool_], sources: IntArray, sinks: IntArray
     ) -> IntArray:
         """Node ids of a minimum vertex cut; ``capacity`` is per node (0 = not in the critical
         DAG, ``inf`` = cannot be cut), ``tight`` masks the edges of the critical DAG."""
-        nodes = np.flatnonzero(capacity > 0)
-        local = np.full(self.num_nodes, -1, dtype=np.int64)
-        local[nodes] = np.arange(len(nodes))
-        edge_ids = np.flatnonzero(tight)
-        edges = local[self.edges[edge_ids]]
-        inside = (edges >= 0).all(axis=1)
-        edge_ids, edges = edge_ids[inside], edges[inside]
-        network = (capacity[nodes], edges, local[sources], local[sinks])
-        # Start from whichever recent flow keeps the most value once trimmed to this network.
-        start = (np.zeros(len(edges)), np.zeros(len(sources)), np.zeros(len(sinks)))
-        for edge_flow, source_flow, sink_flow in self.flows:
-            candidate = (edge_flow[edge_ids], source_flow[sources], sink_flow[sinks])
-            _repair_flow(*network, *candidate)
-            if candidate[1].sum() > start[1].sum():
-                start = candidate
-        cut, edge_flow, source_flow, sink_flow = min_vertex_cut(*network, *start)
-        flow = (np.zeros(len(self.edges)), np.zeros(self.num_nodes), np.zeros(self.num_nodes))
-        flow[0][edge_ids], flow[1][sources], flow[2][sinks] = edge_flow, source_flow, sink_flow
-        self.flows = [flow, *self.flows[: FLOWS_KEPT - 1]]
-        return nodes[cut]
+        return _warm_min_cut(
+            np.ascontiguousarray(capacity, dtype=np.float64),
+            np.ascontiguousarray(tight, dtype=np.bool_),
+            self.edges,
+            np.ascontiguousarray(sources, dtype=np.int64),
+            np.ascontiguousarray(sinks, dtype=np.int64),
+            self.edge_flows,
+            self.source_flows,
+            self.sink_flows,
+        )
+
+
+@njit(cache=True, nogil=True)
+def _warm_min_cut(  # pragma: no cover - compiled
+    capacity: FloatArray,
+    tight: npt.NDArray[np.bool_],
+    all_edges: IntArray,
+    sources: IntArray,
+    sinks: IntArray,
+    edge_flows: FloatArray,
+    source_flows: FloatArray,
+    sink_flows: FloatArray,
+) -> IntArray:
+    """:meth:`CutNetwork.min_cut` on whole-DAG arrays: extract the sub-network (nodes with positive
+    capacity, tight edges between them), start from whichever kept flow (rows of ``*_flows``) keeps
+    the most value once trimmed to it, find the cut, and shift the new maximum flow in as row 0."""
+    n = len(capacity)
+    local = np.full(n, -1, dtype=np.int64)
+    k = 0
+    for v in range(n):
+        if capacity[v] > 0:
+            local[v] = k
+            k += 1
+    nodes = np.empty(k, dtype=np.int64)
+    for v in range(n):
+        if local[v] >= 0:
+            nodes[local[v]] = v
+    sub_capacity = capacity[nodes]
+    count = 0
+    for e in range(len(all_edges)):
+        if tight[e] and local[all_edges[e, 0]] >= 0 and local[all_edges[e, 1]] >= 0:
+            count += 1
+    edge_ids = np.empty(count, dtype=np.int64)
+    edges = np.empty((count, 2), dtype=np.int64)
+    count = 0
+    for e in range(len(all_edges)):
+        u, w = local[all_edges[e, 0]], local[all_edges[e, 1]]
+        if tight[e] and u >= 0 and w >= 0:
+            edge_ids[count] = e
+            edges[count, 0], edges[count, 1] = u, w
+            count += 1
+    local_sources, local_sinks = local[sources], local[sinks]
+    best_edge = np.zeros(count)
+    best_source = np.zeros(len(sources))
+    best_sink = np.zeros(len(sinks))
+    best_value = 0.0
+    for row in range(edge_flows.shape[0]):
+        edge_flow = edge_flows[row][edge_ids]
+        source_flow = source_flows[row][sources]
+        sink_flow = sink_flows[row][sinks]
+        _repair_flow(sub_capacity, edges, local_sources, local_sinks, edge_flow, source_flow, sink_flow)
+        value = source_flow.sum()
+        if value > best_value:
+            best_value, best_edge, best_source, best_sink = value, edge_flow, source_flow, sink_flow
+    cut, edge_flow, source_flow, sink_flow = min_vertex_cut(
+        sub_capacity, edges, local_sources, local_sinks, best_edge, best_source, best_sink
+    )
+    for row in range(edge_flows.shape[0] - 1, 0, -1):
+        edge_flows[row] = edge_flows[row - 1]
+        source_flows[row] = source_flows[row - 1]
+        sink_flows[row] = sink_flows[row - 1]
+    edge_flows[0] = 0.0
+    source_flows[0] = 0.0
+    sink_flows[0] = 0.0
+    edge_flows[0][edge_ids] = edge_flow
+    source_flows[0][sources] = source_flow
+    sink_flows[0][sinks] = sink_flow
+    return nodes[cut]
 
 
 @njit(cache=True, nogil=True)
@@ -126,17 +187,26 @@ def min_vertex_cut(  # pragma: no cover - compiled
         a += 1
     for a in range(num_arcs):
         tail[2 * a + 1], head[2 * a + 1] = head[2 * a], tail[2 * a]
-    # Adjacency (arc ids grouped by tail vertex, CSR), by counting sort.
+    # Arcs laid out by tail vertex (CSR, by counting sort, keeping arc order within a vertex), each
+    # with its head, residual capacity and partner's position: the search loops then read one array
+    # slot per arc instead of going through an index (a quarter less time per cut at 16 x 96).
     first = np.zeros(num_vertices + 1, dtype=np.int64)
     for arc in range(2 * num_arcs):
         first[tail[arc] + 1] += 1
     for v in range(num_vertices):
         first[v + 1] += first[v]
-    order = np.empty(2 * num_arcs, dtype=np.int64)
+    position = np.empty(2 * num_arcs, dtype=np.int64)
     fill = first[:-1].copy()
     for arc in range(2 * num_arcs):
-        order[fill[tail[arc]]] = arc
+        position[arc] = fill[tail[arc]]
         fill[tail[arc]] += 1
+    arc_tail = np.empty(2 * num_arcs, dtype=np.int64)
+    arc_head = np.empty(2 * num_arcs, dtype=np.int64)
+    arc_residual = np.empty(2 * num_arcs)
+    partner = np.empty(2 * num_arcs, dtype=np.int64)
+    for arc in range(2 * num_arcs):
+        i = position[arc]
+        arc_tail[i], arc_head[i], arc_residual[i], partner[i] = tail[arc], head[arc], residual[arc], position[arc ^ 1]
     level = np.empty(num_vertices, dtype=np.int64)
     queue = np.empty(num_vertices, dtype=np.int64)
     current = np.empty(num_vertices, dtype=np.int64)
@@ -152,9 +222,8 @@ def min_vertex_cut(  # pragma: no cover - compiled
             if 0 <= level[sink] <= level[v]:
                 break  # the blocking flow only uses levels below the sink's
             for i in range(first[v], first[v + 1]):
-                arc = order[i]
-                w = head[arc]
-                if residual[arc] > eps and level[w] < 0:
+                w = arc_head[i]
+                if level[w] < 0 and arc_residual[i] > eps:
                     level[w] = level[v] + 1
                     queue[q_tail] = w
                     q_tail += 1
@@ -167,23 +236,24 @@ def min_vertex_cut(  # pragma: no cover - compiled
             if v == sink:
                 bottleneck = np.inf
                 for d in range(depth):
-                    bottleneck = min(bottleneck, residual[path[d]])
+                    bottleneck = min(bottleneck, arc_residual[path[d]])
                 saturated = depth
                 for d in range(depth):
-                    residual[path[d]] -= bottleneck
-                    residual[path[d] ^ 1] += bottleneck
-                    if residual[path[d]] <= eps and saturated == depth:
+                    arc_residual[path[d]] -= bottleneck
+                    arc_residual[partner[path[d]]] += bottleneck
+                    if arc_residual[path[d]] <= eps and saturated == depth:
                         saturated = d
                 # Resume from the tail of the first saturated arc: the path up to it still has room.
                 depth = saturated
-                v = tail[path[depth]]
+                v = arc_tail[path[depth]]
                 continue
             advanced = False
+            next_level = level[v] + 1
             while current[v] < first[v + 1]:
-                arc = order[current[v]]
-                w = head[arc]
-                if residual[arc] > eps and level[w] == level[v] + 1:
-                    path[depth] = arc
+                i = current[v]
+                w = arc_head[i]
+                if level[w] == next_level and arc_residual[i] > eps:
+                    path[depth] = i
                     depth += 1
                     v = w
                     advanced = True
@@ -194,7 +264,7 @@ def min_vertex_cut(  # pragma: no cover - compiled
                     break
                 level[v] = -1  # dead end for this phase
                 depth -= 1
-                v = tail[path[depth]]
+                v = arc_tail[path[depth]]
                 current[v] += 1
     # The cut: nodes whose in-vertex the source still reaches and whose out-vertex it does not.
     cut = np.empty(k, dtype=np.int64)
@@ -203,7 +273,9 @@ def min_vertex_cut(  # pragma: no cover - compiled
         if level[2 * v] >= 0 and level[2 * v + 1] < 0:
             cut[size] = v
             size += 1
-    flows = residual[1::2]  # an arc's flow is its reverse arc's residual capacity
+    flows = np.empty(num_arcs)  # an arc's flow is its reverse arc's residual capacity
+    for a in range(num_arcs):
+        flows[a] = arc_residual[position[2 * a + 1]]
     return cut[:size], flows[k : k + len(edges)].copy(), flows[k + len(edges) : k + len(edges) + len(sources)].copy(), (
         flows[k + len(edges) + len(sources) :].copy()
     )
