@@ -214,15 +214,21 @@ class GraphCutSolver:
         such a near-critical path may already be all at full speed, the exact critical paths
         are cut instead, so the frontier still reaches the true minimum time.
         """
+        table = self.table
+        node_class = table.node_class
+        rate = self.rate[node_class, choice]
+        faster = np.maximum(self.next_option[node_class, choice], 0)
+        steps = durations - table.time[node_class, faster]  # what each node's next jump saves
         for tol in (resolution + 1e-9 * makespan, 1e-9 * makespan):
-            cut = self._cut_within(choice, durations, finish, latest, makespan, tol, resolution)
+            cut = self._cut_within(rate, steps, durations, finish, latest, makespan, tol, resolution)
             if cut is not None:
                 return cut
         return None
 
     def _cut_within(
         self,
-        choice: IntArray,
+        rate: FloatArray,
+        steps: FloatArray,
         durations: FloatArray,
         finish: FloatArray,
         latest: FloatArray,
@@ -230,29 +236,12 @@ class GraphCutSolver:
         tol: float,
         resolution: float,
     ) -> IntArray | None:
-        dag = self.dag
-        critical = latest - finish <= tol
-        crit_ids = np.flatnonzero(critical)
-        src, dst = dag.edges[:, 0], dag.edges[:, 1]
-        tight = critical[src] & critical[dst] & ((latest[dst] - durations[dst]) - finish[src] <= tol)
-        local = np.full(dag.num_nodes, -1, dtype=np.int64)
-        local[crit_ids] = np.arange(len(crit_ids))
-        edges = local[dag.edges[tight]]
-        rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
-        sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
-        sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
-        if kernels.reaches_through(~np.isfinite(rate), edges, sources, sinks):  # a path already all at full speed
-            return None
-        capacity = np.zeros(dag.num_nodes)
-        capacity[crit_ids] = rate
-        cut = local[self._network.min_cut(capacity, tight, crit_ids[sources], crit_ids[sinks])]
-        steps = self._step_time(crit_ids, choice)
-        return crit_ids[_batch_series_ties(cut, rate, edges, len(crit_ids), steps, resolution)]
-
-    def _step_time(self, nodes: IntArray, choice: IntArray) -> FloatArray:
-        cls = self.table.node_class[nodes]
-        faster = self.next_option[cls, choice[nodes]]
-        return self.table.time[cls, choice[nodes]] - self.table.time[cls, np.maximum(faster, 0)]
+        edges = self.dag.edges
+        critical, tight, sources, sinks = kernels.critical_network(edges, durations, finish, latest, makespan, tol)
+        if kernels.reaches_through(critical & ~np.isfinite(rate), edges, tight, sources, sinks):
+            return None  # a critical path already all at full speed
+        cut = self._network.min_cut(np.where(critical, rate, 0.0), tight, sources, sinks)
+        return kernels.batch_series_ties(cut, rate, edges, tight, steps, resolution)
 
     def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
         """Slow instructions down to their cheapest options that keep the iteration within ``deadline``.
@@ -408,35 +397,3 @@ def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArr
             best = int(np.argmin(rates))
             next_option[c, k], rate[c, k] = int(faster[best]), max(float(rates[best]), 1e-12)
     return next_option, rate
-
-
-def _batch_series_ties(
-    cut: IntArray, rate: FloatArray, edges: IntArray, num_nodes: int, step: FloatArray, resolution: float
-) -> IntArray:
-    """Add to each cut node its equally priced neighbours on the same series chain, within ``resolution``.
-
-    Nodes in series (each the only critical successor/predecessor of the other) lie on the
-    same critical paths, so at equal cost rate they are interchangeable in the cut;
-    shortening several at once is what consecutive steps would do.
-    """
-    if len(edges) == 0:
-        return cut
-    out_deg = np.bincount(edges[:, 0], minlength=num_nodes)
-    in_deg = np.bincount(edges[:, 1], minlength=num_nodes)
-    series = (out_deg[edges[:, 0]] == 1) & (in_deg[edges[:, 1]] == 1)
-    nxt = np.full(num_nodes, -1, dtype=np.int64)
-    prv = np.full(num_nodes, -1, dtype=np.int64)
-    nxt[edges[series, 0]] = edges[series, 1]
-    prv[edges[series, 1]] = edges[series, 0]
-    chosen = set(cut.tolist())
-    for node in cut.tolist():
-        budget = resolution - step[node]
-        target = rate[node]
-        for direction in (nxt, prv):
-            cur = int(direction[node])
-            while cur >= 0 and budget > 0:
-                if abs(rate[cur] - target) <= 1e-9 * target and cur not in chosen and step[cur] <= budget:
-                    chosen.add(cur)
-                    budget -= step[cur]
-                cur = int(direction[cur])
-    return np.array(sorted(chosen), dtype=np.int64)
