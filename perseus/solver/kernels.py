@@ -1,11 +1,13 @@
-"""The solver's longest-path passes, compiled with numba.
+"""The solver's longest-path passes and per-cut graph work, compiled with numba.
 
 Every solver step runs two longest-path passes and two reclaim sweeps over the whole DAG, one
 node after another (a node needs its predecessors' results), so they cannot be vectorised
 across nodes. As Python loops they took two thirds of a solve; compiled they take about 1%.
 Each function walks the DAG through its padded adjacency (``PipelineDAG.predecessors`` /
 ``successors``, padded with the virtual node ``N``), so any schedule and any number of
-neighbours per node work. ``cache=True`` keeps the machine code beside this file, so only the
+neighbours per node work. The per-cut helpers (the critical network, the full-speed check, the
+series-tie batching) work on whole-DAG ids and the DAG's edge list: as numpy and Python code they
+took 0.57 ms per cut at 16 x 96, compiled 0.15 ms. ``cache=True`` keeps the machine code beside this file, so only the
 first run on a machine pays the compilation (a few seconds).
 """
 
