@@ -40,7 +40,7 @@ from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
-from perseus.solver import kernels, numba_start, series
+from perseus.solver import kernels, numba_start
 from perseus.solver.mincut import CutNetwork
 
 Progress = Callable[[float], None]
@@ -215,15 +215,21 @@ class GraphCutSolver:
         such a near-critical path may already be all at full speed, the exact critical paths
         are cut instead, so the frontier still reaches the true minimum time.
         """
+        table = self.table
+        node_class = table.node_class
+        rate = self.rate[node_class, choice]
+        faster = np.maximum(self.next_option[node_class, choice], 0)
+        steps = durations - table.time[node_class, faster]  # what each node's next jump saves
         for tol in (resolution + 1e-9 * makespan, 1e-9 * makespan):
-            cut = self._cut_within(choice, durations, finish, latest, makespan, tol, resolution)
+            cut = self._cut_within(rate, steps, durations, finish, latest, makespan, tol, resolution)
             if cut is not None:
                 return cut
         return None
 
     def _cut_within(
         self,
-        choice: IntArray,
+        rate: FloatArray,
+        steps: FloatArray,
         durations: FloatArray,
         finish: FloatArray,
         latest: FloatArray,
@@ -231,29 +237,12 @@ class GraphCutSolver:
         tol: float,
         resolution: float,
     ) -> IntArray | None:
-        dag = self.dag
-        critical = latest - finish <= tol
-        crit_ids = np.flatnonzero(critical)
-        src, dst = dag.edges[:, 0], dag.edges[:, 1]
-        tight = critical[src] & critical[dst] & ((latest[dst] - durations[dst]) - finish[src] <= tol)
-        local = np.full(dag.num_nodes, -1, dtype=np.int64)
-        local[crit_ids] = np.arange(len(crit_ids))
-        edges = local[dag.edges[tight]]
-        rate = self.rate[self.table.node_class[crit_ids], choice[crit_ids]]
-        sources = np.flatnonzero(latest[crit_ids] - durations[crit_ids] <= tol)
-        sinks = np.flatnonzero(finish[crit_ids] >= makespan - tol)
-        if kernels.reaches_through(~np.isfinite(rate), edges, sources, sinks):  # a path already all at full speed
-            return None
-        capacity = np.zeros(dag.num_nodes)
-        capacity[crit_ids] = rate
-        cut = local[self._network.min_cut(capacity, tight, crit_ids[sources], crit_ids[sinks])]
-        steps = self._step_time(crit_ids, choice)
-        return crit_ids[_batch_series_ties(cut, rate, edges, len(crit_ids), steps, resolution)]
-
-    def _step_time(self, nodes: IntArray, choice: IntArray) -> FloatArray:
-        cls = self.table.node_class[nodes]
-        faster = self.next_option[cls, choice[nodes]]
-        return self.table.time[cls, choice[nodes]] - self.table.time[cls, np.maximum(faster, 0)]
+        edges = self.dag.edges
+        critical, tight, sources, sinks = kernels.critical_network(edges, durations, finish, latest, makespan, tol)
+        if kernels.reaches_through(critical & ~np.isfinite(rate), edges, tight, sources, sinks):
+            return None  # a critical path already all at full speed
+        cut = self._network.min_cut(np.where(critical, rate, 0.0), tight, sources, sinks)
+        return kernels.batch_series_ties(cut, rate, edges, tight, steps, resolution)
 
     def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
         """Slow instructions down to their cheapest options that keep the iteration within ``deadline``.
@@ -416,16 +405,3 @@ def _hull_steps(table: OptionTable, min_step: float) -> tuple[IntArray, FloatArr
         next_option[c, 1:n] = best
         rate[c, 1:n] = np.maximum(rates[np.arange(1, n), best], 1e-12)
     return next_option, rate
-
-
-def _batch_series_ties(
-    cut: IntArray, rate: FloatArray, edges: IntArray, num_nodes: int, step: FloatArray, resolution: float
-) -> IntArray:
-    """Add to each cut node its equally priced neighbours on the same series chain, within ``resolution``.
-
-    Nodes in series (each the only critical successor/predecessor of the other) lie on the
-    same critical paths, so at equal cost rate they are interchangeable in the cut;
-    shortening several at once is what consecutive steps would do. Compiled:
-    :func:`perseus.solver.series.series_ties`.
-    """
-    return series.series_ties(cut, rate, edges, num_nodes, step, resolution)

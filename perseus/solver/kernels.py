@@ -1,11 +1,13 @@
-"""The solver's longest-path passes, compiled with numba.
+"""The solver's longest-path passes and per-cut graph work, compiled with numba.
 
 Every solver step runs two longest-path passes and two reclaim sweeps over the whole DAG, one
 node after another (a node needs its predecessors' results), so they cannot be vectorised
 across nodes. As Python loops they took two thirds of a solve; compiled they take about 1%.
 Each function walks the DAG through its padded adjacency (``PipelineDAG.predecessors`` /
 ``successors``, padded with the virtual node ``N``), so any schedule and any number of
-neighbours per node work. ``cache=True`` keeps the machine code beside this file, so only the
+neighbours per node work. The per-cut helpers (the critical network, the full-speed check, the
+series-tie batching) work on whole-DAG ids and the DAG's edge list: as numpy and Python code they
+took 0.57 ms per cut at 16 x 96, compiled 0.15 ms. ``cache=True`` keeps the machine code beside this file, so only the
 first run on a machine pays the compilation (a few seconds).
 """
 
@@ -104,15 +106,93 @@ def reclaim_sweep(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def critical_network(  # pragma: no cover - compiled
+    edges: IntArray, durations: FloatArray, finish: FloatArray, latest: FloatArray, makespan: float, tol: float
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], IntArray, IntArray]:
+    """The DAG of paths within ``tol`` of the makespan: which nodes are on one (slack at most
+    ``tol``), which edges join two such nodes with at most ``tol`` of slack between them, and
+    the critical nodes that may start at time 0 (sources) and may end the iteration (sinks)."""
+    n = len(durations)
+    critical = np.empty(n, dtype=np.bool_)
+    num_sources = num_sinks = 0
+    for v in range(n):
+        critical[v] = latest[v] - finish[v] <= tol
+        if critical[v] and latest[v] - durations[v] <= tol:
+            num_sources += 1
+        if critical[v] and finish[v] >= makespan - tol:
+            num_sinks += 1
+    tight = np.empty(len(edges), dtype=np.bool_)
+    for e in range(len(edges)):
+        u, w = edges[e, 0], edges[e, 1]
+        tight[e] = critical[u] and critical[w] and (latest[w] - durations[w]) - finish[u] <= tol
+    sources = np.empty(num_sources, dtype=np.int64)
+    sinks = np.empty(num_sinks, dtype=np.int64)
+    num_sources = num_sinks = 0
+    for v in range(n):
+        if critical[v]:
+            if latest[v] - durations[v] <= tol:
+                sources[num_sources] = v
+                num_sources += 1
+            if finish[v] >= makespan - tol:
+                sinks[num_sinks] = v
+                num_sinks += 1
+    return critical, tight, sources, sinks
+
+
+@njit(cache=True, nogil=True)
 def reaches_through(  # pragma: no cover - compiled
-    allowed: npt.NDArray[np.bool_], edges: IntArray, sources: IntArray, sinks: IntArray
+    allowed: npt.NDArray[np.bool_], edges: IntArray, tight: npt.NDArray[np.bool_], sources: IntArray, sinks: IntArray
 ) -> bool:
-    """Whether some source-to-sink path uses only ``allowed`` nodes; ``edges`` are sorted by
-    source and node ids are topological, so one sweep over them propagates reachability."""
+    """Whether some source-to-sink path along ``tight`` edges uses only ``allowed`` nodes; ``edges``
+    are sorted by source and node ids are topological, so one sweep over them propagates reachability."""
     reach = np.zeros(len(allowed), dtype=np.bool_)
     for v in sources:
         reach[v] = allowed[v]
     for e in range(len(edges)):
-        if reach[edges[e, 0]] and allowed[edges[e, 1]]:
+        if tight[e] and reach[edges[e, 0]] and allowed[edges[e, 1]]:
             reach[edges[e, 1]] = True
     return bool(reach[sinks].any())
+
+
+@njit(cache=True, nogil=True)
+def batch_series_ties(  # pragma: no cover - compiled
+    cut: IntArray,
+    rate: FloatArray,
+    edges: IntArray,
+    tight: npt.NDArray[np.bool_],
+    step: FloatArray,
+    resolution: float,
+) -> IntArray:
+    """Add to each cut node its equally priced neighbours on the same series chain, within ``resolution``.
+
+    Nodes in series (each the only ``tight`` successor/predecessor of the other) lie on the
+    same critical paths, so at equal cost rate (``rate``, per node) they are interchangeable in
+    the cut; shortening several at once (each by ``step``, per node) is what consecutive steps
+    would do. Returns node ids in ascending order.
+    """
+    n = len(rate)
+    out_deg = np.zeros(n, dtype=np.int64)
+    in_deg = np.zeros(n, dtype=np.int64)
+    for e in range(len(edges)):
+        if tight[e]:
+            out_deg[edges[e, 0]] += 1
+            in_deg[edges[e, 1]] += 1
+    nxt = np.full(n, -1, dtype=np.int64)
+    prv = np.full(n, -1, dtype=np.int64)
+    for e in range(len(edges)):
+        u, w = edges[e, 0], edges[e, 1]
+        if tight[e] and out_deg[u] == 1 and in_deg[w] == 1:
+            nxt[u], prv[w] = w, u
+    chosen = np.zeros(n, dtype=np.bool_)
+    chosen[cut] = True
+    for node in cut:
+        budget = resolution - step[node]
+        target = rate[node]
+        for direction in (nxt, prv):
+            cur = direction[node]
+            while cur >= 0 and budget > 0:
+                if abs(rate[cur] - target) <= 1e-9 * target and not chosen[cur] and step[cur] <= budget:
+                    chosen[cur] = True
+                    budget -= step[cur]
+                cur = direction[cur]
+    return np.flatnonzero(chosen)

@@ -6,11 +6,19 @@ and the edges from the super source and to the super sink, are uncapacitated. Th
 cut is the cheapest set of instructions whose speed-up shortens *every* critical path at once
 (the Phillips-Dessouky step).
 
-Only the critical sub-DAG enters the network, built as flat arrays inside the compiled code:
-handing a whole-DAG network to igraph's push-relabel per cut (and the Python lists it takes)
-cost about 6 ms at 8 x 96, 30% of a solve; this costs well under 1 ms there. Capacities stay
-floats, so costs go in exactly (residuals within a 1e-13 relative sliver count as saturated, see
-:func:`min_vertex_cut`).
+The network is laid out once per DAG (:class:`ArcLayout`: every node's arc, every edge, an arc
+from the super source to every node and from every node to the super sink, grouped by tail
+vertex); a cut only sets residual capacities, so nodes off the critical DAG, slack edges and
+non-source/sink nodes get zero capacity and are never reached. Building the critical
+sub-network's arrays per cut instead (renumbering, adjacency by counting sort, three flow trims
+each building its own adjacency) made the max-flow call 3.1 ms per cut at 16 x 96 instead of
+2.2 ms. Capacities stay floats, so costs go in exactly (residuals within a 1e-13 relative sliver
+count as saturated, see :func:`_dinic`).
+
+The critical DAG is nearly the whole DAG (the reclaim pass slows every instruction with slack
+until it is tight: 2,900 of 3,072 nodes at 16 x 96), so contracting its series chains (a node
+with one critical predecessor whose only critical successor it is) removes only about 10% of
+its nodes and does not shorten the augmenting paths; it is not done.
 
 Each max-flow is *warm-started* from the previous cut's flow. From scratch, every augmenting
 path runs the length of the pipeline and saturates one node, and the paths per cut grow with
@@ -36,131 +44,201 @@ so the flow from two cuts back can fit better (16 x 48: 100k arc visits per cut,
 the last flow, 169k from scratch)."""
 
 
-class CutNetwork:
-    """Minimum vertex cuts of sub-DAGs of one DAG (``num_nodes`` nodes in topological order, ``edges``
-    as ``(src, dst)``), each max-flow starting from the previous one's flow."""
+class ArcLayout:
+    """The max-flow network of a whole DAG of ``num_nodes`` nodes and ``edges`` (sorted by source).
+
+    Vertices: ``2v`` and ``2v + 1`` are node ``v``'s in- and out-vertex, ``2N`` the super
+    source, ``2N + 1`` the super sink. Arc pairs: ``a = v`` is node ``v``'s arc, ``a = N + e``
+    edge ``e``'s, ``a = N + E + v`` the source's arc into ``v`` and ``a = 2N + E + v`` the arc from
+    ``v`` to the sink; arc ``2a`` is the pair's forward arc and ``2a + 1`` its reverse. Arcs are
+    stored grouped by tail vertex (CSR, ``first``), each slot with its ``head``, ``tail``, the slot
+    of its ``partner`` and its arc id; ``slot[arc]`` is an arc's position.
+    """
 
     def __init__(self, num_nodes: int, edges: IntArray) -> None:
         self.num_nodes = num_nodes
         self.edges = np.ascontiguousarray(edges, dtype=np.int64).reshape(-1, 2)
-        self.flows: list[tuple[FloatArray, FloatArray, FloatArray]] = []
-        """The last few maximum flows, newest first: on every edge (0 off its network), from the super
-        source into every node, and from every node into the super sink."""
+        self.num_pairs = 3 * num_nodes + len(self.edges)
+        self.first, self.head, self.tail, self.partner, self.arc, self.slot = _layout(num_nodes, self.edges)
+        self.out_first, self.out_edges = _grouped(self.edges[:, 0], num_nodes)
+        """Per node, its outgoing edges' ids (in id order)..."""
+        self.in_first, self.in_edges = _grouped(self.edges[:, 1], num_nodes)
+        """...and its incoming ones'."""
+
+
+class CutNetwork:
+    """Minimum vertex cuts of sub-DAGs of one DAG (``num_nodes`` nodes in topological order, ``edges``
+    as ``(src, dst)`` sorted by ``src``), each max-flow starting from a recent one's flow."""
+
+    def __init__(self, num_nodes: int, edges: IntArray) -> None:
+        self.layout = ArcLayout(num_nodes, edges)
+        self.flows = np.zeros((FLOWS_KEPT, self.layout.num_pairs))
+        """The last few maximum flows on every arc pair (0 off their networks), newest first."""
 
     def min_cut(
         self, capacity: FloatArray, tight: npt.NDArray[np.bool_], sources: IntArray, sinks: IntArray
     ) -> IntArray:
         """Node ids of a minimum vertex cut; ``capacity`` is per node (0 = not in the critical
         DAG, ``inf`` = cannot be cut), ``tight`` masks the edges of the critical DAG."""
-        nodes = np.flatnonzero(capacity > 0)
-        local = np.full(self.num_nodes, -1, dtype=np.int64)
-        local[nodes] = np.arange(len(nodes))
-        edge_ids = np.flatnonzero(tight)
-        edges = local[self.edges[edge_ids]]
-        inside = (edges >= 0).all(axis=1)
-        edge_ids, edges = edge_ids[inside], edges[inside]
-        network = (capacity[nodes], edges, local[sources], local[sinks])
-        # Start from whichever recent flow keeps the most value once trimmed to this network.
-        start = (np.zeros(len(edges)), np.zeros(len(sources)), np.zeros(len(sinks)))
-        for edge_flow, source_flow, sink_flow in self.flows:
-            candidate = (edge_flow[edge_ids], source_flow[sources], sink_flow[sinks])
-            _repair_flow(*network, *candidate)
-            if candidate[1].sum() > start[1].sum():
-                start = candidate
-        cut, edge_flow, source_flow, sink_flow = min_vertex_cut(*network, *start)
-        flow = (np.zeros(len(self.edges)), np.zeros(self.num_nodes), np.zeros(self.num_nodes))
-        flow[0][edge_ids], flow[1][sources], flow[2][sinks] = edge_flow, source_flow, sink_flow
-        self.flows = [flow, *self.flows[: FLOWS_KEPT - 1]]
-        return nodes[cut]
+        layout = self.layout
+        n = layout.num_nodes
+        pair_capacity = np.zeros(layout.num_pairs)
+        pair_capacity[:n] = capacity
+        pair_capacity[n : n + len(layout.edges)][tight] = np.inf
+        pair_capacity[n + len(layout.edges) + np.asarray(sources, dtype=np.int64)] = np.inf
+        pair_capacity[2 * n + len(layout.edges) + np.asarray(sinks, dtype=np.int64)] = np.inf
+        return _warm_min_cut(
+            pair_capacity,
+            layout.edges,
+            layout.out_first,
+            layout.out_edges,
+            layout.in_first,
+            layout.in_edges,
+            layout.first,
+            layout.head,
+            layout.tail,
+            layout.partner,
+            layout.arc,
+            self.flows,
+        )
 
 
 @njit(cache=True, nogil=True)
-def min_vertex_cut(  # pragma: no cover - compiled
-    capacity: FloatArray,
-    edges: IntArray,
-    sources: IntArray,
-    sinks: IntArray,
-    edge_flow: FloatArray,
-    source_flow: FloatArray,
-    sink_flow: FloatArray,
-) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
-    """Local ids of a minimum vertex cut separating ``sources`` from ``sinks`` in the DAG of
-    ``len(capacity)`` nodes (topological order) and ``edges``; the cut is the one closest to the
-    sources. ``*_flow`` are a starting flow (any non-negative values; trimmed to a feasible flow
-    first); the maximum flow found is returned in the same form after the cut.
-
-    Residual capacities up to ``eps`` (1e-13 of the finite capacities' sum) count as saturated:
-    a trimmed flow's sums carry rounding, and a sliver of 1e-17 left on a node's arc must not
-    move the cut. The cut's cost is then within ``eps`` per arc of the flow's value.
-    """
-    k = len(capacity)
-    node_flow = _repair_flow(capacity, edges, sources, sinks, edge_flow, source_flow, sink_flow)
-    total = 0.0
-    for v in range(k):
-        if np.isfinite(capacity[v]):
-            total += capacity[v]
-    eps = 1e-13 * total
-    source, sink = 2 * k, 2 * k + 1
-    num_vertices = 2 * k + 2
-    # Arcs: node arcs v_in -> v_out, dependency arcs u_out -> v_in, source and sink arcs. Arc 2a
-    # is arc a, arc 2a + 1 its reverse (residual capacity starts at 0).
-    num_arcs = k + len(edges) + len(sources) + len(sinks)
-    tail = np.empty(2 * num_arcs, dtype=np.int64)
-    head = np.empty(2 * num_arcs, dtype=np.int64)
-    residual = np.zeros(2 * num_arcs)
-    a = 0
-    for v in range(k):
-        tail[2 * a], head[2 * a] = 2 * v, 2 * v + 1
-        residual[2 * a] = max(capacity[v] - node_flow[v], 0.0)
-        residual[2 * a + 1] = node_flow[v]
-        a += 1
-    for e in range(len(edges)):
-        tail[2 * a], head[2 * a], residual[2 * a], residual[2 * a + 1] = (
-            2 * edges[e, 0] + 1, 2 * edges[e, 1], np.inf, edge_flow[e])
-        a += 1
-    for i in range(len(sources)):
-        tail[2 * a], head[2 * a], residual[2 * a], residual[2 * a + 1] = source, 2 * sources[i], np.inf, source_flow[i]
-        a += 1
-    for i in range(len(sinks)):
-        tail[2 * a], head[2 * a], residual[2 * a], residual[2 * a + 1] = 2 * sinks[i] + 1, sink, np.inf, sink_flow[i]
-        a += 1
-    for a in range(num_arcs):
-        tail[2 * a + 1], head[2 * a + 1] = head[2 * a], tail[2 * a]
-    # Adjacency (arc ids grouped by tail vertex, CSR), by counting sort.
-    first = np.zeros(num_vertices + 1, dtype=np.int64)
-    for arc in range(2 * num_arcs):
-        first[tail[arc] + 1] += 1
-    for v in range(num_vertices):
+def _grouped(keys: IntArray, num_nodes: int) -> tuple[IntArray, IntArray]:  # pragma: no cover - compiled
+    """CSR of ids ``0..len(keys)`` grouped by ``keys[id]`` (ids ascending within a group)."""
+    first = np.zeros(num_nodes + 1, dtype=np.int64)
+    for key in keys:
+        first[key + 1] += 1
+    for v in range(num_nodes):
         first[v + 1] += first[v]
-    order = np.empty(2 * num_arcs, dtype=np.int64)
+    ids = np.empty(len(keys), dtype=np.int64)
     fill = first[:-1].copy()
-    for arc in range(2 * num_arcs):
-        order[fill[tail[arc]]] = arc
-        fill[tail[arc]] += 1
-    level = np.empty(num_vertices, dtype=np.int64)
+    for i in range(len(keys)):
+        ids[fill[keys[i]]] = i
+        fill[keys[i]] += 1
+    return first, ids
+
+
+@njit(cache=True, nogil=True)
+def _layout(  # pragma: no cover - compiled
+    n: int, edges: IntArray
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """:class:`ArcLayout`'s arrays: ``first``, and per slot ``head``, ``tail``, ``partner``, ``arc``;
+    then ``slot`` per arc."""
+    num_edges = len(edges)
+    pairs = 3 * n + num_edges
+    source, sink = 2 * n, 2 * n + 1
+    tail = np.empty(2 * pairs, dtype=np.int64)
+    head = np.empty(2 * pairs, dtype=np.int64)
+    for v in range(n):
+        tail[2 * v], head[2 * v] = 2 * v, 2 * v + 1
+        a = n + num_edges + v
+        tail[2 * a], head[2 * a] = source, 2 * v
+        a = 2 * n + num_edges + v
+        tail[2 * a], head[2 * a] = 2 * v + 1, sink
+    for e in range(num_edges):
+        a = n + e
+        tail[2 * a], head[2 * a] = 2 * edges[e, 0] + 1, 2 * edges[e, 1]
+    for a in range(pairs):
+        tail[2 * a + 1], head[2 * a + 1] = head[2 * a], tail[2 * a]
+    first, arc = _grouped(tail, 2 * n + 2)
+    slot = np.empty(2 * pairs, dtype=np.int64)
+    for i in range(2 * pairs):
+        slot[arc[i]] = i
+    slot_head = head[arc]
+    slot_tail = tail[arc]
+    partner = slot[arc ^ 1]
+    return first, slot_head, slot_tail, partner, arc, slot
+
+
+@njit(cache=True, nogil=True)
+def _warm_min_cut(  # pragma: no cover - compiled
+    pair_capacity: FloatArray,
+    edges: IntArray,
+    out_first: IntArray,
+    out_edges: IntArray,
+    in_first: IntArray,
+    in_edges: IntArray,
+    first: IntArray,
+    head: IntArray,
+    tail: IntArray,
+    partner: IntArray,
+    arc: IntArray,
+    flows: FloatArray,
+) -> IntArray:
+    """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from whichever kept flow
+    (rows of ``flows``) keeps the most value once trimmed to this network, find the cut closest
+    to the sources, and shift the new maximum flow in as row 0."""
+    n = len(out_first) - 1
+    best = np.zeros(flows.shape[1])
+    best_value = 0.0
+    for row in range(flows.shape[0]):
+        flow = flows[row].copy()
+        value = _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, flow)
+        if value > best_value:
+            best_value, best = value, flow
+    cut = _dinic(pair_capacity, n, first, head, tail, partner, arc, best)
+    for row in range(flows.shape[0] - 1, 0, -1):
+        flows[row] = flows[row - 1]
+    flows[0] = best
+    return cut
+
+
+@njit(cache=True, nogil=True)
+def _dinic(  # pragma: no cover - compiled
+    pair_capacity: FloatArray,
+    n: int,
+    first: IntArray,
+    head: IntArray,
+    tail: IntArray,
+    partner: IntArray,
+    arc: IntArray,
+    flow: FloatArray,
+) -> IntArray:
+    """Node ids of the minimum vertex cut closest to the sources, by Dinic's max-flow from the
+    feasible ``flow`` (per arc pair, updated in place to the maximum flow).
+
+    Residual capacities up to ``eps`` (1e-13 of the finite node capacities' sum) count as
+    saturated: a trimmed flow's sums carry rounding, and a sliver of 1e-17 left on a node's arc
+    must not move the cut. The cut's cost is then within ``eps`` per arc of the flow's value.
+    """
+    total = 0.0
+    for v in range(n):
+        if np.isfinite(pair_capacity[v]):
+            total += pair_capacity[v]
+    eps = 1e-13 * total
+    source, sink = 2 * n, 2 * n + 1
+    num_vertices = 2 * n + 2
+    residual = np.empty(len(head))
+    for i in range(len(head)):
+        a = arc[i]
+        f = flow[a >> 1]
+        residual[i] = f if a & 1 else max(pair_capacity[a >> 1] - f, 0.0)
+    level = np.empty(num_vertices, dtype=np.int64)  # distance to the sink in the residual network
     queue = np.empty(num_vertices, dtype=np.int64)
     current = np.empty(num_vertices, dtype=np.int64)
     path = np.empty(num_vertices, dtype=np.int64)
     while True:
-        # Dinic phase: BFS levels in the residual network...
+        # Dinic phase: BFS distances to the sink, backwards along residual arcs (so every vertex the
+        # search below steps onto still leads to the sink, and it meets no dead ends but saturated
+        # ones)...
         level[:] = -1
-        level[source] = 0
-        queue[0], q_head, q_tail = source, 0, 1
+        level[sink] = 0
+        queue[0], q_head, q_tail = sink, 0, 1
         while q_head < q_tail:
             v = queue[q_head]
             q_head += 1
-            if 0 <= level[sink] <= level[v]:
-                break  # the blocking flow only uses levels below the sink's
+            if 0 <= level[source] <= level[v]:
+                break  # the blocking flow only uses distances below the source's
             for i in range(first[v], first[v + 1]):
-                arc = order[i]
-                w = head[arc]
-                if residual[arc] > eps and level[w] < 0:
+                w = head[i]
+                if level[w] < 0 and residual[partner[i]] > eps:
                     level[w] = level[v] + 1
                     queue[q_tail] = w
                     q_tail += 1
-        if level[sink] < 0:
+        if level[source] < 0:
             break
-        # ...then a blocking flow along level-increasing arcs (iterative DFS, current-arc pointers).
+        # ...then a blocking flow along distance-decreasing arcs (iterative DFS, current-arc pointers).
         current[:] = first[:-1]
         depth, v = 0, source
         while True:
@@ -171,7 +249,7 @@ def min_vertex_cut(  # pragma: no cover - compiled
                 saturated = depth
                 for d in range(depth):
                     residual[path[d]] -= bottleneck
-                    residual[path[d] ^ 1] += bottleneck
+                    residual[partner[path[d]]] += bottleneck
                     if residual[path[d]] <= eps and saturated == depth:
                         saturated = d
                 # Resume from the tail of the first saturated arc: the path up to it still has room.
@@ -179,11 +257,12 @@ def min_vertex_cut(  # pragma: no cover - compiled
                 v = tail[path[depth]]
                 continue
             advanced = False
+            next_level = level[v] - 1
             while current[v] < first[v + 1]:
-                arc = order[current[v]]
-                w = head[arc]
-                if residual[arc] > eps and level[w] == level[v] + 1:
-                    path[depth] = arc
+                i = current[v]
+                w = head[i]
+                if level[w] == next_level and residual[i] > eps:
+                    path[depth] = i
                     depth += 1
                     v = w
                     advanced = True
@@ -196,92 +275,85 @@ def min_vertex_cut(  # pragma: no cover - compiled
                 depth -= 1
                 v = tail[path[depth]]
                 current[v] += 1
+    # The source side of the cut: what the source still reaches in the residual network.
+    level[:] = -1
+    level[source] = 0
+    queue[0], q_head, q_tail = source, 0, 1
+    while q_head < q_tail:
+        v = queue[q_head]
+        q_head += 1
+        for i in range(first[v], first[v + 1]):
+            w = head[i]
+            if level[w] < 0 and residual[i] > eps:
+                level[w] = 0
+                queue[q_tail] = w
+                q_tail += 1
+    for i in range(len(head)):
+        if arc[i] & 1:
+            flow[arc[i] >> 1] = residual[i]  # a pair's flow is its reverse arc's residual capacity
     # The cut: nodes whose in-vertex the source still reaches and whose out-vertex it does not.
-    cut = np.empty(k, dtype=np.int64)
+    cut = np.empty(n, dtype=np.int64)
     size = 0
-    for v in range(k):
-        if level[2 * v] >= 0 and level[2 * v + 1] < 0:
+    for v in range(n):
+        if pair_capacity[v] > 0 and level[2 * v] >= 0 and level[2 * v + 1] < 0:
             cut[size] = v
             size += 1
-    flows = residual[1::2]  # an arc's flow is its reverse arc's residual capacity
-    return cut[:size], flows[k : k + len(edges)].copy(), flows[k + len(edges) : k + len(edges) + len(sources)].copy(), (
-        flows[k + len(edges) + len(sources) :].copy()
-    )
+    return cut[:size]
 
 
 @njit(cache=True, nogil=True)
 def _repair_flow(  # pragma: no cover - compiled
-    capacity: FloatArray,
+    pair_capacity: FloatArray,
     edges: IntArray,
-    sources: IntArray,
-    sinks: IntArray,
-    edge_flow: FloatArray,
-    source_flow: FloatArray,
-    sink_flow: FloatArray,
-) -> FloatArray:
-    """Trim a starting flow, in place, to a feasible flow of the network; returns each node's flow.
+    out_first: IntArray,
+    out_edges: IntArray,
+    in_first: IntArray,
+    in_edges: IntArray,
+    flow: FloatArray,
+) -> float:
+    """Trim a starting flow (per arc pair, see :class:`ArcLayout`), in place, to a feasible flow of
+    the network with ``pair_capacity``; returns its value.
 
     Forward in topological order, a node passes on at most what reaches it and its capacity
-    (each outgoing arc keeping at most its old flow); backward, it then takes in only what it
-    passes on. Every value only shrinks, so the result is a flow within every capacity, and
-    it keeps all of the old flow that still fits along unchanged paths.
+    (each outgoing arc keeping at most its old flow and capacity); backward, it then takes in
+    only what it passes on. Every value only shrinks, so the result is a flow within every
+    capacity, and it keeps all of the old flow that still fits along unchanged paths.
     """
-    k = len(capacity)
-    out_first = np.zeros(k + 1, dtype=np.int64)
-    in_first = np.zeros(k + 1, dtype=np.int64)
-    for e in range(len(edges)):
-        out_first[edges[e, 0] + 1] += 1
-        in_first[edges[e, 1] + 1] += 1
-    for v in range(k):
-        out_first[v + 1] += out_first[v]
-        in_first[v + 1] += in_first[v]
-    out_edges = np.empty(len(edges), dtype=np.int64)
-    in_edges = np.empty(len(edges), dtype=np.int64)
-    out_fill = out_first[:-1].copy()
-    in_fill = in_first[:-1].copy()
-    for e in range(len(edges)):
-        out_edges[out_fill[edges[e, 0]]] = e
-        out_fill[edges[e, 0]] += 1
-        in_edges[in_fill[edges[e, 1]]] = e
-        in_fill[edges[e, 1]] += 1
-    source_of = np.full(k, -1, dtype=np.int64)
-    sink_of = np.full(k, -1, dtype=np.int64)
-    for i in range(len(sources)):
-        source_of[sources[i]] = i
-    for i in range(len(sinks)):
-        sink_of[sinks[i]] = i
-    inflow = np.zeros(k)
-    for v in range(k):
-        if source_of[v] >= 0:
-            inflow[v] += source_flow[source_of[v]]
-        remaining = min(inflow[v], capacity[v])
+    n = len(out_first) - 1
+    num_edges = len(edges)
+    to_edge, from_source, to_sink = n, n + num_edges, 2 * n + num_edges
+    for a in range(len(flow)):
+        flow[a] = min(flow[a], pair_capacity[a])
+    inflow = np.zeros(n)
+    for v in range(n):
+        inflow[v] += flow[from_source + v]
+        remaining = min(inflow[v], pair_capacity[v])
         for i in range(out_first[v], out_first[v + 1]):
             e = out_edges[i]
-            edge_flow[e] = min(edge_flow[e], remaining)
-            remaining = max(remaining - edge_flow[e], 0.0)
-            inflow[edges[e, 1]] += edge_flow[e]
-        if sink_of[v] >= 0:
-            sink_flow[sink_of[v]] = min(sink_flow[sink_of[v]], remaining)
-    node_flow = np.zeros(k)
-    for v in range(k - 1, -1, -1):
-        out = sink_flow[sink_of[v]] if sink_of[v] >= 0 else 0.0
+            f = min(flow[to_edge + e], remaining)
+            flow[to_edge + e] = f
+            remaining = max(remaining - f, 0.0)
+            inflow[edges[e, 1]] += f
+        flow[to_sink + v] = min(flow[to_sink + v], remaining)
+    value = 0.0
+    for v in range(n - 1, -1, -1):
+        out = flow[to_sink + v]
         for i in range(out_first[v], out_first[v + 1]):
-            out += edge_flow[out_edges[i]]
-        node_flow[v] = out
-        surplus = -out
-        if source_of[v] >= 0:
-            surplus += source_flow[source_of[v]]
+            out += flow[to_edge + out_edges[i]]
+        flow[v] = out
+        surplus = flow[from_source + v] - out
         for i in range(in_first[v], in_first[v + 1]):
-            surplus += edge_flow[in_edges[i]]
-        if source_of[v] >= 0 and surplus > 0:
-            cut_back = min(source_flow[source_of[v]], surplus)
-            source_flow[source_of[v]] -= cut_back
+            surplus += flow[to_edge + in_edges[i]]
+        if surplus > 0:
+            cut_back = min(flow[from_source + v], surplus)
+            flow[from_source + v] -= cut_back
             surplus -= cut_back
         for i in range(in_first[v], in_first[v + 1]):
             if surplus <= 0:
                 break
-            e = in_edges[i]
-            cut_back = min(edge_flow[e], surplus)
-            edge_flow[e] -= cut_back
+            e = to_edge + in_edges[i]
+            cut_back = min(flow[e], surplus)
+            flow[e] -= cut_back
             surplus -= cut_back
-    return node_flow
+        value += flow[from_source + v]
+    return value

@@ -14,11 +14,11 @@ from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import evaluate_plan
 from perseus.plan import FrequencyPlan
 from perseus.profile import PipelineProfile
-from perseus.solver import compute_frontier
+from perseus.solver import compute_frontier, kernels
 from perseus.solver.baselines import max_frequency_plan
 from perseus.solver.frontier import GraphCutSolver
 from perseus.solver.lower_bound import LowerBound
-from perseus.solver.mincut import CutNetwork
+from perseus.solver.mincut import ArcLayout, CutNetwork
 
 from .conftest import A100
 
@@ -196,3 +196,49 @@ def test_cut_network_warm_starts_stay_minimum() -> None:
             assert float(capacity[cut].sum()) == pytest.approx(best, rel=1e-9)
             checked += 1
     assert checked > 30
+
+
+def test_arc_layout_pairs_every_arc_with_its_reverse() -> None:
+    """Every stored arc's partner is its reverse (tail and head swapped), and each vertex's arcs are contiguous."""
+    dag = PipelineDAG.build("1f1b", 4, 6)
+    layout = ArcLayout(dag.num_nodes, dag.edges)
+    slots = np.arange(len(layout.head))
+    assert (layout.partner[layout.partner] == slots).all()
+    assert (layout.head[layout.partner] == layout.tail).all() and (layout.tail[layout.partner] == layout.head).all()
+    assert (layout.slot[layout.arc] == slots).all()
+    for vertex in (0, 5, 2 * dag.num_nodes, 2 * dag.num_nodes + 1):
+        assert (layout.tail[layout.first[vertex] : layout.first[vertex + 1]] == vertex).all()
+    assert len(layout.head) == 2 * (3 * dag.num_nodes + len(dag.edges))
+
+
+def test_critical_network_kernel_matches_its_definition() -> None:
+    """Critical nodes (slack within tol), tight edges, sources and sinks, against the numpy definition."""
+    dag = PipelineDAG.build("1f1b", 4, 8)
+    rng = np.random.default_rng(3)
+    for tol in (0.0, 0.05, 0.3):
+        durations = rng.choice([1.0, 1.1, 1.5, 2.0], dag.num_nodes)
+        finish = dag.finish_times(durations)
+        makespan = float(finish.max())
+        latest = dag.latest_finish_times(durations, makespan)
+        critical, tight, sources, sinks = kernels.critical_network(dag.edges, durations, finish, latest, makespan, tol)
+        expected = latest - finish <= tol
+        src, dst = dag.edges[:, 0], dag.edges[:, 1]
+        assert (critical == expected).all()
+        assert (tight == (expected[src] & expected[dst] & ((latest[dst] - durations[dst]) - finish[src] <= tol))).all()
+        assert sources.tolist() == np.flatnonzero(expected & (latest - durations <= tol)).tolist()
+        assert sinks.tolist() == np.flatnonzero(expected & (finish >= makespan - tol)).tolist()
+        assert len(sources) and len(sinks)
+
+
+def test_series_ties_join_the_cut_within_the_resolution() -> None:
+    """Chain 0 -> 1 -> 2 -> 3 -> 4 (all in series), equal rates on 1-3: cutting 2 brings its tied
+    neighbours along while their steps fit the resolution; 0 (another rate) and slack edges never."""
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+    rate = np.array([5.0, 2.0, 2.0, 2.0, 2.0])
+    step = np.full(5, 0.001)
+    tight = np.ones(4, dtype=bool)
+    assert kernels.batch_series_ties(np.array([2]), rate, edges, tight, step, 0.0035).tolist() == [2, 3, 4]  # later first
+    assert kernels.batch_series_ties(np.array([2]), rate, edges, tight, step, 0.01).tolist() == [1, 2, 3, 4]
+    assert kernels.batch_series_ties(np.array([2]), rate, edges, tight, step, 0.001).tolist() == [2]
+    tight[2] = False  # 2 -> 3 slack: 3 is no longer in series with 2
+    assert kernels.batch_series_ties(np.array([2]), rate, edges, tight, step, 0.01).tolist() == [1, 2]
