@@ -97,6 +97,9 @@ LOOP_FEED_S = 0.2
 """Seconds between two reads of the reports every replica stored, by the replica that runs a job's closed
 loop: the detectors see a rank on another replica this much after its commit (a switch then reaches
 every rank by NOTIFY, well within a second)."""
+RANKS_REFRESH_S = 2.0
+"""Seconds between two reads of every stored rank by a job's closed-loop replica when no report names a
+rank it does not know (at 1024 ranks one read costs tens of ms of CPU under the GIL the acks need)."""
 LOOP_CLAIM = "loop/"
 """Prefix of the advisory-lock name that makes one replica run a job's closed loop (see :meth:`_follow_reports`)."""
 CAP_LOOP_S = 2.0
@@ -175,6 +178,7 @@ class SchedulerCore:
         """Jobs whose closed loop this replica runs, with others on the database (see :meth:`_leads`)."""
         self._claim_after: dict[str, float] = {}
         self._tail = ReportTail()
+        self._ranks_read_at = -float("inf")
         self._loop_feed = (threading.Thread(target=self._run_loop_feed, name="perseus-loop", daemon=True)
                            if self._feed.shared else None)
         with self._sessions() as s:
@@ -896,8 +900,14 @@ class SchedulerCore:
                     log.warning("job %s: this replica lost the job's closed loop to another", job_id)
         self._claim_after = {job_id: t for job_id, t in self._claim_after.items() if job_id in serving}
         with self._sessions() as s:
-            ranks = self._stored_ranks(s, sorted(self._leading)) if self._leading else {}
             rows = self._tail.read(s, sorted(self._leading))
+            with self._lock:
+                unknown = any(report.rank not in self._jobs[job_id].ranks
+                              for job_id, _, report in rows if job_id in self._jobs)
+            ranks: dict[str, dict[int, RankInfo]] = {}
+            if self._leading and (unknown or now - self._ranks_read_at >= RANKS_REFRESH_S):
+                ranks = self._stored_ranks(s, sorted(self._leading))
+                self._ranks_read_at = now
         with self._lock:  # a rank registered on another replica is known here only from the database
             for job_id, stored in ranks.items():
                 job = self._jobs.get(job_id)
