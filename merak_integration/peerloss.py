@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ LOST_PEER_MARKERS = (
 #: Seconds a survivor waits for a dead peer's process to show as gone: the kernel closes a dying
 #: process's sockets (which is what the survivor saw) a moment before it marks the process exited.
 SETTLE_S = 1.0
+#: Seconds the background lookup waits for every rank to record itself (ranks start within seconds of
+#: each other: they have just joined one process group).
+SNAPSHOT_S = 120.0
+#: Seconds between two looks for ranks not yet recorded.
+POLL_S = 0.5
 
 
 def lost_peer_cause(exc: BaseException) -> str | None:
@@ -69,6 +75,32 @@ class PeerRegistry:
     def __init__(self, store: dist.Store | None, rank: int, world: int, pp: int) -> None:
         self._store, self.rank, self.world, self.pp = store, rank, world, pp
         self.host = socket.gethostname()
+        self._known: dict[int, Peer] = {}
+        """Records read so far: the store lives in one node's torchrun, which may be gone by the time a
+        survivor on another node asks (see :meth:`remember_all`)."""
+
+    def remember_all(self, timeout: float = SNAPSHOT_S) -> None:
+        """Look (off the training thread) until every rank recorded itself, and keep the records.
+
+        Uses its own store client: the registry's is not shared across threads. A rank that never
+        records itself within ``timeout`` is simply looked up again after a loss."""
+        host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if self._store is None or not host or not port:
+            return
+        missing = [r for r in range(self.world) if r != self.rank]
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(RuntimeError, ValueError):
+            # Short polls, never one long blocking wait: a daemon thread must not sit inside a C++
+            # call when the interpreter exits.
+            store = dist.PrefixStore(self.PREFIX, dist.TCPStore(
+                host, int(port), is_master=False, timeout=datetime.timedelta(seconds=5)))
+            while missing and time.monotonic() < deadline:
+                for r in [r for r in missing if store.check([str(r)])]:
+                    peer_host, pid = store.get(str(r)).decode().split()
+                    self._known[r] = Peer(r, peer_host, int(pid))
+                    missing.remove(r)
+                if missing:
+                    time.sleep(POLL_S)
 
     @classmethod
     def join(cls, rank: int, world: int, pp: int) -> PeerRegistry:
@@ -82,7 +114,13 @@ class PeerRegistry:
                 store.set(str(rank), f"{socket.gethostname()} {os.getpid()}")
             except (RuntimeError, ValueError):
                 store = None  # the lost-peer line then says it could not look the ranks up
-        return cls(store, rank, world, pp)
+        registry = cls(store, rank, world, pp)
+        threading.Thread(target=registry.remember_all, name="perseus-peers", daemon=True).start()
+        return registry
+
+    def remembered(self, rank: int) -> bool:
+        """Whether ``rank``'s record has been read and kept (:meth:`remember_all`)."""
+        return rank in self._known
 
     def peers(self) -> list[Peer]:
         """Every other rank that recorded itself (read without waiting for missing keys)."""
@@ -91,6 +129,9 @@ class PeerRegistry:
         found: list[Peer] = []
         for r in range(self.world):
             if r == self.rank:
+                continue
+            if r in self._known:
+                found.append(self._known[r])
                 continue
             with contextlib.suppress(RuntimeError, ValueError):
                 if self._store.check([str(r)]):

@@ -7,9 +7,11 @@ import datetime
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch.distributed as dist
 
 from merak_integration.peerloss import PeerRegistry, lost_peer_cause
@@ -60,6 +62,24 @@ def test_the_survivor_names_the_rank_whose_process_is_gone() -> None:
         alive.wait()
     nobody = PeerRegistry(None, rank=1, world=2, pp=2)
     assert "could not be looked up" in nobody.describe(RuntimeError(GLOO))
+
+
+def test_the_survivor_remembers_its_peers_after_the_store_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store lives in one node's torchrun, which may exit before a survivor on another node asks."""
+    port = _free_port()
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=datetime.timedelta(seconds=5))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = PeerRegistry.join(rank=1, world=2, pp=2)  # starts looking for rank 0 in the background
+    dist.PrefixStore(PeerRegistry.PREFIX, store).set("0", f"{socket.gethostname()} {gone.pid}")
+    deadline = time.monotonic() + 10
+    while not me.remembered(0):
+        assert time.monotonic() < deadline, "rank 0's record was never read"
+        time.sleep(0.05)
+    del store  # the master store goes away with its torchrun
+    assert f"rank 0 (stage 0, pid {gone.pid}) on this host went away" in me.describe(RuntimeError(GLOO))
 
 
 def test_the_launcher_names_the_worker_that_left_no_line(tmp_path: Path) -> None:
