@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from server_helpers import profile_slice
+from server_helpers import profile_slice, wait_until
 
 from perseus.cli.main import main as perseus_main
 from perseus.client import PerseusClient, PerseusRpcError, Target
@@ -34,6 +37,32 @@ def serve_job(client: PerseusClient, job_id: str, profile: PipelineProfile, dp: 
 def powers(client: PerseusClient, job_id: str, dp: int = 1) -> list[float]:
     """Planned watts of every frontier plan of the job (fastest first)."""
     return [dp * p.energy / p.iteration_time for p in client.get_frontier(job_id).plans]
+
+
+@contextmanager
+def drawing_more_than_profiled(client: PerseusClient, job_id: str, ranks: int) -> Iterator[None]:
+    """While inside, every rank reports the plan its schedule names, at half that plan's energy per rank
+    (two stages) plus 10%: GPUs that draw 10% more than their profile."""
+    stop = threading.Event()
+
+    def report() -> None:
+        iteration = 0
+        with PerseusClient(client.target) as c:
+            while not stop.is_set():
+                for rank in range(ranks):
+                    schedule = c.get_schedule(job_id, rank)
+                    c.report_iteration(job_id, rank, iteration, schedule.expected_iteration_time,
+                                       1.1 * schedule.expected_energy / 2, schedule.plan_name)
+                iteration += 1
+                time.sleep(0.02)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join(timeout=10)
 
 
 def test_cap_set_show_clear_and_resolve_on_add_and_delete(client: PerseusClient, small: PipelineProfile) -> None:
@@ -252,10 +281,6 @@ def test_server_rejects_bad_caps_and_exports_metrics(tmp_path: Path, small: Pipe
 
 def test_measured_power_above_plan_tightens_the_cap(client: PerseusClient, small: PipelineProfile) -> None:
     """GPUs drawing 10% more than their profile: the server notices from the reports and re-plans."""
-    import threading
-
-    from server_helpers import wait_until
-
     serve_job(client, "hot", small)
     for stage in range(2):
         client.register_rank("hot", stage, stage, small.frequencies())
@@ -263,22 +288,7 @@ def test_measured_power_above_plan_tightens_the_cap(client: PerseusClient, small
     cap = client.set_power_cap((frontier[0] + min(frontier)) / 2).watts
     assert cap is not None
     first = client.get_job("hot")
-    stop = threading.Event()
-
-    def report() -> None:  # each rank: half the plan's energy, 10% over the profile, under the served plan
-        iteration = 0
-        with PerseusClient(client.target) as c:
-            while not stop.is_set():
-                for rank in range(2):
-                    schedule = c.get_schedule("hot", rank)
-                    c.report_iteration("hot", rank, iteration, schedule.expected_iteration_time,
-                                       1.1 * schedule.expected_energy / 2, schedule.plan_name)
-                iteration += 1
-                time.sleep(0.02)
-
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
-    try:
+    with drawing_more_than_profiled(client, "hot", ranks=2):
         wait_until(lambda: client.get_job("hot").plan_name != first.plan_name, 30, "the cap re-plans the hot job")
         job = client.get_job("hot")
         assert 1.1 * job.planned_power <= cap * (1 + 1e-9) < 1.1 * first.planned_power
@@ -287,9 +297,6 @@ def test_measured_power_above_plan_tightens_the_cap(client: PerseusClient, small
         plan = job.plan_name
         time.sleep(5)  # two more feedback rounds: the same ratio moves nothing
         assert client.get_job("hot").plan_name == plan
-    finally:
-        stop.set()
-        reporter.join(timeout=10)
 
 
 def test_measured_power_correction_applies_to_a_job_with_a_straggler(
@@ -298,10 +305,6 @@ def test_measured_power_correction_applies_to_a_job_with_a_straggler(
     """dp=2 with pipeline 1 straggling: pipeline 0 runs a slower plan than the served one, and every GPU
     draws 10% more than its profile. The correction compares each pipeline with the plan it runs, so it
     applies to this job too (before, only reports of the served plan counted, and pipeline 0 sent none)."""
-    import threading
-
-    from server_helpers import wait_until
-
     serve_job(client, "lagging", small, dp=2)
     for rank in range(4):
         client.register_rank("lagging", rank, rank % 2, small.frequencies(), pipeline_id=rank // 2)
@@ -314,27 +317,9 @@ def test_measured_power_correction_applies_to_a_job_with_a_straggler(
     client.report_straggler("lagging", 1, factor)
     first = client.get_job("lagging")
     assert client.get_schedule("lagging", 0).plan_name != first.plan_name  # pipeline 0 keeps the straggler's pace
-    stop = threading.Event()
-
-    def report() -> None:  # each rank: half its pipeline's plan's energy, 10% over the profile
-        iteration = 0
-        with PerseusClient(client.target) as c:
-            while not stop.is_set():
-                for rank in range(4):
-                    schedule = c.get_schedule("lagging", rank)
-                    c.report_iteration("lagging", rank, iteration, schedule.expected_iteration_time,
-                                       1.1 * schedule.expected_energy / 2, schedule.plan_name)
-                iteration += 1
-                time.sleep(0.02)
-
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
-    try:
+    with drawing_more_than_profiled(client, "lagging", ranks=4):
         wait_until(lambda: client.get_job("lagging").plan_name != first.plan_name, 30,
                    "the cap re-plans the job with a straggler")
         job = client.get_job("lagging")
         assert 1.1 * job.planned_power <= cap * (1 + 1e-9) < 1.1 * first.planned_power
         assert job.stragglers == {1: pytest.approx(factor)}
-    finally:
-        stop.set()
-        reporter.join(timeout=10)
