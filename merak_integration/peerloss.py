@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch.distributed as dist
+
+from merak_integration.supervisor import running
 
 #: Fragments of the backend errors a vanished peer causes (gloo's TCP transport, NCCL, the store).
 LOST_PEER_MARKERS = (
@@ -147,7 +148,7 @@ class PeerRegistry:
         remote = len(peers) < self.world - 1 or any(p.host != self.host for p in peers)
         deadline = time.monotonic() + settle
         while True:
-            dead = [p for p in local if not _alive(p.pid)]
+            dead = [p for p in local if not running(p.pid)]
             if dead or time.monotonic() >= deadline:
                 return dead, remote
             time.sleep(0.05)
@@ -169,11 +170,3 @@ class PeerRegistry:
             where = "every rank on this host still runs"
         return f"perseus: error: {me} stopped: it lost its connection to another rank (backend: {cause}); {where}"
 
-
-def _alive(pid: int) -> bool:
-    """``pid`` runs (a zombie, exited but not yet reaped by torchrun, counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"

@@ -120,7 +120,7 @@ def descendants(root: int) -> list[int]:
     while frontier:
         pid = frontier.pop(0)
         for child in _children(pid):
-            if _state(child) not in ("Z", None):
+            if running(child):
                 found.append(child)
                 frontier.append(child)
     return found
@@ -152,6 +152,11 @@ def _stat_fields(pid: int) -> list[str]:
 def _state(pid: int) -> str | None:
     fields = _stat_fields(pid)
     return fields[0] if fields else None
+
+
+def running(pid: int) -> bool:
+    """``pid`` is a live process (a zombie, exited but not yet reaped, counts as gone)."""
+    return _state(pid) not in ("Z", None)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from workers_helpers import ROOT, env
 
-from merak_integration.supervisor import descendants
+from merak_integration.supervisor import descendants, running
 
 DEVICE_TESTS = ROOT / "tests" / "device"
 sys.path.insert(0, str(DEVICE_TESTS))
@@ -77,9 +77,9 @@ class Run:
 
     def assert_nothing_left(self, tree: list[int], since: float) -> None:
         deadline = since + DEADLINE
-        while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+        while any(running(p) for p in tree) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = [p for p in tree if _alive(p)]
+        left = [p for p in tree if running(p)]
         assert not left, f"processes left {DEADLINE:g} s after the kill: {[_cmdline(p) for p in left]}"
         assert [d.locked for d in self.devices()] == [None, None]
         # `import torch` makes its per-user cache folder torchinductor_<user> in any process (kept across
@@ -102,14 +102,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 @pytest.fixture
