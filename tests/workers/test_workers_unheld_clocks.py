@@ -19,30 +19,30 @@ from test_workers_devices import _fake_env
 from perseus.client import PerseusClient
 
 
-def _run(tmp, server: ServerProcess, job: str, ceiling: int):  # type: ignore[no-untyped-def]
-    gpus = [fake_nvml.FakeDevice(uuid="GPU-0"), fake_nvml.FakeDevice(uuid="GPU-1", clock_ceiling=ceiling)]
-    extra = _fake_env(tmp, *gpus)
-    run = launch("gpt3-tiny", "2", "2", "--pp", "2", "--device", "nvml", "--server", server.address,
-                 "--job_name", job, "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "0",
-                 "--num_prof_steps", "1", "--profile_window", "0.1", "--max_steps", "2", "--out_dir", str(tmp / "out"),
-                 extra_env=extra,
-                 timeout=300)
+def _sweep(tmp, job: str, gpu1: fake_nvml.FakeDevice, window: str = "0.1"):  # type: ignore[no-untyped-def]
+    """Profile ``job`` (2 stages, 3 clocks) against a real server on GPU-0 and ``gpu1``, then train 2 steps:
+    the run, the job as the server ended it, and the server's log."""
+    server = ServerProcess(tmp)
+    try:
+        run = launch("gpt3-tiny", "2", "2", "--pp", "2", "--device", "nvml", "--server", server.address,
+                     "--job_name", job, "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "0",
+                     "--num_prof_steps", "1", "--profile_window", window, "--max_steps", "2",
+                     "--out_dir", str(tmp / "out"), extra_env=_fake_env(tmp, fake_nvml.FakeDevice(uuid="GPU-0"), gpu1),
+                     timeout=300)
+        with PerseusClient(server.address) as client:
+            info = client.get_job(job)
+    finally:
+        server.stop()
+    log = server.proc.stdout.read() if server.proc.stdout else ""
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr
     # Nothing left locked: the sweep's clocks and the plan's are reset at exit.
     assert all(d.locked is None for d in fake_nvml.shared_devices(tmp / "gpus.json"))
-    return run
+    return run, info, log
 
 
 def test_a_clock_one_stage_cannot_hold_is_dropped_and_the_sweep_completes(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = ServerProcess(tmp_path)
-    try:
-        run = _run(tmp_path, server, "held", ceiling=1300)
-        with PerseusClient(server.address) as client:
-            job = client.get_job("held")
-    finally:
-        server.stop()
-    log = server.proc.stdout.read() if server.proc.stdout else ""
+    run, job, log = _sweep(tmp_path, "held", fake_nvml.FakeDevice(uuid="GPU-1", clock_ceiling=1300))
     gave_up = [line for line in run.stdout.splitlines() if "telling the server" in line]
     assert len(gave_up) == 1 and "rank 1 GPU 1: 1410 MHz did not hold" in gave_up[0], run.stdout[-3000:]
     assert "(read back" not in gave_up[0] or "1305" in gave_up[0]
@@ -56,13 +56,7 @@ def test_a_clock_one_stage_cannot_hold_is_dropped_and_the_sweep_completes(tmp_pa
 
 
 def test_a_stage_left_with_too_few_clocks_fails_the_job_and_training_goes_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = ServerProcess(tmp_path)
-    try:
-        run = _run(tmp_path, server, "capped", ceiling=1100)
-        with PerseusClient(server.address) as client:
-            job = client.get_job("capped")
-    finally:
-        server.stop()
+    run, job, _ = _sweep(tmp_path, "capped", fake_nvml.FakeDevice(uuid="GPU-1", clock_ceiling=1100))
     assert job.phase == "failed" and "stage 1 holds 1 of the sweep's 3 clocks under load" in job.error, job
     assert job.sweep_note.endswith("(stage 1: 1410, 1200 MHz)")
     warned = [line for line in run.stdout.splitlines() if "training goes on at default clocks" in line]
@@ -79,20 +73,7 @@ def test_a_flat_energy_counter_is_not_taken_for_a_clock_the_gpu_cannot_hold(tmp_
     # cannot hold: each retry measures over a longer window, then the job's profiling fails naming the
     # counter (a GPU whose energy cannot be measured cannot be profiled), nothing is dropped from the
     # sweep, and training goes on at default clocks, said once.
-    server = ServerProcess(tmp_path)
-    gpus = [fake_nvml.FakeDevice(uuid="GPU-0"), fake_nvml.FakeDevice(uuid="GPU-1", counter_period=3600.0)]
-    try:
-        run = launch("gpt3-tiny", "2", "2", "--pp", "2", "--device", "nvml", "--server", server.address,
-                     "--job_name", "flat", "--profile_frequencies", "1410,1200,1005", "--num_warmup_steps", "0",
-                     "--num_prof_steps", "1", "--profile_window", "0.05", "--max_steps", "2",
-                     "--out_dir", str(tmp_path / "out"), extra_env=_fake_env(tmp_path, *gpus), timeout=300)
-        with PerseusClient(server.address) as client:
-            job = client.get_job("flat")
-    finally:
-        server.stop()
-    log = server.proc.stdout.read() if server.proc.stdout else ""
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Traceback" not in run.stderr, run.stderr
+    run, job, log = _sweep(tmp_path, "flat", fake_nvml.FakeDevice(uuid="GPU-1", counter_period=3600.0), window="0.05")
     out = run.stdout
     assert "did not hold" not in out and "cannot hold" not in out and "dropped from the sweep" not in log, out[-3000:]
     # (searched in the whole output: torchrun may interleave a line of rank 0 with one of rank 1)
@@ -108,4 +89,3 @@ def test_a_flat_energy_counter_is_not_taken_for_a_clock_the_gpu_cannot_hold(tmp_
     warned = [line for line in out.splitlines() if "training goes on at default clocks without a plan" in line]
     assert len(warned) == 1 and "job flat failed: profiling failed: rank 1 (stage 1)" in warned[0], out[-3000:]
     assert len([line for line in out.splitlines() if line.startswith("iteration")]) == 2
-    assert all(d.locked is None for d in fake_nvml.shared_devices(tmp_path / "gpus.json"))
