@@ -173,13 +173,16 @@ class SchedulerCore:
         self._plan_cache = PlanCache(self._load_plan, decoded_instructions)
         """Decoded plans (memory holds only each plan's summary, see :mod:`perseus.server.plancache`)."""
         self._stop_loop = threading.Event()
-        self._cap_loop = threading.Thread(target=self._run_cap_loop, name="perseus-cap", daemon=True)
+        self._cap_loop = threading.Thread(
+            target=self._every, args=(CAP_LOOP_S, self._cap_feedback, "power cap: measured-power feedback failed"),
+            name="perseus-cap", daemon=True)
         self._leading: set[str] = set()
         """Jobs whose closed loop this replica runs, with others on the database (see :meth:`_leads`)."""
         self._claim_after: dict[str, float] = {}
         self._tail = ReportTail()
         self._ranks_read_at = -float("inf")
-        self._loop_feed = (threading.Thread(target=self._run_loop_feed, name="perseus-loop", daemon=True)
+        self._loop_feed = (threading.Thread(target=self._every, name="perseus-loop", daemon=True, args=(
+            LOOP_FEED_S, self._follow_reports, "closed loop: cannot read the replicas' reports"))
                            if self._feed.shared else None)
         with self._sessions() as s:
             self._jobs = self._read_jobs(s)
@@ -858,12 +861,13 @@ class SchedulerCore:
             ranks.setdefault(r.job_id, {})[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
         return ranks
 
-    def _run_loop_feed(self) -> None:
-        while not self._stop_loop.wait(LOOP_FEED_S):
+    def _every(self, seconds: float, step: Callable[[], None], failure: str) -> None:
+        """Run ``step`` every ``seconds`` until the core closes (a background thread's body)."""
+        while not self._stop_loop.wait(seconds):
             try:
-                self._follow_reports()
+                step()
             except Exception:  # the database went away: the next round tries again
-                log.exception("closed loop: cannot read the replicas' reports")
+                log.exception(failure)
 
     def _follow_reports(self) -> None:
         """With replicas, each rank reports to one of them, so no replica's own reports make an iteration
@@ -1200,13 +1204,6 @@ class SchedulerCore:
             for job_id in {*stale, *(j.spec.job_id for j in changed)}:
                 for callback in self._listeners:
                     callback(job_id)
-
-    def _run_cap_loop(self) -> None:
-        while not self._stop_loop.wait(CAP_LOOP_S):
-            try:
-                self._cap_feedback()
-            except Exception:  # the database went away: the next round tries again
-                log.exception("power cap: measured-power feedback failed")
 
     def _cap_feedback(self) -> None:
         """Close the loop: while a cap is set, each serving job's measured power over its planned power
