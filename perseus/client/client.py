@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from perseus.client.stream import ReportStream
+from perseus.client.stream import ReportStream, to_proto
 from perseus.client.types import (
     PHASE_NAMES,
     FrontierInfo,
@@ -318,14 +318,7 @@ class PerseusClient:
 
     def report_iterations(self, job_id: str, run_id: str, reports: Sequence[IterationReport]) -> ReportAck:
         """Store a batch of one run's iteration reports (at most 4096) in one call."""
-        request = pb.ReportIterationsRequest(
-            job_id=job_id, run_id=run_id,
-            reports=[pb.IterationReport(rank=r.rank, iteration=r.iteration, time=r.time, energy=r.energy,
-                                        plan_name=r.plan_name, busy_time=r.busy_time, busy_energy=r.busy_energy,
-                                        measure_only=r.measure_only, clock_mhz=r.clock_mhz,
-                                        planned_instructions=r.planned_instructions,
-                                        at_planned_clock=r.at_planned_clock) for r in reports],
-        )
+        request = pb.ReportIterationsRequest(job_id=job_id, run_id=run_id, reports=[to_proto(r) for r in reports])
         reply = self._call(self._stub.ReportIterations, request)
         return ReportAck(reply.version, reply.stored, reply.duplicates)
 

@@ -46,6 +46,7 @@ _END = object()
 
 
 def to_proto(report: IterationReport) -> pb.IterationReport:
+    """The wire form of one report (a streamed batch's or a ReportIterations call's)."""
     return pb.IterationReport(rank=report.rank, iteration=report.iteration, time=report.time, energy=report.energy,
                               plan_name=report.plan_name, busy_time=report.busy_time,
                               busy_energy=report.busy_energy, measure_only=report.measure_only,
