@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import sqlite3
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from server_helpers import ServerProcess, wait_until
+from server_helpers import ServerProcess, free_port, wait_until
 
 from perseus.client import PerseusClient
 from perseus.client.health import LinkHealth
@@ -161,16 +160,10 @@ def _sends(client: PerseusClient) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_streamed_reports_survive_kill9_nothing_lost_nothing_twice(tmp_path: Path) -> None:
     """Acked reports are on disk at the kill; the sender resends the un-acked ones to the restarted server."""
     db = tmp_path / "p.db"
-    port = _free_port()
+    port = free_port()
     server = ServerProcess(f"sqlite:///{db}", port=port)
     second: ServerProcess | None = None
     lines: list[str] = []

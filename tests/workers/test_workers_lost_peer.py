@@ -11,24 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from workers_helpers import ROOT, env
+from workers_helpers import ROOT, env, free_port
 
 from merak_integration.supervisor import descendants
 
 DEADLINE = 30.0  # seconds from the kill until both launchers must have ended (loaded 2-core machine)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cmdline(pid: int) -> str:
@@ -72,7 +65,7 @@ class Node:
 
 
 def test_a_worker_killed_on_another_node_is_named_by_the_survivor(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     common = ["gpt3-tiny", "2", "4", "--pp", "2", "--device", "sim", "--sim_time_scale", "0.05", "--max_steps",
               "100000", "--nnodes", "2", "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port",
               str(port), "--out_dir", str(tmp_path / "out")]

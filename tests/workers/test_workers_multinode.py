@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from workers_helpers import ROOT, env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from workers_helpers import ROOT, env, free_port
 
 
 def test_two_nodes_train_one_pipeline(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     common = ["gpt3-tiny", "2", "8", "--pp", "4", "--device", "sim", "--sim_time_scale", "0.05", "--max_steps", "2",
               "--nnodes", "2", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
               "--out_dir", str(tmp_path / "out")]

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch.distributed as dist
+from workers_helpers import free_port
 
 from merak_integration.peerloss import PeerRegistry, lost_peer_cause
 from merak_integration.torchrun import unexplained
@@ -34,14 +35,8 @@ def test_lost_peer_errors_are_told_apart_from_other_errors() -> None:
     assert lost_peer_cause(ValueError("Connection reset by peer")) is None  # not a backend error
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_survivor_names_the_rank_whose_process_is_gone() -> None:
-    store = dist.TCPStore("127.0.0.1", _free_port(), is_master=True, timeout=datetime.timedelta(seconds=5))
+    store = dist.TCPStore("127.0.0.1", free_port(), is_master=True, timeout=datetime.timedelta(seconds=5))
     peers = dist.PrefixStore(PeerRegistry.PREFIX, store)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # exited and reaped: its pid names no process
@@ -66,7 +61,7 @@ def test_the_survivor_names_the_rank_whose_process_is_gone() -> None:
 
 def test_the_survivor_remembers_its_peers_after_the_store_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     """The store lives in one node's torchrun, which may exit before a survivor on another node asks."""
-    port = _free_port()
+    port = free_port()
     store = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=datetime.timedelta(seconds=5))
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))

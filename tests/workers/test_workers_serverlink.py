@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workers_helpers import ROOT, env
+from workers_helpers import ROOT, env, free_port
 
 from perseus.cli.main import main as perseus_main
 
@@ -97,14 +97,6 @@ class Training:
         return "".join(self.lines)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _stored(tmp: Path) -> dict[str, set[tuple[int, int]]]:
     """(rank, iteration) pairs in the database, per run id."""
     with sqlite3.connect(tmp / "perseus.db") as db:
@@ -125,7 +117,7 @@ def _observed(tmp: Path) -> dict[tuple[str, int, int], tuple[float, bool, int, i
 
 @pytest.mark.timeout(900)  # two trainings and three server starts
 def test_server_killed_mid_training_loses_nothing_and_reruns_keep_their_reports(tmp_path: Path) -> None:
-    server = Server(tmp_path, _free_port())
+    server = Server(tmp_path, free_port())
     server.start()
     try:
         # Run 1: SIGKILL 3 iterations in, down for a while, restarted while training goes on.

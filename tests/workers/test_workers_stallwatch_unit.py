@@ -7,22 +7,16 @@ watch must read the keys that exist and count the missing rank as silent since i
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 
 import torch.distributed as dist
+from workers_helpers import free_port
 
 from merak_integration.stallwatch import SILENT_AFTER, StallWatch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_rank_that_never_beat_is_named_silent() -> None:
-    store = dist.TCPStore("127.0.0.1", _free_port(), is_master=True, timeout=datetime.timedelta(seconds=10))
+    store = dist.TCPStore("127.0.0.1", free_port(), is_master=True, timeout=datetime.timedelta(seconds=10))
     said: list[str] = []
     watch = StallWatch(dist.PrefixStore("perseus/heartbeat/", store), rank=0, world=2, pp=2, timeout=0.2,
                        say=said.append, interval=0.1)
