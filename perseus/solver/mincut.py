@@ -13,7 +13,7 @@ non-source/sink nodes get zero capacity and are never reached. Building the crit
 sub-network's arrays per cut instead (renumbering, adjacency by counting sort, three flow trims
 each building its own adjacency) made the max-flow call 3.1 ms per cut at 16 x 96 instead of
 2.2 ms. Capacities stay floats, so costs go in exactly (residuals within a 1e-13 relative sliver
-count as saturated, see :func:`_dinic`).
+count as saturated, see :func:`_saturation_eps`).
 
 The critical DAG is nearly the whole DAG (the reclaim pass slows every instruction with slack
 until it is tight: 2,900 of 3,072 nodes at 16 x 96), so contracting its series chains (a node
@@ -28,6 +28,14 @@ nodes change capacity or criticality, so most of the old flow still fits: it is 
 feasible flow of the new network (:func:`_repair_flow`) and Dinic only adds what is missing
 (about 40% less work per cut at 16 x 48 and 16 x 96). The minimum cut closest to the sources
 does not depend on the flow it starts from.
+
+Trimming alone throws away more than it must: where a node's capacity fell below its old flow,
+every path through the node loses the difference all the way back to the super source and on
+to the super sink, and Dinic must find it again along paths the length of the pipeline (16 x 256:
+about 8% of a 12,400 flow lost per cut, found again by 160-480 augmenting paths of 1,090 arcs).
+Most of it has a detour a few nodes long (through a neighbouring stage or microbatch with spare
+capacity), so before trimming, the excess each over-full arc leaves at its tail is first sent to
+the deficit at its head along short residual paths (:func:`_reroute`).
 """
 
 from __future__ import annotations
@@ -38,6 +46,13 @@ from numba import njit
 
 from perseus.pipeline.dag import FloatArray, IntArray
 
+REROUTE_DEPTH = 30
+"""Longest detour (arcs) a clipped flow may take around its arc: at 16 x 256 it keeps all but about
+1.5% of the flow; 20 arcs keep less, and 40 or more cost more in search than they save in Dinic."""
+REROUTE_PHASES = 4
+"""Searches for detours per cut (each one breadth-first search from the deficits, up to the depth)."""
+LayoutIds = npt.NDArray[np.int32]
+"""Vertex and arc-slot ids of an :class:`ArcLayout` (32-bit)."""
 FLOWS_KEPT = 2
 """Recent maximum flows tried as a start: steps often alternate between two shapes of critical DAG,
 so the flow from two cuts back can fit better (16 x 48: 100k arc visits per cut, 104k with only
@@ -59,7 +74,10 @@ class ArcLayout:
         self.num_nodes = num_nodes
         self.edges = np.ascontiguousarray(edges, dtype=np.int64).reshape(-1, 2)
         self.num_pairs = 3 * num_nodes + len(self.edges)
-        self.first, self.head, self.tail, self.partner, self.arc, self.slot = _layout(num_nodes, self.edges)
+        # 32-bit ids: half the memory traffic of the max-flow's arc scans (16 x 256: 82,000 arc slots).
+        self.first, self.head, self.tail, self.partner, self.arc, self.slot = (
+            ids.astype(np.int32) for ids in _layout(num_nodes, self.edges)
+        )
         self.out_first, self.out_edges = _grouped(self.edges[:, 0], num_nodes)
         """Per node, its outgoing edges' ids (in id order)..."""
         self.in_first, self.in_edges = _grouped(self.edges[:, 1], num_nodes)
@@ -99,6 +117,7 @@ class CutNetwork:
             layout.tail,
             layout.partner,
             layout.arc,
+            layout.slot,
             self.flows,
         )
 
@@ -159,25 +178,34 @@ def _warm_min_cut(  # pragma: no cover - compiled
     out_edges: IntArray,
     in_first: IntArray,
     in_edges: IntArray,
-    first: IntArray,
-    head: IntArray,
-    tail: IntArray,
-    partner: IntArray,
-    arc: IntArray,
+    first: LayoutIds,
+    head: LayoutIds,
+    tail: LayoutIds,
+    partner: LayoutIds,
+    arc: LayoutIds,
+    slot: LayoutIds,
     flows: FloatArray,
 ) -> IntArray:
     """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from whichever kept flow
-    (rows of ``flows``) keeps the most value once trimmed to this network, find the cut closest
-    to the sources, and shift the new maximum flow in as row 0."""
+    (rows of ``flows``) keeps the most value once trimmed to this network, with its clipped flow
+    rerouted first where that keeps more, find the cut closest to the sources, and shift the new
+    maximum flow in as row 0."""
     n = len(out_first) - 1
+    eps = _saturation_eps(pair_capacity, n)
     best = np.zeros(flows.shape[1])
-    best_value = 0.0
+    best_value, best_row = 0.0, -1
     for row in range(flows.shape[0]):
         flow = flows[row].copy()
         value = _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, flow)
         if value > best_value:
-            best_value, best = value, flow
-    cut = _dinic(pair_capacity, n, first, head, tail, partner, arc, best)
+            best_value, best, best_row = value, flow, row
+    if best_row >= 0:
+        rerouted = flows[best_row].copy()
+        if _reroute(pair_capacity, rerouted, n, first, head, tail, partner, arc, slot, eps):
+            value = _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, rerouted)
+            if value > best_value:
+                best = rerouted
+    cut = _dinic(pair_capacity, n, first, head, tail, partner, arc, best, eps)
     for row in range(flows.shape[0] - 1, 0, -1):
         flows[row] = flows[row - 1]
     flows[0] = best
@@ -188,32 +216,23 @@ def _warm_min_cut(  # pragma: no cover - compiled
 def _dinic(  # pragma: no cover - compiled
     pair_capacity: FloatArray,
     n: int,
-    first: IntArray,
-    head: IntArray,
-    tail: IntArray,
-    partner: IntArray,
-    arc: IntArray,
+    first: LayoutIds,
+    head: LayoutIds,
+    tail: LayoutIds,
+    partner: LayoutIds,
+    arc: LayoutIds,
     flow: FloatArray,
+    eps: float,
 ) -> IntArray:
     """Node ids of the minimum vertex cut closest to the sources, by Dinic's max-flow from the
     feasible ``flow`` (per arc pair, updated in place to the maximum flow).
 
-    Residual capacities up to ``eps`` (1e-13 of the finite node capacities' sum) count as
-    saturated: a trimmed flow's sums carry rounding, and a sliver of 1e-17 left on a node's arc
-    must not move the cut. The cut's cost is then within ``eps`` per arc of the flow's value.
+    Residual capacities up to ``eps`` (:func:`_saturation_eps`) count as saturated; the cut's
+    cost is then within ``eps`` per arc of the flow's value.
     """
-    total = 0.0
-    for v in range(n):
-        if np.isfinite(pair_capacity[v]):
-            total += pair_capacity[v]
-    eps = 1e-13 * total
     source, sink = 2 * n, 2 * n + 1
     num_vertices = 2 * n + 2
-    residual = np.empty(len(head))
-    for i in range(len(head)):
-        a = arc[i]
-        f = flow[a >> 1]
-        residual[i] = f if a & 1 else max(pair_capacity[a >> 1] - f, 0.0)
+    residual = _residuals(pair_capacity, arc, flow)
     level = np.empty(num_vertices, dtype=np.int64)  # distance to the sink in the residual network
     queue = np.empty(num_vertices, dtype=np.int64)
     current = np.empty(num_vertices, dtype=np.int64)
@@ -288,9 +307,7 @@ def _dinic(  # pragma: no cover - compiled
                 level[w] = 0
                 queue[q_tail] = w
                 q_tail += 1
-    for i in range(len(head)):
-        if arc[i] & 1:
-            flow[arc[i] >> 1] = residual[i]  # a pair's flow is its reverse arc's residual capacity
+    _store_flow(arc, residual, flow)
     # The cut: nodes whose in-vertex the source still reaches and whose out-vertex it does not.
     cut = np.empty(n, dtype=np.int64)
     size = 0
@@ -299,6 +316,153 @@ def _dinic(  # pragma: no cover - compiled
             cut[size] = v
             size += 1
     return cut[:size]
+
+
+@njit(cache=True, nogil=True)
+def _saturation_eps(pair_capacity: FloatArray, n: int) -> float:  # pragma: no cover - compiled
+    """Residual capacity that counts as saturated: 1e-13 of the finite node capacities' sum. A trimmed
+    or rerouted flow's sums carry rounding, and a sliver of 1e-17 left on a node's arc must not move
+    the cut."""
+    total = 0.0
+    for v in range(n):
+        if np.isfinite(pair_capacity[v]):
+            total += pair_capacity[v]
+    return 1e-13 * total
+
+
+@njit(cache=True, nogil=True)
+def _residuals(pair_capacity: FloatArray, arc: LayoutIds, flow: FloatArray) -> FloatArray:  # pragma: no cover
+    """Residual capacity of every arc slot given each pair's ``flow``: a forward arc has what its
+    capacity leaves, a reverse arc the flow it could cancel."""
+    residual = np.empty(len(arc))
+    for i in range(len(arc)):
+        a = arc[i]
+        f = flow[a >> 1]
+        residual[i] = f if a & 1 else max(pair_capacity[a >> 1] - f, 0.0)
+    return residual
+
+
+@njit(cache=True, nogil=True)
+def _store_flow(arc: LayoutIds, residual: FloatArray, flow: FloatArray) -> None:  # pragma: no cover - compiled
+    """Write each pair's flow back from ``residual``: it is the residual capacity of its reverse arc."""
+    for i in range(len(arc)):
+        if arc[i] & 1:
+            flow[arc[i] >> 1] = residual[i]
+
+
+@njit(cache=True, nogil=True)
+def _reroute(  # pragma: no cover - compiled
+    pair_capacity: FloatArray,
+    flow: FloatArray,
+    n: int,
+    first: LayoutIds,
+    head: LayoutIds,
+    tail: LayoutIds,
+    partner: LayoutIds,
+    arc: LayoutIds,
+    slot: LayoutIds,
+    eps: float,
+) -> bool:
+    """Clip ``flow`` (per arc pair, in place) to ``pair_capacity`` and send each clipped amount from
+    the arc's tail, where it is now in excess, to its head, where it is now missing, along residual
+    paths of at most :data:`REROUTE_DEPTH` arcs that avoid the super source and sink. Returns whether
+    anything was clipped.
+
+    Dinic's idea on a small scale, from many sources to many sinks: a breadth-first search from
+    every vertex still missing flow, backwards along residual arcs, labels each vertex with its
+    distance to the nearest one; then depth-first searches from every vertex in excess follow
+    arcs one label lower, each carrying as much as the path, the excess and the deficit allow.
+    What no short path can carry stays unbalanced for :func:`_repair_flow` to trim. Every push
+    stays within a residual capacity, so the flow stays within every capacity.
+    """
+    num_vertices = 2 * n + 2
+    source, sink = 2 * n, 2 * n + 1
+    excess = np.zeros(num_vertices)  # inflow minus outflow; negative where flow is missing
+    clipped = False
+    for a in range(len(flow)):
+        if flow[a] > pair_capacity[a]:
+            i = slot[2 * a]
+            excess[tail[i]] += flow[a] - pair_capacity[a]
+            excess[head[i]] -= flow[a] - pair_capacity[a]
+            flow[a] = pair_capacity[a]
+            clipped = True
+    if not clipped:
+        return False
+    excess[source] = excess[sink] = 0.0  # the super source and sink balance themselves
+    residual = _residuals(pair_capacity, arc, flow)
+    level = np.full(num_vertices, -1, dtype=np.int64)  # distance to the nearest deficit; -2: dead end
+    queue = np.empty(num_vertices, dtype=np.int64)
+    current = np.empty(num_vertices, dtype=np.int64)
+    path = np.empty(REROUTE_DEPTH, dtype=np.int64)
+    for _ in range(REROUTE_PHASES):
+        q_tail = pending = 0
+        for v in range(num_vertices):
+            if excess[v] < -eps:
+                level[v] = 0
+                queue[q_tail] = v
+                q_tail += 1
+            elif excess[v] > eps:
+                pending += 1
+        q_head = 0
+        reached = 0
+        while q_head < q_tail and reached < pending:
+            v = queue[q_head]
+            q_head += 1
+            if level[v] == REROUTE_DEPTH:
+                continue
+            for i in range(first[v], first[v + 1]):
+                w = head[i]
+                if level[w] == -1 and w != source and w != sink and residual[partner[i]] > eps:
+                    level[w] = level[v] + 1
+                    queue[q_tail] = w
+                    q_tail += 1
+                    if excess[w] > eps:
+                        reached += 1
+        for k in range(q_tail):
+            current[queue[k]] = first[queue[k]]
+        for k in range(q_tail):
+            start = queue[k]
+            while excess[start] > eps and level[start] > 0:
+                depth, v = 0, start
+                while level[v] != 0 or excess[v] >= -eps:
+                    if level[v] == 0:  # a deficit filled since the search: a dead end now
+                        level[v] = -2
+                        depth -= 1
+                        v = tail[path[depth]]
+                        current[v] += 1
+                        continue
+                    while current[v] < first[v + 1]:
+                        i = current[v]
+                        if level[head[i]] == level[v] - 1 and residual[i] > eps:
+                            break
+                        current[v] += 1
+                    if current[v] < first[v + 1]:
+                        path[depth] = current[v]
+                        depth += 1
+                        v = head[current[v]]
+                        continue
+                    level[v] = -2
+                    if depth == 0:
+                        break
+                    depth -= 1
+                    v = tail[path[depth]]
+                    current[v] += 1
+                if depth == 0:
+                    break  # ``start`` is a dead end
+                amount = min(excess[start], -excess[v])
+                for d in range(depth):
+                    amount = min(amount, residual[path[d]])
+                for d in range(depth):
+                    residual[path[d]] -= amount
+                    residual[partner[path[d]]] += amount
+                excess[start] -= amount
+                excess[v] += amount
+        for k in range(q_tail):
+            level[queue[k]] = -1
+        if reached == 0:
+            break
+    _store_flow(arc, residual, flow)
+    return True
 
 
 @njit(cache=True, nogil=True)
