@@ -14,7 +14,7 @@ from perseus.pipeline.dag import PipelineDAG
 from perseus.pipeline.evaluate import evaluate_plan
 from perseus.plan import FrequencyPlan
 from perseus.profile import PipelineProfile
-from perseus.solver import compute_frontier, kernels
+from perseus.solver import compute_frontier, kernels, mincut
 from perseus.solver.baselines import max_frequency_plan
 from perseus.solver.frontier import GraphCutSolver
 from perseus.solver.lower_bound import LowerBound
@@ -196,6 +196,41 @@ def test_cut_network_warm_starts_stay_minimum() -> None:
             assert float(capacity[cut].sum()) == pytest.approx(best, rel=1e-9)
             checked += 1
     assert checked > 30
+
+
+def test_clipped_flow_takes_a_detour_instead_of_being_trimmed() -> None:
+    """Diamond 0 -> {1, 2} -> 3 carrying 4 through node 1, whose capacity drops to 1: trimming alone keeps
+    a flow of 1; rerouting first sends the other 3 around through node 2 and keeps all 4, as a flow
+    within every capacity and conserved at every node."""
+    edges = np.array([[0, 1], [0, 2], [1, 3], [2, 3]])
+    layout = ArcLayout(4, edges)
+    n, e = 4, len(edges)
+    capacity = np.zeros(layout.num_pairs)
+    capacity[:n] = [10.0, 1.0, 10.0, 10.0]
+    capacity[n : n + e] = np.inf
+    capacity[n + e + 0] = capacity[2 * n + e + 3] = np.inf  # source into node 0, node 3 into the sink
+    old = np.zeros(layout.num_pairs)
+    old[[0, 1, 3]] = 4.0  # nodes 0, 1 and 3
+    old[[n + 0, n + 2]] = 4.0  # edges 0 -> 1 and 1 -> 3
+    old[[n + e + 0, 2 * n + e + 3]] = 4.0
+
+    def repaired(flow: np.ndarray) -> float:
+        args = (layout.edges, layout.out_first, layout.out_edges, layout.in_first, layout.in_edges, flow)
+        return float(mincut._repair_flow(capacity, *args))
+
+    assert repaired(old.copy()) == pytest.approx(1.0)
+    flow = old.copy()
+    eps = mincut._saturation_eps(capacity, n)
+    assert mincut._reroute(capacity, flow, n, layout.first, layout.head, layout.tail, layout.partner, layout.arc,
+                           layout.slot, eps)
+    assert repaired(flow) == pytest.approx(4.0)
+    assert (flow <= capacity).all() and (flow >= 0).all()
+    assert flow[2] == pytest.approx(3.0) and flow[1] == pytest.approx(1.0)  # node 2 took what node 1 lost
+    inflow = flow[n + e : 2 * n + e].copy()
+    np.add.at(inflow, edges[:, 1], flow[n : n + e])
+    outflow = flow[2 * n + e :].copy()
+    np.add.at(outflow, edges[:, 0], flow[n : n + e])
+    assert inflow == pytest.approx(flow[:n]) and outflow == pytest.approx(flow[:n])
 
 
 def test_arc_layout_pairs_every_arc_with_its_reverse() -> None:
