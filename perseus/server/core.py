@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,7 +59,7 @@ from perseus.server.notify import TICK_S, make_feed
 from perseus.server.optimize import FrontierRequest
 from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
-from perseus.server.reports import ReportWriter, settle
+from perseus.server.reports import ReportWriter, Stored, settle
 from perseus.server.sweep import (
     MAX_READ_BACK,
     MIN_SWEEP_CLOCKS,
@@ -166,7 +166,7 @@ class SchedulerCore:
         self._computing: set[str] = set()
         """Jobs whose frontier this server has queued or is computing."""
         self._feed = make_feed(engine)
-        self._reports = ReportWriter(engine)
+        self._reports = ReportWriter(engine, self._count_commit)
         self._measured = capping.MeasuredPower()
         self._ratios: dict[str, float] = {}
         """Measured over planned power per job, while a cap is set (see :meth:`_cap_feedback`)."""
@@ -729,18 +729,23 @@ class SchedulerCore:
     ) -> Future[int] | None:
         """:meth:`report_iteration` without blocking: the future resolves once the report is stored.
 
-        None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
+        None if the job or rank is not cached (then call :meth:`report_iteration`).
         """
         report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name, **observed)
-        if not self._lock.acquire(blocking=False):
+        if not self._knows(job_id, (rank,)):
             return None
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or rank not in job.ranks:
-                return None
-        finally:
-            self._lock.release()
         return self._queue_iteration(job_id, run_id, report)
+
+    def _knows(self, job_id: str, ranks: Iterable[int]) -> bool:
+        """Whether the job and each of ``ranks`` are cached: the hot path's check, without the lock.
+
+        Only lookups in dicts (each atomic), and a snapshot under the lock would be no fresher once
+        released. It took the lock with a try: while any thread held it (the writer counting a
+        commit, the closed loop, the cap feedback), reports went to a thread that waited for it.
+        """
+        job = self._jobs.get(job_id)
+        known = job.ranks if job is not None else None
+        return known is not None and all(rank in known for rank in ranks)
 
     def report_iterations(
         self, job_id: str, run_id: str, reports: Sequence[IterationReport]
@@ -777,18 +782,12 @@ class SchedulerCore:
         """:meth:`report_iterations` without blocking, and with a callback instead of a future (the hot path).
 
         ``done`` is called from the writer thread with (version, stored, duplicates) after the commit,
-        or with the error. False, and nothing queued, if the lock is busy or the job or a rank is not
-        cached (then call :meth:`report_iterations`). Raises InputError for bad reports.
+        or with the error. False, and nothing queued, if the job or a rank is not cached (then call
+        :meth:`report_iterations`). Raises InputError for bad reports.
         """
         runs.validate(run_id, reports)
-        if not self._lock.acquire(blocking=False):
+        if not self._knows(job_id, (r.rank for r in reports)):
             return False
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or any(r.rank not in job.ranks for r in reports):
-                return False
-        finally:
-            self._lock.release()
         self._submit_iterations(job_id, run_id, reports, done)
         return True
 
@@ -814,14 +813,20 @@ class SchedulerCore:
             if isinstance(new, BaseException):
                 done(new)
                 return
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is not None:  # a retry of an acknowledged report is not new
-                    self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
-                version = job.version if job is not None else 0
-            done((version, sum(new), len(new) - sum(new)))
+            job = self._jobs.get(job_id)  # counted already (_count_commit); an int read needs no lock
+            done((job.version if job is not None else 0, sum(new), len(new) - sum(new)))
 
         self._reports.submit(job_id, run_id, reports, stored)
+
+    def _count_commit(self, stored: Sequence[Stored]) -> None:
+        """After a group commit, before its acks: count what it stored, under one hold of the lock (the
+        writer thread takes it once per commit, not once per call: the event loop's try-lock then rarely
+        finds it busy); a replica without a report tail feeds the reports to the detectors here."""
+        with self._lock:
+            for call in stored:
+                job = self._jobs.get(call.job_id)
+                if job is not None:
+                    self._count_stored(job, call.run_id, call.reports)
 
     def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
         if not stored:
@@ -832,7 +837,9 @@ class SchedulerCore:
             stats.add(report.rank, 1, now, now)
             stats.observe(report)
         job.num_iteration_reports += len(stored)
-        if job.phase == "serving" and self._leads(job.spec.job_id):
+        if job.phase == "serving" and not self._feed.shared:
+            # With replicas the job's closed-loop replica feeds every stored report, its own included,
+            # from the report tail (_follow_reports), once: feeding its own here as well did it twice.
             self._feed_control(job, run_id, stored)
 
     def _feed_control(self, job: _Job, run_id: str, reports: Sequence[IterationReport]) -> None:
@@ -856,9 +863,12 @@ class SchedulerCore:
     def _stored_ranks(s: Any, job_ids: Sequence[str]) -> dict[str, dict[int, RankInfo]]:
         """Every rank the replicas stored for ``job_ids``."""
         ranks: dict[str, dict[int, RankInfo]] = {}
-        for r in s.scalars(select(m.RankRow).where(m.RankRow.job_id.in_(list(job_ids)))):
-            freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
-            ranks.setdefault(r.job_id, {})[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
+        r = m.RankRow  # columns, not ORM objects: a thousand rows every few seconds on a hot server
+        for job_id, rank, stage, pipeline_id, gpu_name, frequencies in s.execute(
+                select(r.job_id, r.rank, r.stage, r.pipeline_id, r.gpu_name, r.frequencies_json)
+                .where(r.job_id.in_(list(job_ids)))):
+            freqs = tuple(int(f) for f in frequencies.split(",") if f)
+            ranks.setdefault(job_id, {})[rank] = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
         return ranks
 
     def _every(self, seconds: float, step: Callable[[], None], failure: str) -> None:
@@ -906,8 +916,8 @@ class SchedulerCore:
         with self._sessions() as s:
             rows = self._tail.read(s, sorted(self._leading))
             with self._lock:
-                unknown = any(report.rank not in self._jobs[job_id].ranks
-                              for job_id, _, report in rows if job_id in self._jobs)
+                unknown = any(row.report.rank not in self._jobs[row.job_id].ranks
+                              for row in rows if row.job_id in self._jobs)
             ranks: dict[str, dict[int, RankInfo]] = {}
             if self._leading and (unknown or now - self._ranks_read_at >= RANKS_REFRESH_S):
                 ranks = self._stored_ranks(s, sorted(self._leading))
@@ -919,8 +929,8 @@ class SchedulerCore:
                     for rank, info in stored.items():
                         job.ranks.setdefault(rank, info)
         by_run: dict[tuple[str, str], list[IterationReport]] = {}
-        for job_id, run_id, report in rows:
-            by_run.setdefault((job_id, run_id), []).append(report)
+        for row in rows:
+            by_run.setdefault((row.job_id, row.run_id), []).append(row.report)
         with self._lock:
             for (job_id, run_id), reports in by_run.items():
                 job = self._jobs.get(job_id)
@@ -1216,13 +1226,19 @@ class SchedulerCore:
         with self._lock:
             if self._closed:
                 return
-            with self._sessions() as s:
-                watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
-                if watts is None:
-                    self._ratios.clear()
-                    return
-                self._measured.read(s, list(self._jobs))
-                stored = self._stored_ranks(s, [j for j, job in self._jobs.items() if job.phase == "serving"])
+            live, serving = list(self._jobs), [j for j, job in self._jobs.items() if job.phase == "serving"]
+        stored: dict[str, dict[int, RankInfo]] = {}
+        with self._sessions() as s:  # not under the lock: the queries wait for the database (and the GIL)
+            watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
+            if watts is not None:
+                self._measured.read(s, live)
+                stored = self._stored_ranks(s, serving)
+        with self._lock:
+            if self._closed:
+                return
+            if watts is None:
+                self._ratios.clear()
+                return
             moved = []
             for job_id, job in self._jobs.items():
                 ranks = stored.get(job_id, {})

@@ -1,11 +1,15 @@
-"""``perseus.server.tail.ReportTail`` on a real SQLite file: rows committed late (smaller ids after larger
-ones, as two replicas' transactions on PostgreSQL can) are read once, other jobs' rows never."""
+"""``perseus.server.tail.ReportTail`` on a real SQLite file, and measured power read through it on a real
+PostgreSQL: rows committed late (smaller ids after larger ones, as two replicas' transactions on
+PostgreSQL can) are read once, other jobs' rows never."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from perseus.server import models as m
+from perseus.server.capping import MeasuredPower
 from perseus.server.db import make_engine, session_factory, upgrade
 from perseus.server.tail import LATE_S, ReportTail
 
@@ -31,12 +35,38 @@ def test_late_rows_are_read_once_and_other_jobs_never(tmp_path: Path) -> None:
         _add(s, 4)
         _add(s, 5, job="b")
         got = tail.read(s, ["a"], now=1.0)
-        assert [(j, r.iteration, r.busy_time, r.busy_energy) for j, _, r in got] == [("a", 2, 0.5, 1.5), ("a", 4, 0.5, 1.5)]
+        assert [(j, r.iteration, r.busy_time, r.busy_energy) for j, _, r, _ in got] == [("a", 2, 0.5, 1.5), ("a", 4, 0.5, 1.5)]
         _add(s, 3)  # committed after 4: read at the next call
-        assert [r.iteration for _, _, r in tail.read(s, ["a"], now=1.5)] == [3]
+        assert [r.iteration for _, _, r, _ in tail.read(s, ["a"], now=1.5)] == [3]
         assert tail.read(s, ["a"], now=1.6) == []  # never twice
         _add(s, 7)
-        assert [r.iteration for _, _, r in tail.read(s, ["a"], now=2.0)] == [7]
+        assert [r.iteration for _, _, r, _ in tail.read(s, ["a"], now=2.0)] == [7]
         _add(s, 6)  # later than LATE_S after it was missed: given up
         assert tail.read(s, ["a"], now=2.0 + LATE_S + 0.1) == []
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_measured_power_counts_a_report_committed_late_with_a_smaller_id(postgres_db: str) -> None:
+    """Two transactions on real PostgreSQL: the one that took the smaller id commits last. Measured
+    power must count its report once it commits (a plain "ids above the last read" cursor skips it)."""
+    engine = make_engine(postgres_db)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        s.add(m.JobRow(id="a", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0, phase="serving"))
+        s.commit()
+    measured = MeasuredPower()
+    with sessions() as s:
+        assert measured.read(s, ["a"]) == {}
+    with sessions() as late, sessions() as early:
+        late.add(m.IterationReportRow(job_id="a", run_id="r", rank=0, iteration=0, time=1.0, energy=100.0))
+        late.flush()  # takes the smaller id, not committed yet
+        early.add(m.IterationReportRow(job_id="a", run_id="r", rank=1, iteration=0, time=1.0, energy=300.0))
+        early.commit()
+        with sessions() as s:
+            assert measured.read(s, ["a"]) == {"a": pytest.approx(300.0)}
+        late.commit()
+    with sessions() as s:
+        assert measured.read(s, ["a"]) == {"a": pytest.approx(400.0)}  # both ranks: 100 W + 300 W
     engine.dispose()
