@@ -53,7 +53,7 @@ from perseus.reports import IterationReport
 from perseus.server import capping, runs
 from perseus.server import models as m
 from perseus.server.control import ControlConfig, Controller, ControlListener, Decision, DriftStatus
-from perseus.server.db import session_factory
+from perseus.server.db import HeldConnection, session_factory
 from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.notify import TICK_S, make_feed
 from perseus.server.optimize import FrontierRequest
@@ -180,6 +180,8 @@ class SchedulerCore:
         """Jobs whose closed loop this replica runs, with others on the database (see :meth:`_leads`)."""
         self._claim_after: dict[str, float] = {}
         self._tail = ReportTail()
+        self._loop_conn = HeldConnection(engine, autocommit=True)
+        """The closed-loop thread's connection (five reads a second: no pool checkout, no BEGIN each)."""
         self._ranks_read_at = -float("inf")
         self._loop_feed = (threading.Thread(target=self._every, name="perseus-loop", daemon=True, args=(
             LOOP_FEED_S, self._follow_reports, "closed loop: cannot read the replicas' reports"))
@@ -222,6 +224,7 @@ class SchedulerCore:
         self._cap_loop.join(timeout=30)
         if self._loop_feed is not None:
             self._loop_feed.join(timeout=30)
+        self._loop_conn.drop()
         self._feed.close()
         self._pool.close()
         self._reports.close()
@@ -913,7 +916,7 @@ class SchedulerCore:
                 if job_id in serving:
                     log.warning("job %s: this replica lost the job's closed loop to another", job_id)
         self._claim_after = {job_id: t for job_id, t in self._claim_after.items() if job_id in serving}
-        with self._sessions() as s:
+        with self._loop_conn.use() as s:
             rows = self._tail.read(s, sorted(self._leading))
             with self._lock:
                 unknown = any(row.report.rank not in self._jobs[row.job_id].ranks

@@ -8,8 +8,10 @@ before (a retry of an acknowledged one) is skipped by the database (``ON CONFLIC
 the (job, run, rank, iteration) key).
 
 The writer keeps one connection for itself (a pool checkout pings the server first: one more round
-trip per commit) and, on PostgreSQL, stores a batch with one statement whose text never changes:
-``INSERT ... SELECT * FROM unnest(one array per column)``. A multi-row ``VALUES`` statement has a
+trip per commit) and, on PostgreSQL, stores a batch with one statement whose text never changes,
+``INSERT ... SELECT * FROM unnest(one array per column)``, in autocommit: one round trip per
+commit, where BEGIN, INSERT and COMMIT took three (each a wake-up of the server's backend process,
+which waits for a CPU on a busy machine). A multi-row ``VALUES`` statement has a
 different text for every batch size, which psycopg re-parses in Python on every commit (with a
 bind parameter per value: two fifths of the writer thread's CPU at 1,024 reports/s, py-spy) and
 the server can never prepare.
@@ -32,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from perseus.reports import IterationReport
 from perseus.server import models as m
+from perseus.server.db import HeldConnection
 
 log = logging.getLogger("perseus.server")
 T = TypeVar("T")
@@ -74,8 +77,9 @@ class ReportWriter:
         self._unnest = _unnest_insert(engine) if engine.dialect.name == "postgresql" else None
         self._insert: Any = (sqlite.insert(m.IterationReportRow).on_conflict_do_nothing()
                              if engine.dialect.name == "sqlite" else None)
-        self._conn: Connection | None = None
-        """The writer thread's connection (None until the first commit, and after an error)."""
+        # PostgreSQL stores a batch in one statement: in autocommit it is its own transaction, durable
+        # when it returns (synchronous_commit), with no BEGIN and COMMIT round trips around it.
+        self._held = HeldConnection(engine, autocommit=self._unnest is not None)
         self._pending: list[_Call] = []
         """Calls waiting for the next commit."""
         self._wake = threading.Condition()
@@ -115,7 +119,7 @@ class ReportWriter:
             while self._next_batch():
                 pass
         finally:
-            self._drop_connection()
+            self._held.drop()
 
     def _next_batch(self) -> bool:
         """Store the calls queued now (waiting for one first) and acknowledge them; False once closed."""
@@ -159,19 +163,14 @@ class ReportWriter:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = [rows[i] for i in sorted(first.values())]
         for attempt in (1, 2):
-            conn = self._connection()
             try:
-                with conn.begin():
+                with self._held.use() as conn, conn.begin():  # in autocommit on PostgreSQL: no BEGIN, no COMMIT
                     new = self._insert_rows(conn, unique)
                 break
             except DBAPIError as exc:
-                self._drop_connection()
                 # A connection the server closed (restarted, idle timeout): once more on a fresh one.
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
-            except Exception:
-                self._drop_connection()
-                raise
         return [first[key] == i and key in new for i, key in enumerate(keys)]
 
     def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, str, int, int]]:
@@ -194,20 +193,6 @@ class ReportWriter:
             except IntegrityError:
                 pass
         return new
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = self._engine.connect()
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()  # after an error its state is unknown: never back to the pool
-                conn.close()
-            except Exception as exc:
-                log.debug("closing the report writer's connection: %s", exc)
 
     def _new_keys(self, conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str, int, int]]:
         """Some rows existed already: the ones this transaction stored are those with our timestamps."""

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 
 from perseus.reports import IterationReport
 from perseus.server import models as m
@@ -62,7 +63,8 @@ class ReportTail:
         """Missing id -> when it was first missed."""
 
     def read(self, s: Any, jobs: Collection[str], now: float | None = None) -> list[TailedReport]:
-        """Rows of ``jobs`` not returned before, in id order (see ``back`` for the first call)."""
+        """Rows of ``jobs`` not returned before, in id order (see ``back`` for the first call); ``s`` is a
+        Session or a Connection."""
         now = time.monotonic() if now is None else now
         if self._cursor is None:
             self._cursor = max(0, (s.scalar(select(_R.id).order_by(_R.id.desc()).limit(1)) or 0) - self._back)
@@ -90,6 +92,7 @@ class ReportTail:
 
 def _gap_filter(s: Any, ids: list[int]) -> Any:
     """``id`` is one of ``ids``: ``= ANY(array)`` on PostgreSQL (one parameter), ``IN (...)`` elsewhere."""
-    if s.get_bind().dialect.name == "postgresql":
+    dialect = s.dialect if isinstance(s, Connection) else s.get_bind().dialect
+    if dialect.name == "postgresql":
         return _R.id == any_(bindparam("gaps", ids, type_=postgresql.ARRAY(BigInteger)))
     return _R.id.in_(ids)
