@@ -162,6 +162,8 @@ class ReportWriter:
         keys = [_key(r) for r in rows]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = [rows[i] for i in sorted(first.values())]
+        if not unique:  # only empty calls: nothing to store
+            return []
         for attempt in (1, 2):
             try:
                 with self._held.use() as conn, conn.begin():  # in autocommit on PostgreSQL: no BEGIN, no COMMIT
