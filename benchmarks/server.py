@@ -20,7 +20,8 @@ latency runs from the moment its iteration ends (when a worker queues it) until 
 acknowledgement of the call or stream message that carried it, which the server gives only after
 the commit; so ``batched`` includes the up to ``SEND_INTERVAL_S`` a report waits for its sender.
 The server's CPU time (user + system, from /proc, PostgreSQL's own processes not included) per
-message (call or stream message) and per 1000 reports is a proxy that hardly depends on what else
+message (call or stream message) and per 1000 reports, and the PostgreSQL cluster's (its postmaster
+and every backend) per 1000 reports, are a proxy that hardly depends on what else
 the machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
 also runs two replicas of this tree and measures how long a target set through one takes to reach
 ranks watching the other.
