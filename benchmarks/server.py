@@ -243,6 +243,8 @@ async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
             await stream.done_writing()
         except grpc.aio.AioRpcError as exc:
             errors[exc.code().name] += max(1, last - next_iteration)
+        except asyncio.InvalidStateError:  # the server ended the stream between a read and the next write
+            errors["STREAM_ENDED"] += max(1, last - next_iteration)
 
     async def batched(rank: int) -> None:
         """BackgroundReporter's sender: every SEND_INTERVAL_S, what the rank finished meanwhile, in one call."""
