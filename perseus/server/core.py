@@ -70,7 +70,7 @@ from perseus.server.sweep import (
     nearest,
     next_frequency,
 )
-from perseus.server.tail import ReportTail
+from perseus.server.tail import ReportTail, TailedReport
 from perseus.server.targets import TargetSpec, choose, pace_index
 from perseus.server.types import (
     JOB_ID_RE,
@@ -830,6 +830,10 @@ class SchedulerCore:
                 job = self._jobs.get(call.job_id)
                 if job is not None:
                     self._count_stored(job, call.run_id, call.reports)
+        if self._loop_feed is not None:  # the closed loop gets them from memory, not from the database
+            self._tail.own([(row_id, TailedReport(call.job_id, call.run_id, report, call.created_at))
+                            for call in stored for row_id, report in zip(call.ids, call.reports, strict=True)
+                            if row_id is not None])
 
     def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
         if not stored:
@@ -842,7 +846,8 @@ class SchedulerCore:
         job.num_iteration_reports += len(stored)
         if job.phase == "serving" and not self._feed.shared:
             # With replicas the job's closed-loop replica feeds every stored report, its own included,
-            # from the report tail (_follow_reports), once: feeding its own here as well did it twice.
+            # through the report tail (_follow_reports; its own handed over in memory), once: feeding
+            # its own here as well did it twice.
             self._feed_control(job, run_id, stored)
 
     def _feed_control(self, job: _Job, run_id: str, reports: Sequence[IterationReport]) -> None:

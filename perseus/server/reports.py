@@ -53,6 +53,10 @@ class Stored:
     job_id: str
     run_id: str
     reports: list[IterationReport]
+    created_at: float
+    """When the server received them (seconds since the epoch)."""
+    ids: list[int | None]
+    """Each report's row id (None where the database does not return ids: SQLite)."""
 
 
 OnCommit = Callable[[list[Stored]], None]
@@ -80,6 +84,8 @@ class ReportWriter:
         # PostgreSQL stores a batch in one statement: in autocommit it is its own transaction, durable
         # when it returns (synchronous_commit), with no BEGIN and COMMIT round trips around it.
         self._held = HeldConnection(engine, autocommit=self._unnest is not None)
+        self._ids: dict[tuple[str, str, int, int], int] = {}
+        """Row ids of the reports the current commit stored, by key (PostgreSQL returns them)."""
         self._pending: list[_Call] = []
         """Calls waiting for the next commit."""
         self._wake = threading.Condition()
@@ -134,6 +140,7 @@ class ReportWriter:
                 rows += len(self._pending[taken].reports)
                 taken += 1
             batch, self._pending = self._pending[:taken], self._pending[taken:]
+        self._ids = {}
         try:
             stored = self._store(batch)
         except Exception as exc:  # the database failed: every caller in the batch gets the error
@@ -147,9 +154,13 @@ class ReportWriter:
             start += len(call.reports)
         if self._on_commit is not None:
             try:
-                self._on_commit([Stored(call.job_id, call.run_id, [r for r, n in zip(call.reports, new, strict=True)
-                                                                  if n])
-                                 for call, new in zip(batch, news, strict=True) if any(new)])
+                commit = []
+                for call, new in zip(batch, news, strict=True):
+                    if any(new):
+                        fresh = [r for r, n in zip(call.reports, new, strict=True) if n]
+                        ids = [self._ids.get((call.job_id, call.run_id, r.rank, r.iteration)) for r in fresh]
+                        commit.append(Stored(call.job_id, call.run_id, fresh, call.created_at, ids))
+                self._on_commit(commit)
             except Exception:  # the reports are stored: they are acknowledged all the same
                 log.exception("counting %d stored iteration reports failed", rows)
         for call, new in zip(batch, news, strict=True):
@@ -180,7 +191,8 @@ class ReportWriter:
         if self._unnest is not None:
             sql, columns = self._unnest
             arrays = {name: [row[name] for row in rows] for name in columns}
-            return {(job, run, rank, it) for job, run, rank, it in conn.exec_driver_sql(sql, arrays)}
+            self._ids = {(job, run, rank, it): row_id for row_id, job, run, rank, it in conn.exec_driver_sql(sql, arrays)}
+            return set(self._ids)
         if self._insert is not None:
             result = conn.execute(self._insert, rows)
             if result.rowcount == len(rows):
@@ -218,7 +230,7 @@ def _unnest_insert(engine: Engine) -> tuple[str, list[str]]:
     columns = [c for c in table.columns if not c.primary_key]
     arrays = ", ".join(f"CAST(%({c.name})s AS {c.type.compile(dialect)}[])" for c in columns)
     sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({', '.join(quote(c.name) for c in columns)}) "
-           f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING RETURNING job_id, run_id, {quote('rank')}, iteration")
+           f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING RETURNING id, job_id, run_id, {quote('rank')}, iteration")
     return sql, [c.name for c in columns]
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from perseus.reports import IterationReport
 from perseus.server import models as m
 from perseus.server.capping import MeasuredPower
 from perseus.server.db import make_engine, session_factory, upgrade
-from perseus.server.tail import LATE_S, ReportTail
+from perseus.server.tail import LATE_S, ReportTail, TailedReport
 
 
 def _add(s, row_id: int, job: str = "a", iteration: int | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -69,4 +70,37 @@ def test_measured_power_counts_a_report_committed_late_with_a_smaller_id(postgre
         late.commit()
     with sessions() as s:
         assert measured.read(s, ["a"]) == {"a": pytest.approx(400.0)}  # both ranks: 100 W + 300 W
+    engine.dispose()
+
+
+def test_own_reports_come_from_memory_once(tmp_path: Path) -> None:
+    """The writer hands this replica's committed reports over: they are returned from memory, their rows
+    left out of the query, and one the query returned before the hand-over is not returned again."""
+    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+
+    def mine(row_id: int) -> tuple[int, TailedReport]:
+        return row_id, TailedReport("a", "r", IterationReport(0, row_id, 1.0, 2.0, "from memory"), 0.0)
+
+    with sessions() as s:
+        s.add(m.JobRow(id="a", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0, phase="serving"))
+        s.commit()
+        _add(s, 1)
+        tail = ReportTail()
+        assert tail.read(s, ["a"], now=0.0) == []
+        _add(s, 2)
+        _add(s, 3)
+        _add(s, 5)  # another replica's
+        tail.own([mine(2), mine(3)])
+        got = tail.read(s, ["a"], now=1.0)
+        assert [(r.report.iteration, r.report.plan_name) for r in got] == [(2, "from memory"), (3, "from memory"),
+                                                                          (5, "p")]
+        _add(s, 6)
+        assert [r.report.iteration for r in tail.read(s, ["a"], now=1.2)] == [6]
+        tail.own([mine(6)])  # handed over after the query returned it (the writer hands over after its commit)
+        _add(s, 4)  # and 4, committed late, is this replica's too
+        tail.own([mine(4)])
+        assert [(r.report.iteration, r.report.plan_name) for r in tail.read(s, ["a"], now=1.4)] == [(4, "from memory")]
+        assert tail.read(s, ["a"], now=1.6) == []
     engine.dispose()
