@@ -20,7 +20,8 @@ latency runs from the moment its iteration ends (when a worker queues it) until 
 acknowledgement of the call or stream message that carried it, which the server gives only after
 the commit; so ``batched`` includes the up to ``SEND_INTERVAL_S`` a report waits for its sender.
 The server's CPU time (user + system, from /proc, PostgreSQL's own processes not included) per
-message (call or stream message) and per 1000 reports is a proxy that hardly depends on what else
+message (call or stream message) and per 1000 reports, and the PostgreSQL cluster's (its postmaster
+and every backend) per 1000 reports, are a proxy that hardly depends on what else
 the machine runs; latencies do. The first ``WARMUP_S`` seconds are not measured. With PostgreSQL it
 also runs two replicas of this tree and measures how long a target set through one takes to reach
 ranks watching the other.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import multiprocessing as mp
 import os
 import random
@@ -97,6 +99,8 @@ class Result:
     """CPU seconds of the busiest load-generator process over its whole life (start-up included)."""
     cpu_s: float = 0.0
     """Server process CPU seconds (user + system) over the measured window."""
+    db_cpu_s: float | None = None
+    """CPU seconds of the PostgreSQL cluster's processes over the window (None: SQLite, in the server's process)."""
     loop_cpu_s: float = 0.0
     """CPU seconds of the server's main thread (its asyncio event loop, which runs gRPC) over the window:
     the one thread that cannot use the second core, so the one whose saturation queues calls."""
@@ -133,6 +137,30 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def postgres_cpu_seconds(db: str) -> float | None:
+    """User + system CPU seconds so far of the PostgreSQL cluster serving ``db``: its postmaster (found by
+    the port on its command line), the children it reaped and its live children; None for SQLite."""
+    match = re.search(r"@[^:/]+:(\d+)/", db)
+    if not db.startswith("postgresql") or not match:
+        return None
+    stats: dict[int, tuple[list[str], list[str]]] = {}
+    """pid -> (/proc/pid/stat fields after the command name, command line arguments) of postgres processes."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "postgres":
+                stats[int(proc.name)] = ((proc / "stat").read_text().rsplit(")", 1)[1].split(),
+                                         (proc / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+        except OSError:  # gone meanwhile
+            continue
+    port = match.group(1)
+    masters = [pid for pid, (_, args) in stats.items() if any(a == "-p" and b == port for a, b in itertools.pairwise(args))]
+    if len(masters) != 1:
+        return None
+    total = sum(int(x) for x in stats[masters[0]][0][11:15])  # its own user + system, and its reaped children's
+    total += sum(int(f[11]) + int(f[12]) for f, _ in stats.values() if int(f[1]) == masters[0])
+    return total / TICK
 
 
 # ------------------------------------------------------------------ load generator (one process per --clients)
@@ -215,6 +243,8 @@ async def _load(spec: LoadSpec) -> tuple[list[float], int, Counter[str]]:
             await stream.done_writing()
         except grpc.aio.AioRpcError as exc:
             errors[exc.code().name] += max(1, last - next_iteration)
+        except asyncio.InvalidStateError:  # the server ended the stream between a read and the next write
+            errors["STREAM_ENDED"] += max(1, last - next_iteration)
 
     async def batched(rank: int) -> None:
         """BackgroundReporter's sender: every SEND_INTERVAL_S, what the rank finished meanwhile, in one call."""
@@ -285,6 +315,7 @@ def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Names
             p.start()
         time.sleep(max(0.0, t0 + WARMUP_S - time.time()))
         cpu_start, loop_start, wall_start = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid), time.time()
+        db_start = postgres_cpu_seconds(db)
         for _ in procs:
             latencies, messages, errors, client_cpu = out.get(timeout=args.seconds + 120)
             result.client_cpu_s = max(result.client_cpu_s, client_cpu)
@@ -293,6 +324,9 @@ def run_one(code: str, code_root: Path, db: str, mode: str, args: argparse.Names
             result.errors += errors
         result.cpu_s = cpu_seconds(proc.pid) - cpu_start
         result.loop_cpu_s = cpu_seconds(proc.pid, proc.pid) - loop_start
+        db_end = postgres_cpu_seconds(db)
+        if db_start is not None and db_end is not None:
+            result.db_cpu_s = db_end - db_start
         result.wall_s = time.time() - wall_start
         result.window_s = int(args.seconds) - WARMUP_S
         for p in procs:
@@ -431,6 +465,7 @@ def print_results(args: argparse.Namespace, results: list[Result], delays: list[
         f"{load:.1f} before the first run; baseline: {args.baseline or '-'}"))
     for column in ("code", "db", "reporting", "register p50/p99 ms", "messages/s", "reports/s", "ack p50 ms",
                    "ack p99 ms", "ack max ms", "server CPU ms / message", "server CPU s / 1000 reports", "server CPU %",
+                   "PostgreSQL CPU s / 1000 reports",
                    "loop thread CPU ms / message", "loop thread CPU %", "busiest client CPU %", "errors"):
         table.add_column(column, justify="left" if column in ("code", "db", "reporting", "errors") else "right")
     for r in results:
@@ -440,13 +475,15 @@ def print_results(args: argparse.Namespace, results: list[Result], delays: list[
         table.add_row(r.code, r.db, r.mode, f"{reg50:.1f} / {reg99:.1f}", f"{r.messages / window:.0f}",
                       f"{len(r.latencies) / window:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}",
                       f"{1000 * r.cpu_s / max(r.messages, 1):.2f}", f"{1000 * r.cpu_s / max(len(r.latencies), 1):.2f}", f"{100 * r.cpu_s / max(r.wall_s, 1e-9):.0f}",
+                      "-" if r.db_cpu_s is None else f"{1000 * r.db_cpu_s / max(len(r.latencies), 1):.2f}",
                       f"{1000 * r.loop_cpu_s / max(r.messages, 1):.2f}", f"{100 * r.loop_cpu_s / max(r.wall_s, 1e-9):.0f}",
                       f"{100 * r.client_cpu_s / (int(args.seconds) + 3 + 0.5 * args.clients):.0f}",
                       ", ".join(f"{n} {c}" for c, n in r.errors.items()) or "0")
     console.print(table)
     console.print("ack: from the end of a report's iteration (when the worker queues it) until the acknowledgement "
                   "(after the commit) of the call or stream message carrying it. Server CPU: the perseus "
-                  "process only (user + system), not PostgreSQL's; it does not depend on other load, latencies do.")
+                  "process only (user + system); PostgreSQL's processes are counted apart. CPU hardly depends on other "
+                  "load, latencies do.")
     if delays:
         p50, _, worst = percentiles(delays)
         console.print(f"replicas: a target set through replica A reached 8 ranks watching replica B in "

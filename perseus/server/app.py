@@ -11,6 +11,7 @@ token, and TLS for it, unless ``insecure``. ``metrics_port`` serves Prometheus m
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -268,6 +269,7 @@ def run(config: ServerConfig, *, announce: Callable[[str], None] = print) -> int
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         port = await server.start()
+        freeze_startup_objects()
         scheme = "tls" if config.tls_cert else "plaintext"
         metrics = f"; metrics on http://{config.metrics_host}:{server.metrics_port}/metrics" if server.metrics else ""
         announce(f"perseus: serving on {config.host}:{port} ({scheme}, db {_redact(config.db)}){metrics}")
@@ -276,6 +278,20 @@ def run(config: ServerConfig, *, announce: Callable[[str], None] = print) -> int
 
     asyncio.run(main())
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Exempt what exists once the server runs from every later garbage collection (``gc.freeze``).
+
+    Imports alone leave about 117,000 objects the collector tracks (grpc, SQLAlchemy, psycopg, protobuf
+    and ours): a full collection walks them all, 60 ms on this 2-core machine, 159 ms measured inside
+    the report benchmark, where it stopped every thread (the event loop and the report writer) and so
+    was the slowest acknowledgement of the run. Modules, classes, functions and the jobs read at start
+    live as long as the process; frozen, they are never walked again (garbage among them, if any, is
+    never freed: a one-time cost). Collected first, so nothing already unreachable is kept.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _redact(url: str) -> str:

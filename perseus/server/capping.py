@@ -25,10 +25,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from perseus.errors import InputError
-from perseus.server import models as m
+from perseus.server.tail import ReportTail
 from perseus.server.targets import TargetSpec
 from perseus.server.types import StoredPlan
 from perseus.solver.powercap import CapJob, CapOption
@@ -143,15 +141,16 @@ class MeasuredPower:
     """Watts per job from its latest iteration reports: the sum over its ranks of energy / time over each
     rank's last :data:`MEASURE_LAST` reports no older than :data:`MEASURE_MAX_AGE_S`.
 
-    Reads only the report rows added since the last call (by primary key), so asking often is cheap
-    however large the table grows; every replica reads the same table, so all show the same watts.
+    Reads only the report rows added since the last call, through a :class:`~perseus.server.tail.ReportTail`
+    (a report another replica committed after reports with larger ids still counts), so asking often is
+    cheap however large the table grows; every replica reads the same table, so all show the same watts.
     """
 
     BATCH = 100_000
     """Rows read per call at most (the first call starts this far back: enough for the last reports)."""
 
     def __init__(self) -> None:
-        self._after: int | None = None
+        self._tail = ReportTail(back=self.BATCH, batch=self.BATCH)
         self._recent: dict[str, dict[int, deque[tuple[float, float, float, str]]]] = {}
         self._lock = threading.Lock()
 
@@ -175,17 +174,11 @@ class MeasuredPower:
             return total if plans else None
 
     def read(self, s: Any, live_jobs: Collection[str], now: float | None = None) -> dict[str, float]:
-        r = m.IterationReportRow
         with self._lock:
-            if self._after is None:
-                newest = s.scalar(select(r.id).order_by(r.id.desc()).limit(1)) or 0
-                self._after = max(0, newest - self.BATCH)
-            rows = s.execute(select(r.id, r.job_id, r.rank, r.time, r.energy, r.created_at, r.plan_name)
-                             .where(r.id > self._after).order_by(r.id).limit(self.BATCH)).all()
-            for row_id, job_id, rank, t, e, created, plan in rows:
+            for job_id, _, report, created in self._tail.read(s, live_jobs):
                 ranks = self._recent.setdefault(job_id, {})
-                ranks.setdefault(rank, deque(maxlen=MEASURE_LAST)).append((t, e, created, plan))
-                self._after = row_id
+                window = ranks.setdefault(report.rank, deque(maxlen=MEASURE_LAST))
+                window.append((report.time, report.energy, created, report.plan_name))
             for gone in set(self._recent) - set(live_jobs):
                 del self._recent[gone]
             oldest = (now if now is not None else time.time()) - MEASURE_MAX_AGE_S

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,13 +53,13 @@ from perseus.reports import IterationReport
 from perseus.server import capping, runs
 from perseus.server import models as m
 from perseus.server.control import ControlConfig, Controller, ControlListener, Decision, DriftStatus
-from perseus.server.db import session_factory
+from perseus.server.db import HeldConnection, session_factory
 from perseus.server.limits import LimitExceeded, Limits
 from perseus.server.notify import TICK_S, make_feed
 from perseus.server.optimize import FrontierRequest
 from perseus.server.plancache import CACHED_INSTRUCTIONS, PlanCache
 from perseus.server.pool import FrontierPool, PoolLimits
-from perseus.server.reports import ReportWriter, settle
+from perseus.server.reports import ReportWriter, Stored, settle
 from perseus.server.sweep import (
     MAX_READ_BACK,
     MIN_SWEEP_CLOCKS,
@@ -70,7 +70,7 @@ from perseus.server.sweep import (
     nearest,
     next_frequency,
 )
-from perseus.server.tail import ReportTail
+from perseus.server.tail import ReportTail, TailedReport
 from perseus.server.targets import TargetSpec, choose, pace_index
 from perseus.server.types import (
     JOB_ID_RE,
@@ -166,7 +166,7 @@ class SchedulerCore:
         self._computing: set[str] = set()
         """Jobs whose frontier this server has queued or is computing."""
         self._feed = make_feed(engine)
-        self._reports = ReportWriter(engine)
+        self._reports = ReportWriter(engine, self._count_commit)
         self._measured = capping.MeasuredPower()
         self._ratios: dict[str, float] = {}
         """Measured over planned power per job, while a cap is set (see :meth:`_cap_feedback`)."""
@@ -180,6 +180,8 @@ class SchedulerCore:
         """Jobs whose closed loop this replica runs, with others on the database (see :meth:`_leads`)."""
         self._claim_after: dict[str, float] = {}
         self._tail = ReportTail()
+        self._loop_conn = HeldConnection(engine, autocommit=True)
+        """The closed-loop thread's connection (five reads a second: no pool checkout, no BEGIN each)."""
         self._ranks_read_at = -float("inf")
         self._loop_feed = (threading.Thread(target=self._every, name="perseus-loop", daemon=True, args=(
             LOOP_FEED_S, self._follow_reports, "closed loop: cannot read the replicas' reports"))
@@ -222,6 +224,7 @@ class SchedulerCore:
         self._cap_loop.join(timeout=30)
         if self._loop_feed is not None:
             self._loop_feed.join(timeout=30)
+        self._loop_conn.drop()
         self._feed.close()
         self._pool.close()
         self._reports.close()
@@ -729,18 +732,23 @@ class SchedulerCore:
     ) -> Future[int] | None:
         """:meth:`report_iteration` without blocking: the future resolves once the report is stored.
 
-        None if the lock is busy or the job or rank is not cached (then call :meth:`report_iteration`).
+        None if the job or rank is not cached (then call :meth:`report_iteration`).
         """
         report = runs.checked_report(run_id, rank, iteration, time_s, energy, plan_name, **observed)
-        if not self._lock.acquire(blocking=False):
+        if not self._knows(job_id, (rank,)):
             return None
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or rank not in job.ranks:
-                return None
-        finally:
-            self._lock.release()
         return self._queue_iteration(job_id, run_id, report)
+
+    def _knows(self, job_id: str, ranks: Iterable[int]) -> bool:
+        """Whether the job and each of ``ranks`` are cached: the hot path's check, without the lock.
+
+        Only lookups in dicts (each atomic), and a snapshot under the lock would be no fresher once
+        released. It took the lock with a try: while any thread held it (the writer counting a
+        commit, the closed loop, the cap feedback), reports went to a thread that waited for it.
+        """
+        job = self._jobs.get(job_id)
+        known = job.ranks if job is not None else None
+        return known is not None and all(rank in known for rank in ranks)
 
     def report_iterations(
         self, job_id: str, run_id: str, reports: Sequence[IterationReport]
@@ -777,18 +785,12 @@ class SchedulerCore:
         """:meth:`report_iterations` without blocking, and with a callback instead of a future (the hot path).
 
         ``done`` is called from the writer thread with (version, stored, duplicates) after the commit,
-        or with the error. False, and nothing queued, if the lock is busy or the job or a rank is not
-        cached (then call :meth:`report_iterations`). Raises InputError for bad reports.
+        or with the error. False, and nothing queued, if the job or a rank is not cached (then call
+        :meth:`report_iterations`). Raises InputError for bad reports.
         """
         runs.validate(run_id, reports)
-        if not self._lock.acquire(blocking=False):
+        if not self._knows(job_id, (r.rank for r in reports)):
             return False
-        try:
-            job = self._jobs.get(job_id)
-            if job is None or any(r.rank not in job.ranks for r in reports):
-                return False
-        finally:
-            self._lock.release()
         self._submit_iterations(job_id, run_id, reports, done)
         return True
 
@@ -814,14 +816,24 @@ class SchedulerCore:
             if isinstance(new, BaseException):
                 done(new)
                 return
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is not None:  # a retry of an acknowledged report is not new
-                    self._count_stored(job, run_id, [r for r, fresh in zip(reports, new, strict=True) if fresh])
-                version = job.version if job is not None else 0
-            done((version, sum(new), len(new) - sum(new)))
+            job = self._jobs.get(job_id)  # counted already (_count_commit); an int read needs no lock
+            done((job.version if job is not None else 0, sum(new), len(new) - sum(new)))
 
         self._reports.submit(job_id, run_id, reports, stored)
+
+    def _count_commit(self, stored: Sequence[Stored]) -> None:
+        """After a group commit, before its acks: count what it stored, under one hold of the lock (the
+        writer thread takes it once per commit, not once per call: the event loop's try-lock then rarely
+        finds it busy); a replica without a report tail feeds the reports to the detectors here."""
+        with self._lock:
+            for call in stored:
+                job = self._jobs.get(call.job_id)
+                if job is not None:
+                    self._count_stored(job, call.run_id, call.reports)
+        if self._loop_feed is not None:  # the closed loop gets them from memory, not from the database
+            self._tail.own([(row_id, TailedReport(call.job_id, call.run_id, report, call.created_at))
+                            for call in stored for row_id, report in zip(call.ids, call.reports, strict=True)
+                            if row_id is not None])
 
     def _count_stored(self, job: _Job, run_id: str, stored: Sequence[IterationReport]) -> None:
         if not stored:
@@ -832,7 +844,10 @@ class SchedulerCore:
             stats.add(report.rank, 1, now, now)
             stats.observe(report)
         job.num_iteration_reports += len(stored)
-        if job.phase == "serving" and self._leads(job.spec.job_id):
+        if job.phase == "serving" and not self._feed.shared:
+            # With replicas the job's closed-loop replica feeds every stored report, its own included,
+            # through the report tail (_follow_reports; its own handed over in memory), once: feeding
+            # its own here as well did it twice.
             self._feed_control(job, run_id, stored)
 
     def _feed_control(self, job: _Job, run_id: str, reports: Sequence[IterationReport]) -> None:
@@ -856,9 +871,12 @@ class SchedulerCore:
     def _stored_ranks(s: Any, job_ids: Sequence[str]) -> dict[str, dict[int, RankInfo]]:
         """Every rank the replicas stored for ``job_ids``."""
         ranks: dict[str, dict[int, RankInfo]] = {}
-        for r in s.scalars(select(m.RankRow).where(m.RankRow.job_id.in_(list(job_ids)))):
-            freqs = tuple(int(f) for f in r.frequencies_json.split(",") if f)
-            ranks.setdefault(r.job_id, {})[r.rank] = RankInfo(r.rank, r.stage, r.pipeline_id, r.gpu_name, freqs)
+        r = m.RankRow  # columns, not ORM objects: a thousand rows every few seconds on a hot server
+        for job_id, rank, stage, pipeline_id, gpu_name, frequencies in s.execute(
+                select(r.job_id, r.rank, r.stage, r.pipeline_id, r.gpu_name, r.frequencies_json)
+                .where(r.job_id.in_(list(job_ids)))):
+            freqs = tuple(int(f) for f in frequencies.split(",") if f)
+            ranks.setdefault(job_id, {})[rank] = RankInfo(rank, stage, pipeline_id, gpu_name, freqs)
         return ranks
 
     def _every(self, seconds: float, step: Callable[[], None], failure: str) -> None:
@@ -903,11 +921,11 @@ class SchedulerCore:
                 if job_id in serving:
                     log.warning("job %s: this replica lost the job's closed loop to another", job_id)
         self._claim_after = {job_id: t for job_id, t in self._claim_after.items() if job_id in serving}
-        with self._sessions() as s:
+        with self._loop_conn.use() as s:
             rows = self._tail.read(s, sorted(self._leading))
             with self._lock:
-                unknown = any(report.rank not in self._jobs[job_id].ranks
-                              for job_id, _, report in rows if job_id in self._jobs)
+                unknown = any(row.report.rank not in self._jobs[row.job_id].ranks
+                              for row in rows if row.job_id in self._jobs)
             ranks: dict[str, dict[int, RankInfo]] = {}
             if self._leading and (unknown or now - self._ranks_read_at >= RANKS_REFRESH_S):
                 ranks = self._stored_ranks(s, sorted(self._leading))
@@ -919,8 +937,8 @@ class SchedulerCore:
                     for rank, info in stored.items():
                         job.ranks.setdefault(rank, info)
         by_run: dict[tuple[str, str], list[IterationReport]] = {}
-        for job_id, run_id, report in rows:
-            by_run.setdefault((job_id, run_id), []).append(report)
+        for row in rows:
+            by_run.setdefault((row.job_id, row.run_id), []).append(row.report)
         with self._lock:
             for (job_id, run_id), reports in by_run.items():
                 job = self._jobs.get(job_id)
@@ -1216,13 +1234,19 @@ class SchedulerCore:
         with self._lock:
             if self._closed:
                 return
-            with self._sessions() as s:
-                watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
-                if watts is None:
-                    self._ratios.clear()
-                    return
-                self._measured.read(s, list(self._jobs))
-                stored = self._stored_ranks(s, [j for j, job in self._jobs.items() if job.phase == "serving"])
+            live, serving = list(self._jobs), [j for j, job in self._jobs.items() if job.phase == "serving"]
+        stored: dict[str, dict[int, RankInfo]] = {}
+        with self._sessions() as s:  # not under the lock: the queries wait for the database (and the GIL)
+            watts = s.scalar(select(m.PowerCapRow.watts).where(m.PowerCapRow.id == 1))
+            if watts is not None:
+                self._measured.read(s, live)
+                stored = self._stored_ranks(s, serving)
+        with self._lock:
+            if self._closed:
+                return
+            if watts is None:
+                self._ratios.clear()
+                return
             moved = []
             for job_id, job in self._jobs.items():
                 ranks = stored.get(job_id, {})

@@ -7,11 +7,13 @@ One migration history (perseus/server/migrations) covers every table on
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from perseus.errors import InputError
@@ -77,3 +79,37 @@ def upgrade(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class HeldConnection:
+    """A background thread's own connection, kept from one use to the next: a pool checkout pings
+    the server first (``pool_pre_ping``), a Session adds BEGIN and ROLLBACK; on a connection held in
+    autocommit one statement is one round trip. After an error it is dropped (its state is unknown)
+    and the next use connects afresh. One thread at a time."""
+
+    def __init__(self, engine: Engine, *, autocommit: bool) -> None:
+        self._engine = engine
+        self._autocommit = autocommit
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[Connection]:
+        if self._conn is None:
+            conn = self._engine.connect()
+            if self._autocommit:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = conn
+        try:
+            yield self._conn
+        except BaseException:
+            self.drop()
+            raise
+
+    def drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()  # never back to the pool
+                conn.close()
+            except Exception:  # the connection is gone already
+                pass

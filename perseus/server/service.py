@@ -343,7 +343,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         async def report() -> int:
             # Usually queued for the next group commit straight from the event loop, no thread involved.
             queued = self.core.try_report_iteration(*args, **observed)
-            if queued is None:  # the lock is busy or the job is not cached: a thread waits for it
+            if queued is None:  # the job or rank is not cached: a thread reads it from the database
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: self.core.report_iteration(*args, **observed))
             return await self._wait(queued)
@@ -370,7 +370,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         if self.core.queue_iterations(job_id, run_id, reports, resolve):
             result: tuple[int, int, int] = await waiter
             return result
-        # The lock is busy or the job is not cached: a thread waits for it.
+        # The job or a rank is not cached: a thread reads it from the database.
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: self.core.report_iterations(job_id, run_id, reports))
 

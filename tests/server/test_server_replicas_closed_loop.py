@@ -210,3 +210,39 @@ def test_the_cap_corrects_measured_power_from_ranks_on_both_replicas(
             r.join(timeout=10)
         for client in [*clients, watch]:
             client.close()
+
+
+def test_the_loop_replica_feeds_each_of_its_own_reports_to_the_detectors_once(postgres_db: str) -> None:
+    """The replica running a job's loop reads every replica's reports from the database, its own
+    included: its own stores must not feed the detectors a second time (work on the hot path)."""
+    with ServerThread(ServerConfig(port=0, db=postgres_db, control=CONTROL)) as srv:
+        fed: list[tuple[str, int, int]] = []
+        observe = srv.core._control.observe
+
+        def counted(job_id, num_stages, ranks, plans, profile, run_id, reports):  # type: ignore[no-untyped-def]
+            fed.extend((run_id, r.rank, r.iteration) for r in reports)
+            return observe(job_id, num_stages, ranks, plans, profile, run_id, reports)
+
+        srv.core._control.observe = counted  # type: ignore[method-assign]
+        client = PerseusClient(f"127.0.0.1:{srv.port}", retry_timeout=30)
+        profile = profile_slice(2, freq_step=4)
+        client.register_job(job_id="own", num_stages=2, num_microbatches=4, profile=profile, target=Target.fastest())
+        client.wait_for_phase("own", "serving", timeout=60)
+        for rank in range(2):
+            client.register_rank("own", rank, rank, list(profile.frequencies()))
+        deadline = time.monotonic() + 10
+        while not srv.core._leads("own"):
+            assert time.monotonic() < deadline, "the only replica does not run the job's closed loop"
+            time.sleep(0.05)
+        plan = client.get_schedule("own", 0).plan_name
+        sent = [("run-1", rank, step) for step in range(5) for rank in range(2)]
+        for run_id, rank, step in sent:
+            client.report_iterations("own", run_id, [IterationReport(rank, step, 1.0, 1.0, plan, busy_time=0.5,
+                                                                     busy_energy=0.5)])
+        deadline = time.monotonic() + 10
+        while not set(sent) <= set(fed):
+            assert time.monotonic() < deadline, f"reports not fed to the detectors within 10 s: {fed}"
+            time.sleep(0.05)
+        time.sleep(1.0)  # several more reads of the report tail: nothing is fed again
+        assert sorted(fed) == sorted(sent), fed
+        client.close()

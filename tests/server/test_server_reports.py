@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from perseus.reports import IterationReport
 from perseus.server import models as m
@@ -112,3 +112,33 @@ def test_postgres_batch_is_one_insert_that_tells_new_reports_from_retries(postgr
         engine.dispose()
     with session_factory(engine)() as s:
         assert s.query(m.IterationReportRow).count() == 1500 + 750
+
+
+def test_postgres_writer_keeps_its_connection_and_replaces_one_the_server_closed(postgres_db: str) -> None:
+    """The writer holds one connection (no pool checkout and ping per commit); when the server ends it
+    (a restart, an idle timeout), the next batch is stored on a new one, not failed."""
+    engine = make_engine(postgres_db)
+    upgrade(engine)
+    with session_factory(engine)() as s:
+        s.add(m.JobRow(id="j", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0,
+                       phase="serving"))
+        s.commit()
+    checkouts: list[int] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+    writer = ReportWriter(engine)
+    try:
+        for it in range(3):
+            assert writer.submit_many("j", "r", [IterationReport(0, it, 1.0, 5.0)]).result(timeout=60) == [True]
+        assert len(checkouts) == 1  # one connection for the three commits
+        with engine.connect() as admin:
+            ended = admin.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")).scalars().all()
+            admin.commit()
+        assert ended and all(ended)
+        assert writer.submit_many("j", "r", [IterationReport(0, 3, 1.0, 5.0)]).result(timeout=60) == [True]
+    finally:
+        writer.close()
+        engine.dispose()
+    with session_factory(engine)() as s:
+        assert s.query(m.IterationReportRow).count() == 4
