@@ -16,7 +16,13 @@ each lowtime plan (t, e), our least energy among our plans no slower than t.
 Synthetic profiles (seeded, the seed is in the case name) stress what the shipped ones do
 not: more stages, unequal stages, many frequency options.
 
+Quality against the optimum: at a few of our plans, evenly spaced in time, the energy of the
+convex relaxation (``perseus.solver.lower_bound``, an LP) bounds what any plan could use, and
+the table gives our mean and largest gap to it (on pipelines of up to ``BOUND_MAX_NODES``
+instructions: one LP at 16 x 256 takes about 23 s).
+
     .venv/bin/python benchmarks/frontier.py [--cases NAME ...] [--lowtime-timeout 240] [--skip-lowtime]
+        [--bound-plans 8]
 """
 
 from __future__ import annotations
@@ -44,15 +50,19 @@ sys.path.insert(0, str(ROOT))
 
 from lowtime_runner import LowtimeConfig, run_lowtime  # noqa: E402
 
+from perseus.pipeline.costs import OptionTable  # noqa: E402
 from perseus.pipeline.dag import PipelineDAG  # noqa: E402
 from perseus.pipeline.evaluate import evaluate_frequencies  # noqa: E402
 from perseus.plan.store import PLANS_FILENAME, PlanStore  # noqa: E402
 from perseus.profile import InstructionProfile, Measurement, PipelineProfile, load_profile, save_profile  # noqa: E402
+from perseus.solver.lower_bound import LowerBound  # noqa: E402
 
 PROFILES = ROOT / "profiles"
 RESULTS = ROOT / "benchmarks" / "results" / "frontier.json"
 SCHEDULE = "1f1b"
 WORSE_THRESHOLD_PCT = 0.1
+BOUND_MAX_NODES = 2048
+"""Largest pipeline (instructions) whose plans get the LP bound: 8 x 96 (1,536) takes about 1 s per LP."""
 """Ours is flagged 'worse' at a lowtime plan when its energy is above lowtime's by more than this."""
 
 Point = tuple[float, float]  # (iteration time s, energy J)
@@ -125,6 +135,8 @@ class Case:
     worst_gap_pct: float | None = None
     mean_gap_pct: float | None = None
     worse_count: int = 0
+    bound_gaps_pct: list[float] = field(default_factory=list)
+    """Our energy over the convex relaxation's at a few of our plans, in percent."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -248,6 +260,17 @@ def compare(case: Case) -> None:
         case.worse_count = sum(g > WORSE_THRESHOLD_PCT for g in gaps)
 
 
+def bound_gaps(profile: PipelineProfile, dag: PipelineDAG, points: list[Point], count: int) -> list[float]:
+    """Our energy over the convex relaxation's (a lower bound on any plan) at ``count`` of our plans,
+    evenly spaced from fastest to least energy, in percent."""
+    if count <= 0 or dag.num_nodes > BOUND_MAX_NODES:
+        return []
+    bound = LowerBound(OptionTable.build(profile, dag))
+    ordered = sorted(points)
+    picks = sorted({round(k * (len(ordered) - 1) / max(count - 1, 1)) for k in range(count)})
+    return [100.0 * (ordered[k][1] / bound.energy_at(ordered[k][0]) - 1) for k in picks]
+
+
 def run_case(spec: CaseSpec, args: argparse.Namespace, console: Console, scratch: Path) -> Case:
     profile = case_profile(spec)
     directory = scratch / spec.name.replace(" ", "_")
@@ -260,6 +283,7 @@ def run_case(spec: CaseSpec, args: argparse.Namespace, console: Console, scratch
     console.print(f"{ours.end_to_end_seconds:.2f} s, {ours.plans} plans", end="")
     options = max(len(p.measurements) for p in profile)
     case = Case(spec, options, evaluate_frequencies(profile, dag, fastest)[0], ours)
+    case.bound_gaps_pct = bound_gaps(profile, dag, ours.points, args.bound_plans)
     if with_lowtime:
         console.print("; lowtime ...", end=" ")
         case.timeout = args.lowtime_timeout
@@ -282,7 +306,8 @@ def run_case(spec: CaseSpec, args: argparse.Namespace, console: Console, scratch
 def table(cases: list[Case]) -> Table:
     out = Table(title="perseus optimize vs lowtime, end to end (process start to plans written), 1F1B")
     for name in ("case", "options", "ours s (cpu)", "peak MB", "plans", "artifacts", "lowtime s (cpu)",
-                 "speedup wall (cpu)", "energy vs lowtime worst / mean", "all-max / ours fastest s"):
+                 "speedup wall (cpu)", "energy vs lowtime worst / mean", "vs LP bound mean / max",
+                 "all-max / ours fastest s"):
         out.add_column(name, justify="right")
     for c in cases:
         out.add_row(
@@ -290,9 +315,17 @@ def table(cases: list[Case]) -> Table:
             f"{c.ours.peak_rss_mb:.0f}",
             str(c.ours.plans), _size(c.ours.artifact_bytes), _lowtime_seconds(c), _speedup(c),
             "-" if c.worst_gap_pct is None else f"{c.worst_gap_pct:+.3f}% / {c.mean_gap_pct:+.3f}%",
+            _bound_gaps(c),
             f"{c.max_frequency_time:.4f} / {c.ours.points[0][0]:.4f}",
         )
     return out
+
+
+def _bound_gaps(case: Case) -> str:
+    gaps = case.bound_gaps_pct
+    if not gaps:
+        return "-"
+    return f"{statistics.fmean(gaps):+.3f}% / {max(gaps):+.3f}% ({len(gaps)} plans)"
 
 
 def _size(n: int) -> str:
@@ -352,6 +385,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lowtime-timeout", type=float, default=240.0, metavar="SECONDS",
                         help="stop lowtime after this many seconds per case (default 240)")
     parser.add_argument("--skip-lowtime", action="store_true", help="run only ours")
+    parser.add_argument("--bound-plans", type=int, default=8, metavar="N",
+                        help=f"plans per case compared with the LP lower bound, on pipelines of up to "
+                             f"{BOUND_MAX_NODES} instructions (default 8; 0: none)")
     return parser.parse_args()
 
 
