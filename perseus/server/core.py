@@ -901,7 +901,7 @@ class SchedulerCore:
         gained, lost = [], []
         for job_id in sorted(serving):
             if job_id in self._leading:
-                if not self._feed.try_claim(LOOP_CLAIM + job_id):  # the claim went with a lost connection
+                if not self._feed.try_claim(LOOP_CLAIM + job_id):  # the claim went with its connection's session
                     lost.append(job_id)
             elif now >= self._claim_after.get(job_id, 0.0):
                 if self._feed.try_claim(LOOP_CLAIM + job_id):

@@ -12,7 +12,10 @@ A :class:`ChangeFeed` gives :class:`~perseus.server.core.SchedulerCore` three th
 SQLite has one server per file, so :class:`LocalFeed` publishes nothing and grants every claim.
 :class:`PostgresFeed` uses ``LISTEN/NOTIFY`` on one connection and session-level advisory locks
 on another: a replica that dies loses its connections, and with them its claims, so another
-replica takes its frontiers over within a tick.
+replica takes its frontiers over within a tick. A replica whose lock connection the database ended
+(PostgreSQL restarted, ``pg_terminate_backend``, an idle-session timeout) lost its claims too, without
+knowing until it next uses that connection; so a claim held for more than ``VERIFY_S`` is checked
+on it before it is granted again, and two replicas run one job's work for at most that long.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ CHANNEL = "perseus_jobs"
 #: from advisory locks other applications on the same database may take.
 LOCK_SPACE = 7787
 TICK_S = 1.0
+VERIFY_S = 1.0
+"""How stale a granted claim may be before its connection is checked again (one round trip)."""
+HOLDING = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+    "AND classid = %s AND objid = hashtext(%s)::oid AND objsubid = 2 AND granted)"
+)
+"""Whether this session holds a claim (a two-key advisory lock shows its keys as classid, objid and objsubid 2)."""
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+"""libpq TCP keep-alives on the lock connection: a check on a connection that went silent fails in
+about 25 s instead of hanging for the operating system's two hours."""
 
 OnChange = Callable[[str, int], None]
 
@@ -83,9 +96,11 @@ class PostgresFeed:
 
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._psycopg = psycopg
-        self._lock_conn = psycopg.connect(self._conninfo, autocommit=True)
+        self._lock_conninfo = psycopg.conninfo.make_conninfo(self._conninfo, **KEEPALIVE)
+        self._lock_conn = psycopg.connect(self._lock_conninfo, autocommit=True)
         self._lock_mutex = threading.Lock()
         self._claimed: set[str] = set()
+        self._verified = time.monotonic()  # when the lock connection last answered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,7 +111,13 @@ class PostgresFeed:
     def try_claim(self, job_id: str) -> bool:
         with self._lock_mutex:
             if job_id in self._claimed:
-                return True
+                if time.monotonic() - self._verified < VERIFY_S:
+                    return True
+                # A lost connection fails the check, and _locking then forgets every claim held on it.
+                if self._locking(HOLDING, job_id):
+                    return True
+                self._claimed.discard(job_id)
+                return False
             got = self._locking("SELECT pg_try_advisory_lock(%s, hashtext(%s))", job_id)
             if got:
                 self._claimed.add(job_id)
@@ -112,13 +133,14 @@ class PostgresFeed:
         """Run an advisory-lock query; a lost connection lost every claim with it (the next tick retries)."""
         try:
             row = self._lock_conn.execute(query, (LOCK_SPACE, job_id)).fetchone()
+            self._verified = time.monotonic()
             return bool(row and row[0])
         except self._psycopg.Error as exc:
-            log.warning("frontier claims: %s; reconnecting", exc)
+            log.warning("frontier claims: %s; reconnecting (claims held on that connection are lost)", exc)
             self._claimed.clear()
             try:
                 self._lock_conn.close()
-                self._lock_conn = self._psycopg.connect(self._conninfo, autocommit=True)
+                self._lock_conn = self._psycopg.connect(self._lock_conninfo, autocommit=True)
             except self._psycopg.Error as again:
                 log.warning("frontier claims: cannot reconnect: %s", again)
             return False
