@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from perseus.reports import IterationReport
 from perseus.server import models as m
@@ -89,13 +90,19 @@ def test_loop_waker_resolves_a_burst_of_results_in_one_wake_up() -> None:
     assert wakeups == 1  # the loop was busy with nothing else: the whole burst in one pass
 
 
-def test_postgres_batch_is_one_insert_that_tells_new_reports_from_retries(postgres_db: str) -> None:
-    engine = make_engine(postgres_db)
+def _database_serving_job(url: str) -> Engine:
+    """An engine on a migrated database holding one serving job, ``j``."""
+    engine = make_engine(url)
     upgrade(engine)
     with session_factory(engine)() as s:
         s.add(m.JobRow(id="j", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0,
                        phase="serving"))
         s.commit()
+    return engine
+
+
+def test_postgres_batch_is_one_insert_that_tells_new_reports_from_retries(postgres_db: str) -> None:
+    engine = _database_serving_job(postgres_db)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql))
     writer = ReportWriter(engine)
@@ -117,12 +124,7 @@ def test_postgres_batch_is_one_insert_that_tells_new_reports_from_retries(postgr
 def test_postgres_writer_keeps_its_connection_and_replaces_one_the_server_closed(postgres_db: str) -> None:
     """The writer holds one connection (no pool checkout and ping per commit); when the server ends it
     (a restart, an idle timeout), the next batch is stored on a new one, not failed."""
-    engine = make_engine(postgres_db)
-    upgrade(engine)
-    with session_factory(engine)() as s:
-        s.add(m.JobRow(id="j", schedule="1f1b", num_stages=1, num_microbatches=1, blocking_power=0.0,
-                       phase="serving"))
-        s.commit()
+    engine = _database_serving_job(postgres_db)
     checkouts: list[int] = []
     event.listen(engine, "checkout", lambda *_: checkouts.append(1))
     writer = ReportWriter(engine)
