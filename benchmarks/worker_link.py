@@ -13,9 +13,10 @@ do; the worst case for the server). At each iteration boundary a rank does what 
 ``--probes`` ranks run alone in their own process, one training thread plus the link's threads,
 exactly like a worker; their boundary times are the table (wall time, so on a shared machine it
 includes waiting for a CPU). The other ranks send the same RPCs (sync: ReportIteration awaited at
-each boundary; async: a watch stream each and batched ReportIterations at the sender's pace) from
-``--load_procs`` asyncio processes at low CPU priority, standing in for the ranks of other
-machines. Every report must be in the database at the end.
+each boundary; async: a watch stream each and, as the background sender does, a ``StreamReports``
+stream with a batch as soon as an iteration ends) from ``--load_procs`` asyncio processes at low
+CPU priority, standing in for the ranks of other machines. Every report must be in the database
+at the end.
 
     .venv/bin/python benchmarks/worker_link.py [--ranks 1024] [--iterations 30] [--iteration_s 1.0]
 """
@@ -133,19 +134,47 @@ async def _watch(stub: pb_grpc.SchedulerStub, rank: int) -> None:
 
 async def _load_rank(stub: pb_grpc.SchedulerStub, mode: str, rank: int, start: float, iterations: int,
                      period: float) -> None:
-    """sync: one ReportIteration per iteration, awaited; async: what the background sender sends, when it wakes."""
-    unsent: list[int] = []
+    """sync: one ReportIteration per iteration, awaited; async: what the background sender sends."""
+    if mode == "async":
+        await _stream_rank(stub, rank, start, iterations, period)
+        return
     for k in range(iterations):
         await asyncio.sleep(max(0.0, start + (k + 1) * period - time.time()))
-        if mode == "sync":
-            await _retry(stub.ReportIteration, pb.ReportIterationRequest(
-                job_id=JOB, rank=rank, iteration=k, time=1.0, energy=100.0, plan_name="p000", run_id="sync"))
-            continue
-        unsent.append(k)
-        await asyncio.sleep(random.uniform(0, SENDER_INTERVAL))  # the sender wakes at its own pace
-        batch = [pb.IterationReport(rank=rank, iteration=i, time=1.0, energy=100.0, plan_name="p000") for i in unsent]
+        await _retry(stub.ReportIteration, pb.ReportIterationRequest(
+            job_id=JOB, rank=rank, iteration=k, time=1.0, energy=100.0, plan_name="p000", run_id="sync"))
+
+
+def _report(rank: int, iteration: int) -> pb.IterationReport:
+    return pb.IterationReport(rank=rank, iteration=iteration, time=1.0, energy=100.0, plan_name="p000")
+
+
+async def _stream_rank(stub: pb_grpc.SchedulerStub, rank: int, start: float, iterations: int, period: float) -> None:
+    """The background sender's stream: a batch as soon as an iteration ends (what ends while a batch
+    awaits its ack goes in the next). If the stream fails, the rest go as the sender's fallback sends
+    them: batched ReportIterations calls, every ``SENDER_INTERVAL`` or so."""
+    sent = seq = 0
+    stream = stub.StreamReports()
+    try:
+        while sent < iterations:
+            await asyncio.sleep(max(0.0, start + (sent + 1) * period - time.time()))
+            ended = [k for k in range(sent, iterations) if start + (k + 1) * period <= time.time()]
+            seq += 1
+            await stream.write(pb.ReportBatch(seq=seq, job_id=JOB, run_id="async",
+                                              reports=[_report(rank, k) for k in ended]))
+            ack = await stream.read()
+            if ack is grpc.aio.EOF or ack.code:
+                break
+            sent += len(ended)
+        else:
+            await stream.done_writing()
+            return
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
+    for k in range(sent, iterations):
+        await asyncio.sleep(max(0.0, start + (k + 1) * period - time.time()) + random.uniform(0, SENDER_INTERVAL))
+        batch = [_report(rank, i) for i in range(sent, k + 1)]
         await _retry(stub.ReportIterations, pb.ReportIterationsRequest(job_id=JOB, run_id="async", reports=batch))
-        unsent.clear()
+        sent = k + 1
 
 
 async def _retry(call: Any, request: Any) -> None:
@@ -211,7 +240,7 @@ def main() -> int:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="perseus-bench-") as tmp:
-        proc, port = start_server(f"sqlite:///{os.path.join(tmp, 'bench.db')}")
+        proc, port = start_server(ROOT, f"sqlite:///{os.path.join(tmp, 'bench.db')}")
         target = f"127.0.0.1:{port}"
         try:
             register(target, args.ranks, list(load_profile(PROFILE).frequencies()), print)
@@ -232,7 +261,7 @@ def main() -> int:
           "| reports stored |")
     print("| --- | --- | --- | --- |")
     for mode, times in rows:
-        label = "synchronous ReportIteration" if mode == "sync" else "background link (queue + batched sender)"
+        label = "synchronous ReportIteration" if mode == "sync" else "background link (queue + report stream)"
         cells = " / ".join(f"{v * 1e3:.3f} ms" for v in (statistics.mean(times), statistics.median(times),
                                                        percentile(times, 0.99), max(times)))
         share = 100 * percentile(times, 0.99) / args.iteration_s
