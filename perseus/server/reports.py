@@ -42,6 +42,8 @@ T = TypeVar("T")
 #: Reports per transaction at most (bounds one commit's latency and the statement's size).
 MAX_BATCH = 2000
 
+Key = tuple[str, str, int, int]
+"""A report's key: (job, run, rank, iteration)."""
 Done = Callable[[list[bool] | BaseException], None]
 """Called from the writer thread after the commit: which reports were new, or the error."""
 
@@ -84,8 +86,6 @@ class ReportWriter:
         # PostgreSQL stores a batch in one statement: in autocommit it is its own transaction, durable
         # when it returns (synchronous_commit), with no BEGIN and COMMIT round trips around it.
         self._held = HeldConnection(engine, autocommit=self._unnest is not None)
-        self._ids: dict[tuple[str, str, int, int], int] = {}
-        """Row ids of the reports the current commit stored, by key (PostgreSQL returns them)."""
         self._pending: list[_Call] = []
         """Calls waiting for the next commit."""
         self._wake = threading.Condition()
@@ -140,9 +140,8 @@ class ReportWriter:
                 rows += len(self._pending[taken].reports)
                 taken += 1
             batch, self._pending = self._pending[:taken], self._pending[taken:]
-        self._ids = {}
         try:
-            stored = self._store(batch)
+            stored, ids = self._store(batch)
         except Exception as exc:  # the database failed: every caller in the batch gets the error
             log.warning("storing %d iteration reports failed: %s", rows, exc)
             for call in batch:
@@ -158,8 +157,8 @@ class ReportWriter:
                 for call, new in zip(batch, news, strict=True):
                     if any(new):
                         fresh = [r for r, n in zip(call.reports, new, strict=True) if n]
-                        ids = [self._ids.get((call.job_id, call.run_id, r.rank, r.iteration)) for r in fresh]
-                        commit.append(Stored(call.job_id, call.run_id, fresh, call.created_at, ids))
+                        commit.append(Stored(call.job_id, call.run_id, fresh, call.created_at,
+                                             [ids[(call.job_id, call.run_id, r.rank, r.iteration)] for r in fresh]))
                 self._on_commit(commit)
             except Exception:  # the reports are stored: they are acknowledged all the same
                 log.exception("counting %d stored iteration reports failed", rows)
@@ -167,14 +166,15 @@ class ReportWriter:
             _call(call.done, new)
         return True
 
-    def _store(self, batch: Sequence[_Call]) -> list[bool]:
-        """Whether each report of the batch was new (reports a batch repeats, or stored before, are not)."""
+    def _store(self, batch: Sequence[_Call]) -> tuple[list[bool], dict[Key, int | None]]:
+        """Whether each report of the batch was new (reports a batch repeats, or stored before, are not),
+        and the new ones' row ids by key (None where the database does not return them)."""
         rows = [_row(call, r) for call in batch for r in call.reports]
         keys = [_key(r) for r in rows]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = [rows[i] for i in sorted(first.values())]
         if not unique:  # only empty calls: nothing to store
-            return []
+            return [], {}
         for attempt in (1, 2):
             try:
                 with self._held.use() as conn, conn.begin():  # in autocommit on PostgreSQL: no BEGIN, no COMMIT
@@ -184,31 +184,31 @@ class ReportWriter:
                 # A connection the server closed (restarted, idle timeout): once more on a fresh one.
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
-        return [first[key] == i and key in new for i, key in enumerate(keys)]
+        return [first[key] == i and key in new for i, key in enumerate(keys)], new
 
-    def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, str, int, int]]:
-        """Insert ``rows`` (unique keys) in the open transaction; the keys of those that were new."""
+    def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[Key, int | None]:
+        """Insert ``rows`` (unique keys) in the open transaction; the keys of those that were new, with
+        their row ids where the statement returns them (PostgreSQL)."""
         if self._unnest is not None:
             sql, columns = self._unnest
             arrays = {name: [row[name] for row in rows] for name in columns}
-            self._ids = {(job, run, rank, it): row_id for row_id, job, run, rank, it in conn.exec_driver_sql(sql, arrays)}
-            return set(self._ids)
+            return {(job, run, rank, it): row_id for row_id, job, run, rank, it in conn.exec_driver_sql(sql, arrays)}
         if self._insert is not None:
             result = conn.execute(self._insert, rows)
             if result.rowcount == len(rows):
-                return {_key(r) for r in rows}
-            return self._new_keys(conn, rows)
-        new = set()  # a database without ON CONFLICT: one savepoint per row
+                return dict.fromkeys(map(_key, rows))
+            return dict.fromkeys(self._new_keys(conn, rows))
+        new: dict[Key, int | None] = {}  # a database without ON CONFLICT: one savepoint per row
         for row in rows:
             try:
                 with conn.begin_nested():
                     conn.execute(insert(m.IterationReportRow), row)
-                new.add(_key(row))
+                new[_key(row)] = None
             except IntegrityError:
                 pass
         return new
 
-    def _new_keys(self, conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str, int, int]]:
+    def _new_keys(self, conn: Any, rows: list[dict[str, Any]]) -> set[Key]:
         """Some rows existed already: the ones this transaction stored are those with our timestamps."""
         table = m.IterationReportRow.__table__
         new = set()
@@ -241,7 +241,7 @@ def _row(call: _Call, r: IterationReport) -> dict[str, Any]:
                 at_planned_clock=r.at_planned_clock, busy_time=r.busy_time, busy_energy=r.busy_energy)
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, int, int]:
+def _key(row: dict[str, Any]) -> Key:
     """What makes a report unique: (job, run, rank, iteration)."""
     return row["job_id"], row["run_id"], row["rank"], row["iteration"]
 
