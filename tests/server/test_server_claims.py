@@ -23,6 +23,7 @@ def test_a_claim_the_database_dropped_is_not_granted_again(postgres_db: str, mon
         assert a.try_claim("loop/j") and not b.try_claim("loop/j")
         monkeypatch.setattr(notify, "VERIFY_S", 0.0)  # check the connection at every grant
         assert a.try_claim("loop/j") and not b.try_claim("loop/j")  # a live session keeps its claim
+        assert a.try_claim("b") and a.try_claim("b")  # "b" hashes below zero: the check finds it too
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (a._lock_conn.info.backend_pid,))
         deadline = time.monotonic() + 10
