@@ -40,8 +40,9 @@ from perseus.pipeline.dag import FloatArray, IntArray, PipelineDAG
 from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
-from perseus.solver import kernels, numba_start
-from perseus.solver.mincut import CutNetwork
+from perseus.solver import native
+from perseus.solver import native_abi as sweep
+from perseus.solver.arcs import FLOWS_KEPT, ArcLayout
 
 Progress = Callable[[float], None]
 
@@ -50,6 +51,8 @@ MAX_STEPS = 1_000_000
 """Hard cap on minimum cuts per solve, far above any real frontier (16 x 256 takes about 12,000)."""
 STEPS_PER_RESOLUTION = 20
 """Practical cap: cuts per ``span / time_resolution`` (real solves take 1-4, see :func:`step_bound`)."""
+STEPS_PER_CALL = 64
+"""Steps per call of the compiled loop: progress is reported between calls (16 x 256: every 0.5 s)."""
 MIN_RESOLUTION_FRACTION = 1e-5
 """Finest ``time_resolution`` accepted, as a fraction of the frontier's span (the default is 1e-3
 to 1e-4): finer steps only multiply the cuts without adding plans a user could tell apart."""
@@ -109,11 +112,10 @@ class GraphCutSolver:
     """Frontier of one pipeline's option table; see the module docstring for the method."""
 
     def __init__(self, table: OptionTable) -> None:
-        numba_start.load_target()
         self.table = table
         self.dag = table.dag
         self.next_option, self.rate = _hull_steps(table, 0.0)
-        self._network = CutNetwork(self.dag.num_nodes, self.dag.edges)
+        self.layout = ArcLayout(self.dag.num_nodes, self.dag.edges)
 
     def slowest_choice(self) -> IntArray:
         return self.table.node_count - 1
@@ -122,15 +124,7 @@ class GraphCutSolver:
         return np.zeros(self.dag.num_nodes, dtype=np.int64)
 
     def makespan(self, choice: IntArray) -> float:
-        return float(self.finish_times(self.table.durations(choice)).max())
-
-    def finish_times(self, durations: FloatArray) -> FloatArray:
-        """:meth:`PipelineDAG.finish_times`, compiled."""
-        return kernels.finish_times(self.dag.predecessors, durations)
-
-    def latest_finish_times(self, durations: FloatArray, deadline: float) -> FloatArray:
-        """:meth:`PipelineDAG.latest_finish_times`, compiled."""
-        return kernels.latest_finish_times(self.dag.successors, durations, deadline)
+        return float(self.dag.finish_times(self.table.durations(choice)).max())
 
     def default_resolution(self, span: float) -> float:
         """1/1000 of the frontier's time span, but at most 2% of the shortest instruction.
@@ -165,84 +159,30 @@ class GraphCutSolver:
             step_bound(self.table, span, t_min),
             STEPS_PER_RESOLUTION * math.ceil(span / resolution) + 4 * self.dag.num_nodes,
         )
-        capped = True
-        times: list[float] = []  # every step's makespan, for the loop's stop test
-        candidates = _Candidates()
-        iterations = 0
-        finish: FloatArray | None = None
-        latest: FloatArray | None = None  # latest finish times for `deadline`, when the reclaim knows them
-        deadline = t_max
-        while iterations < cap:
-            durations = self.table.durations(choice)
-            if finish is None:
-                finish = self.finish_times(durations)
-            makespan = float(finish.max())
-            if latest is None:
-                latest = self.latest_finish_times(durations, makespan)
-            else:
-                latest = latest - (deadline - makespan)  # all sinks share the deadline: a uniform shift
-            times.append(makespan)
-            candidates.add(makespan, self.table.iteration_energy(choice, makespan), choice)
+        loop = _StepState(self, choice, resolution, t_max, cap)
+        run = native.step_loop()
+        while True:
+            run(loop.arrays)
+            status = int(loop.counts[sweep.STATUS])
             if progress is not None:
-                progress(min(1.0, (t_max - makespan) / max(t_max - t_min, 1e-12)))
-            speed_up = self._cut(choice, durations, finish, latest, makespan, resolution)
-            if speed_up is None or (len(times) > 1 and makespan >= times[-2]):
-                capped = False  # the fastest plan, or (rounding only) a step that did not shorten the iteration
+                made = t_max - float(loop.real[sweep.LAST_MAKESPAN])
+                progress(min(1.0, made / max(t_max - t_min, 1e-12)))
+            if status == sweep.CANDIDATES_FULL:
+                loop.grow_candidates()
+            elif status != sweep.RUNNING:
                 break
-            iterations += 1
-            faster = choice.copy()
-            faster[speed_up] = self.next_option[self.table.node_class[speed_up], choice[speed_up]]
-            faster_finish = self.finish_times(self.table.durations(faster))
-            deadline = float(faster_finish.max())
-            choice, finish, latest = self._reclaim(faster, deadline, faster_finish)
-        store = self._pareto_store(candidates.times, candidates.energies, candidates.choices, resolution)
-        return Frontier(store, iterations=iterations, solve_seconds=wallclock.perf_counter() - started, capped=capped)
-
-    def _cut(
-        self,
-        choice: IntArray,
-        durations: FloatArray,
-        finish: FloatArray,
-        latest: FloatArray,
-        makespan: float,
-        resolution: float,
-    ) -> IntArray | None:
-        """Instructions to speed up next, or ``None`` once some critical path is all at full speed.
-
-        Paths within ``resolution`` of the makespan count as critical: each cut node saves at
-        least that much, so a step shortens the iteration by a full resolution unit instead of
-        trickling through slivers of slack left by the reclaim pass. Near the fastest end, where
-        such a near-critical path may already be all at full speed, the exact critical paths
-        are cut instead, so the frontier still reaches the true minimum time.
-        """
-        table = self.table
-        node_class = table.node_class
-        rate = self.rate[node_class, choice]
-        faster = np.maximum(self.next_option[node_class, choice], 0)
-        steps = durations - table.time[node_class, faster]  # what each node's next jump saves
-        for tol in (resolution + 1e-9 * makespan, 1e-9 * makespan):
-            cut = self._cut_within(rate, steps, durations, finish, latest, makespan, tol, resolution)
-            if cut is not None:
-                return cut
-        return None
-
-    def _cut_within(
-        self,
-        rate: FloatArray,
-        steps: FloatArray,
-        durations: FloatArray,
-        finish: FloatArray,
-        latest: FloatArray,
-        makespan: float,
-        tol: float,
-        resolution: float,
-    ) -> IntArray | None:
-        edges = self.dag.edges
-        critical, tight, sources, sinks = kernels.critical_network(edges, durations, finish, latest, makespan, tol)
-        if kernels.reaches_through(critical & ~np.isfinite(rate), edges, tight, sources, sinks):
-            return None  # a critical path already all at full speed
-        cut = self._network.min_cut(np.where(critical, rate, 0.0), tight, sources, sinks)
-        return kernels.batch_series_ties(cut, rate, edges, tight, steps, resolution)
+        if status not in (sweep.DONE, sweep.CAPPED):
+            raise RuntimeError(f"the compiled step loop stopped with status {status}")
+        count = int(loop.counts[sweep.NUM_CANDIDATES])
+        store = self._pareto_store(
+            loop.arrays["candidate_time"][:count].tolist(),
+            loop.arrays["candidate_energy"][:count].tolist(),
+            list(loop.arrays["candidate_choice"][:count]),
+            resolution,
+        )
+        iterations = int(loop.counts[sweep.ITERATIONS])
+        solve_seconds = wallclock.perf_counter() - started
+        return Frontier(store, iterations=iterations, solve_seconds=solve_seconds, capped=status == sweep.CAPPED)
 
     def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
         """Slow instructions down to their cheapest options that keep the iteration within ``deadline``.
@@ -251,34 +191,16 @@ class GraphCutSolver:
         instructions take the slack first, each finishing by its latest finish time computed
         before the sweep), and one in reverse (later instructions take it first, each starting
         no earlier than its earliest start). Neither can push the makespan past ``deadline``.
+        The solve runs this inside its compiled loop; called from Python it compiles with numba.
         """
-        finish = self.finish_times(self.table.durations(choice))
-        return self._reclaim(choice, deadline, finish)[0]
+        from perseus.solver import sweep as compiled  # numba, only for this direct call
 
-    def _reclaim(
-        self, choice: IntArray, deadline: float, finish: FloatArray
-    ) -> tuple[IntArray, FloatArray | None, FloatArray | None]:
-        """:meth:`reclaim` given ``choice``'s finish times.
-
-        Also returns what the winning sweep already computed for the result: its finish times
-        (forward sweep) or its latest finish times for ``deadline`` (backward sweep).
-        """
         table, dag = self.table, self.dag
-        durations = table.durations(choice)
-        tol = 1e-12 * deadline
-        class_time, count, node_class = table.time, table.count, table.node_class
-        bound = self.latest_finish_times(durations, deadline) + tol
-        forward, forward_finish = kernels.reclaim_sweep(
-            dag.predecessors, node_class, class_time, count, choice, bound, deadline, True
-        )
-        backward, latest_start = kernels.reclaim_sweep(
-            dag.successors, node_class, class_time, count, choice, finish - durations - tol, deadline, False
-        )
-        cost_forward = table.cost[table.node_class, forward].sum()
-        cost_backward = table.cost[table.node_class, backward].sum()
-        if cost_forward <= cost_backward:
-            return forward, forward_finish[:-1], None
-        return backward, None, latest_start[:-1] + table.durations(backward)
+        finish = dag.finish_times(table.durations(choice))
+        predecessors, successors = dag.predecessors, dag.successors
+        return compiled._reclaim(
+            predecessors, successors, table.node_class, table.time, table.cost, table.count, choice, deadline, finish
+        )[0]
 
     def _pareto_store(
         self, times: list[float], energies: list[float], choices: list[IntArray], resolution: float
@@ -331,30 +253,66 @@ class GraphCutSolver:
         return self.to_store([choice], [iteration_time], [energy], [name]).plan(0)
 
 
-class _Candidates:
-    """The solve's points that may still be Pareto-optimal: (makespan, energy, choice as int16).
+class _StepState:
+    """The arrays the compiled step loop (:func:`perseus.solver.sweep.run_steps`) works on, set up
+    for one solve from the slowest plan ``choice``.
 
-    A point is dropped as soon as a faster one costs no more energy: :meth:`GraphCutSolver._pareto_store`
-    would never keep it (the plan it keeps just before it in time order costs at most the faster
-    point's energy, within its 1e-12 margin). Steps shorten the makespan, so such points are
-    always the newest ones kept, and only about the frontier's plans stay in memory instead of
-    every step's choice (16 x 256: 11,500 steps x 8,192 nodes).
+    The candidates are the points that may still be Pareto-optimal: a point is dropped as soon
+    as a faster one costs no more energy (:meth:`GraphCutSolver._pareto_store` would never keep
+    it), so only about the frontier's plans stay in memory instead of every step's choice
+    (16 x 256: 11,500 steps x 8,192 nodes). Their buffer starts at 256 rows and doubles when full.
     """
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.energies: list[float] = []
-        self.choices: list[IntArray] = []
+    def __init__(self, solver: GraphCutSolver, choice: IntArray, resolution: float, t_max: float, cap: int) -> None:
+        table, dag, layout = solver.table, solver.dag, solver.layout
+        n = dag.num_nodes
+        self.real = np.zeros(sweep.NUM_REALS)
+        self.real[[sweep.RESOLUTION, sweep.DEADLINE, sweep.BLOCKING_POWER, sweep.LAST_MAKESPAN]] = (
+            resolution, t_max, table.blocking_power, t_max,
+        )  # fmt: skip
+        self.counts = np.zeros(sweep.NUM_COUNTS, dtype=np.int64)
+        self.counts[sweep.CAP], self.counts[sweep.NUM_STAGES] = cap, dag.num_stages
+        self.counts[sweep.STEP_BUDGET] = STEPS_PER_CALL
+        self.counts[sweep.STATUS] = -1
+        c = np.ascontiguousarray
+        self.arrays: dict[str, np.ndarray] = {
+            "predecessors": c(dag.predecessors, dtype=np.int64),
+            "successors": c(dag.successors, dtype=np.int64),
+            "edges": layout.edges,
+            "node_class": c(table.node_class, dtype=np.int64),
+            "class_time": c(table.time, dtype=np.float64),
+            "class_energy": c(table.energy, dtype=np.float64),
+            "class_cost": c(table.cost, dtype=np.float64),
+            "class_count": c(table.count, dtype=np.int64),
+            "next_option": c(solver.next_option, dtype=np.int64),
+            "rate_table": c(solver.rate, dtype=np.float64),
+            "out_first": layout.out_first,
+            "out_edges": layout.out_edges,
+            "in_first": layout.in_first,
+            "in_edges": layout.in_edges,
+            "first": layout.first,
+            "head": layout.head,
+            "tail": layout.tail,
+            "partner": layout.partner,
+            "arc": layout.arc,
+            "slot": layout.slot,
+            "flows": np.zeros((FLOWS_KEPT, layout.num_pairs)),
+            "choice": c(choice, dtype=np.int64).copy(),
+            "finish": np.zeros(n),
+            "latest": np.zeros(n),
+            "candidate_time": np.zeros(256),
+            "candidate_energy": np.zeros(256),
+            "candidate_choice": np.zeros((256, n), dtype=np.int16),
+            "real": self.real,
+            "counts": self.counts,
+        }
 
-    def add(self, makespan: float, energy: float, choice: IntArray) -> None:
-        if self.times and makespan < self.times[-1]:
-            while self.energies and self.energies[-1] >= energy:
-                self.times.pop()
-                self.energies.pop()
-                self.choices.pop()
-        self.times.append(makespan)
-        self.energies.append(energy)
-        self.choices.append(choice.astype(np.int16))
+    def grow_candidates(self) -> None:
+        for name in ("candidate_time", "candidate_energy", "candidate_choice"):
+            old = self.arrays[name]
+            grown = np.zeros((2 * len(old), *old.shape[1:]), dtype=old.dtype)
+            grown[: len(old)] = old
+            self.arrays[name] = grown
 
 
 def step_bound(table: OptionTable, span: float, t_min: float) -> int:

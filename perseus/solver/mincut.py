@@ -45,45 +45,13 @@ import numpy.typing as npt
 from numba import njit
 
 from perseus.pipeline.dag import FloatArray, IntArray
+from perseus.solver.arcs import FLOWS_KEPT, ArcLayout, LayoutIds
 
 REROUTE_DEPTH = 30
 """Longest detour (arcs) a clipped flow may take around its arc: at 16 x 256 it keeps all but about
 1-3% of the flow. Depths from 24 to 40 solved 16 x 256 equally fast within noise; 20 kept less."""
 REROUTE_PHASES = 4
 """Searches for detours per cut (each one breadth-first search from the deficits, up to the depth)."""
-LayoutIds = npt.NDArray[np.int32]
-"""Vertex and arc-slot ids of an :class:`ArcLayout` (32-bit)."""
-FLOWS_KEPT = 2
-"""Recent maximum flows tried as a start: steps often alternate between two shapes of critical DAG,
-so the flow from two cuts back can fit better (16 x 48: 100k arc visits per cut, 104k with only
-the last flow, 169k from scratch)."""
-
-
-class ArcLayout:
-    """The max-flow network of a whole DAG of ``num_nodes`` nodes and ``edges`` (sorted by source).
-
-    Vertices: ``2v`` and ``2v + 1`` are node ``v``'s in- and out-vertex, ``2N`` the super
-    source, ``2N + 1`` the super sink. Arc pairs: ``a = v`` is node ``v``'s arc, ``a = N + e``
-    edge ``e``'s, ``a = N + E + v`` the source's arc into ``v`` and ``a = 2N + E + v`` the arc from
-    ``v`` to the sink; arc ``2a`` is the pair's forward arc and ``2a + 1`` its reverse. Arcs are
-    stored grouped by tail vertex (CSR, ``first``), each slot with its ``head``, ``tail``, the slot
-    of its ``partner`` and its arc id; ``slot[arc]`` is an arc's position.
-    """
-
-    def __init__(self, num_nodes: int, edges: IntArray) -> None:
-        self.num_nodes = num_nodes
-        self.edges = np.ascontiguousarray(edges, dtype=np.int64).reshape(-1, 2)
-        self.num_pairs = 3 * num_nodes + len(self.edges)
-        # 32-bit ids: half the memory traffic of the max-flow's arc scans (16 x 256: 82,000 arc slots).
-        self.first, self.head, self.tail, self.partner, self.arc, self.slot = (
-            ids.astype(np.int32) for ids in _layout(num_nodes, self.edges)
-        )
-        self.out_first, self.out_edges = _grouped(self.edges[:, 0], num_nodes)
-        """Per node, its outgoing edges' ids (in id order)..."""
-        self.in_first, self.in_edges = _grouped(self.edges[:, 1], num_nodes)
-        """...and its incoming ones'."""
-
-
 class CutNetwork:
     """Minimum vertex cuts of sub-DAGs of one DAG (``num_nodes`` nodes in topological order, ``edges``
     as ``(src, dst)`` sorted by ``src``), each max-flow starting from a recent one's flow."""
@@ -120,54 +88,6 @@ class CutNetwork:
             layout.slot,
             self.flows,
         )
-
-
-@njit(cache=True, nogil=True)
-def _grouped(keys: IntArray, num_nodes: int) -> tuple[IntArray, IntArray]:  # pragma: no cover - compiled
-    """CSR of ids ``0..len(keys)`` grouped by ``keys[id]`` (ids ascending within a group)."""
-    first = np.zeros(num_nodes + 1, dtype=np.int64)
-    for key in keys:
-        first[key + 1] += 1
-    for v in range(num_nodes):
-        first[v + 1] += first[v]
-    ids = np.empty(len(keys), dtype=np.int64)
-    fill = first[:-1].copy()
-    for i in range(len(keys)):
-        ids[fill[keys[i]]] = i
-        fill[keys[i]] += 1
-    return first, ids
-
-
-@njit(cache=True, nogil=True)
-def _layout(  # pragma: no cover - compiled
-    n: int, edges: IntArray
-) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, IntArray]:
-    """:class:`ArcLayout`'s arrays: ``first``, and per slot ``head``, ``tail``, ``partner``, ``arc``;
-    then ``slot`` per arc."""
-    num_edges = len(edges)
-    pairs = 3 * n + num_edges
-    source, sink = 2 * n, 2 * n + 1
-    tail = np.empty(2 * pairs, dtype=np.int64)
-    head = np.empty(2 * pairs, dtype=np.int64)
-    for v in range(n):
-        tail[2 * v], head[2 * v] = 2 * v, 2 * v + 1
-        a = n + num_edges + v
-        tail[2 * a], head[2 * a] = source, 2 * v
-        a = 2 * n + num_edges + v
-        tail[2 * a], head[2 * a] = 2 * v + 1, sink
-    for e in range(num_edges):
-        a = n + e
-        tail[2 * a], head[2 * a] = 2 * edges[e, 0] + 1, 2 * edges[e, 1]
-    for a in range(pairs):
-        tail[2 * a + 1], head[2 * a + 1] = head[2 * a], tail[2 * a]
-    first, arc = _grouped(tail, 2 * n + 2)
-    slot = np.empty(2 * pairs, dtype=np.int64)
-    for i in range(2 * pairs):
-        slot[arc[i]] = i
-    slot_head = head[arc]
-    slot_tail = tail[arc]
-    partner = slot[arc ^ 1]
-    return first, slot_head, slot_tail, partner, arc, slot
 
 
 @njit(cache=True, nogil=True)

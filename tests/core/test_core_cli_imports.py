@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .conftest import A100
 
-# numba's own import touches the bare `scipy` package (a version check); the LP solver is scipy.optimize.
+# The LP solver is scipy.optimize; numba only compiles the step loop, once per machine.
 HEAVY = ("grpc", "numpy", "numba", "scipy.linalg", "scipy.optimize", "matplotlib", "igraph", "sqlalchemy", "torch", "rich")
 PROBE = (
     "import json, sys\n"
@@ -39,27 +39,7 @@ def test_help_imports_nothing_heavy() -> None:
 def test_optimize_imports_no_plotting_and_no_lp_solver(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     argv = ["optimize", str(A100), "--stages", "8", "--microbatches", "2", "--out", out]
-    assert imported(*argv) == (0, ["numba", "numpy"])
+    imported(*argv)  # the first solve on a machine may compile the step loop with numba (perseus.solver.native)
+    assert imported(*argv) == (0, ["numpy"])  # later ones load its machine code: no numba
     code, modules = imported(*argv, "--lower-bound")
     assert code == 0 and "scipy.optimize" in modules and "matplotlib" not in modules
-
-
-BLAS_AFTER_SOLVE = (
-    "import sys\n"
-    "import numpy as np\n"
-    "from perseus.solver.numba_start import load_target\n"
-    "load_target()\n"
-    "assert 'scipy.linalg' not in sys.modules, 'numba probed BLAS through scipy.linalg'\n"
-    "import numba\n"
-    "import scipy.linalg.cython_blas\n"  # hidden only while numba's target was built
-    "dot = numba.njit(lambda a, b: np.dot(a, b))\n"  # numba's BLAS bindings still load on demand
-    "print(dot(np.arange(3.0), np.ones(3)))\n"
-)
-
-
-def test_numba_target_skips_scipy_blas_probe_and_leaves_blas_usable() -> None:
-    """The solver builds numba's target without scipy.linalg (0.3 s); scipy and numba's np.dot work after."""
-    done = subprocess.run([sys.executable, "-c", BLAS_AFTER_SOLVE], capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "3.0"

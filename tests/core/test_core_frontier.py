@@ -117,7 +117,7 @@ def test_scalar_and_vectorised_passes_agree(
             dag.__dict__["scalar_passes"] = scalar  # override the cached choice
             finish = dag.finish_times(durations)
             latest = dag.latest_finish_times(durations, deadline)
-            reclaimed = solver._reclaim(choice, deadline, finish)[0]
+            reclaimed = solver.reclaim(choice, deadline)
             outputs.append((finish, latest, reclaimed))
         (f1, l1, r1), (f2, l2, r2) = outputs
         np.testing.assert_allclose(f1, f2, rtol=1e-12)

@@ -1,0 +1,80 @@
+"""The compiled step loop: built by numba once, then loaded as machine code by processes that never import numba."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perseus.solver import native_abi
+
+from .conftest import A100
+
+SOLVE = (
+    "import json, sys\n"
+    "from perseus.profile import load_profile\n"
+    "from perseus.solver import native\n"
+    "from perseus.solver.frontier import compute_frontier\n"
+    "frontier = compute_frontier(load_profile(sys.argv[1]), '1f1b', 8, 6)\n"
+    "loaded = 'numba' in sys.modules\n"
+    "import numba\n"  # numba still imports and compiles after its helper modules were loaded on their own
+    "assert numba.njit(lambda x: x + 1)(1) == 2\n"
+    "print(json.dumps({'source': native.step_loop().source, 'numba': loaded,\n"
+    "                  'times': frontier.store.iteration_time.tolist(), 'energies': frontier.store.energy.tolist()}))\n"
+)
+
+
+def solve_in_fresh_process(cache: Path) -> tuple[dict[str, object], str]:
+    """Solve 8 x 6 in a new interpreter whose kernel cache is ``cache``: its report and its stderr."""
+    env = {**os.environ, "PERSEUS_KERNEL_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", SOLVE, str(A100)], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+def test_second_process_loads_the_machine_code_without_numba_and_solves_the_same(tmp_path: Path) -> None:
+    cache = tmp_path / "kernels"
+    first, _ = solve_in_fresh_process(cache)
+    assert first["source"] == "compiled" and first["numba"] is True
+    [stored] = list(cache.glob("perseus-steps-*.o"))
+    second, stderr = solve_in_fresh_process(cache)
+    assert second["source"] == "cache" and second["numba"] is False, stderr
+    assert second["times"] == first["times"] and second["energies"] == first["energies"]
+    assert list(cache.glob("perseus-steps-*.o")) == [stored]
+
+    # A damaged object is never linked (MCJIT would crash the process): one warning, a rebuild, stale files gone.
+    blob = bytearray(stored.read_bytes())
+    blob[-100] ^= 0xFF
+    stored.write_bytes(bytes(blob))
+    (cache / "perseus-steps-000000000000000000000000.o").write_bytes(b"from an older build")
+    third, stderr = solve_in_fresh_process(cache)
+    assert third["source"] == "compiled" and third["times"] == first["times"]
+    assert [line for line in stderr.splitlines() if "unusable" in line] == [
+        f"compiled solver kernels at {stored} are unusable (checksum mismatch); compiling them again"
+    ]
+    assert list(cache.glob("perseus-steps-*.o")) == [stored]
+    assert solve_in_fresh_process(cache)[0]["source"] == "cache"
+
+
+def test_no_writable_cache_directory_still_solves_and_says_so(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    report, stderr = solve_in_fresh_process(not_a_directory)
+    assert report["source"] == "compiled" and report["times"]
+    assert "no writable directory for the compiled solver kernels (set PERSEUS_KERNEL_CACHE)" in stderr
+
+
+def test_argument_table_refuses_arrays_the_compiled_code_would_misread() -> None:
+    arrays = {name: np.zeros((2, 2) if ndim == 2 else 2, dtype=dtype) for name, dtype, ndim in native_abi.ARRAYS}
+    table = native_abi.argument_table(arrays)
+    assert table[1:3].tolist() == [2, 2] and table[0] == arrays["predecessors"].ctypes.data
+    with pytest.raises(TypeError, match="choice: expected a C-contiguous 1-d int64 array"):
+        native_abi.argument_table({**arrays, "choice": np.zeros(2, dtype=np.int32)})
+    with pytest.raises(TypeError, match="flows: expected a C-contiguous 2-d float64 array"):
+        native_abi.argument_table({**arrays, "flows": np.zeros((2, 4))[:, ::2]})
