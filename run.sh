@@ -63,6 +63,9 @@ case "${1:-}" in
     provision_postgres
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy" perseus merak_integration
+    # Compile the solver's step loop now (once per machine, about 20 s) rather than inside
+    # whichever test solves first.
+    "$PY" -c "from perseus.solver.native import step_loop; step_loop()"
     # Two pytest workers (xdist), one per core of the 2-core CI machine; the tests that start torchrun
     # form one xdist group (one at a time, on one worker), everything else spreads over both.
     # A later -n in "$@" wins (-n 0: one process).
@@ -72,6 +75,7 @@ case "${1:-}" in
   demo)
     shift
     bootstrap
+    "$PY" -c "from perseus.solver.native import step_loop; step_loop()"
     exec "$PY" -m perseus.demo "$@"
     ;;
   gpu-check)

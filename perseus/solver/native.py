@@ -48,6 +48,8 @@ FORMAT = 1
 """Version of the cache file layout (header line, then the object)."""
 CACHE_ENV = "PERSEUS_KERNEL_CACHE"
 CACHE_PREFIX = "perseus-steps-"
+OWN_CACHE = Path(__file__).parent / "__pycache__"
+"""The default cache directory: this install's own, as numba's cache is."""
 COMPILED_SOURCES = ("sweep.py", "kernels.py", "mincut.py", "native_build.py", "native_abi.py")
 """The modules whose code ends up in the object: any edit to one makes a new key."""
 HELPER_MODULES = {
@@ -84,7 +86,9 @@ _loaded: StepLoop | None = None
 
 
 def step_loop() -> StepLoop:
-    """The process's compiled step loop: loaded from the cache, else compiled (and cached) first."""
+    """The process's compiled step loop: loaded from the cache, else compiled (and cached) first.
+
+    ``run.sh`` calls it before the tests and the demo, so no test pays the first compilation."""
     global _loaded
     with _lock:
         if _loaded is None:
@@ -100,7 +104,7 @@ def cache_path() -> Path | None:
         except OSError:
             continue
         if os.access(directory, os.W_OK | os.X_OK):
-            return directory / f"{CACHE_PREFIX}{_cache_key()[:24]}.o"
+            return directory / f"{CACHE_PREFIX}{_cache_key()}.o"
     return None
 
 
@@ -109,7 +113,7 @@ def _cache_directories() -> list[Path]:
     if configured:
         return [Path(configured)]
     user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perseus"
-    return [Path(__file__).parent / "__pycache__", user]
+    return [OWN_CACHE, user]
 
 
 def _numba_directory() -> Path:
@@ -120,14 +124,16 @@ def _numba_directory() -> Path:
 
 
 def _cache_key() -> str:
-    digest = hashlib.sha256(f"format {FORMAT}\n".encode())
+    """``SOURCES-MACHINE``: what the code is (our compiled modules, numba's and llvmlite's builds,
+    Python), then what it is for (this CPU's name and features)."""
+    sources = hashlib.sha256(f"format {FORMAT}\n".encode())
     here = Path(__file__).parent
     for name in COMPILED_SOURCES:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
-    digest.update((_numba_directory() / "_version.py").read_bytes())
-    digest.update(f"llvmlite {llvmlite.__version__} python {sys.version} {sys.platform}\n".encode())
-    digest.update(f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}\n".encode())
-    return digest.hexdigest()
+        sources.update(name.encode() + b"\0" + (here / name).read_bytes())
+    sources.update((_numba_directory() / "_version.py").read_bytes())
+    sources.update(f"llvmlite {llvmlite.__version__} python {sys.version} {sys.platform}\n".encode())
+    machine = hashlib.sha256(f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}".encode())
+    return f"{sources.hexdigest()[:16]}-{machine.hexdigest()[:12]}"
 
 
 def _target_machine() -> llvm.TargetMachine:
@@ -156,6 +162,7 @@ def _load_or_build() -> StepLoop:
             log.warning("compiled solver kernels at %s are unusable (%s); compiling them again", path, error)
     from perseus.solver import native_build  # numba: only on the first solve on a machine
 
+    log.warning("compiling the solver's step loop for this machine (once per install and CPU, about 20 s)")
     built = native_build.build(machine)
     if path is None:
         log.warning(
@@ -182,17 +189,30 @@ def _write(path: Path, code: bytes, header: dict[str, object]) -> None:
     """Write atomically (a temporary file in the same directory, then rename): a process reading
     the cache meanwhile sees the old object or the new one, never half of one."""
     line = json.dumps({"format": FORMAT, "key": _cache_key(), "sha256": hashlib.sha256(code).hexdigest(), **header})
+    temporary: Path | None = None
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as out:
+            temporary = Path(out.name)
             out.write(line.encode() + b"\n" + code)
-        os.chmod(out.name, 0o644)  # readable by every user of a shared install, as numba's cache is
-        os.replace(out.name, path)
-        for stale in path.parent.glob(f"{CACHE_PREFIX}*.o"):  # objects for older sources or builds
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        temporary.chmod(0o644)  # readable by every user of a shared install, as numba's cache is
+        os.replace(temporary, path)
+        _remove_stale(path)
     except OSError as error:
         log.warning("could not keep the compiled solver kernels at %s (%s); the next process compiles again", path, error)
-        Path(out.name).unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete this machine's objects for older sources from the package's own ``__pycache__`` (one
+    per edit or upgrade otherwise). Objects for other CPUs stay (a shared install serves several),
+    and a user-wide cache directory is left alone (several installs may share it)."""
+    if path.parent != OWN_CACHE:
+        return
+    machine = path.stem.rsplit("-", 1)[-1]
+    for stale in path.parent.glob(f"{CACHE_PREFIX}*-{machine}.o"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
 
 
 def _load(machine: llvm.TargetMachine, code: bytes, entry: object, externals: object, source: str) -> StepLoop:

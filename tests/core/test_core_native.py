@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perseus.solver import native_abi
+from perseus.solver import native, native_abi
 
 from .conftest import A100
 
@@ -52,14 +52,27 @@ def test_second_process_loads_the_machine_code_without_numba_and_solves_the_same
     blob = bytearray(stored.read_bytes())
     blob[-100] ^= 0xFF
     stored.write_bytes(bytes(blob))
-    (cache / "perseus-steps-000000000000000000000000.o").write_bytes(b"from an older build")
     third, stderr = solve_in_fresh_process(cache)
     assert third["source"] == "compiled" and third["times"] == first["times"]
     assert [line for line in stderr.splitlines() if "unusable" in line] == [
         f"compiled solver kernels at {stored} are unusable (checksum mismatch); compiling them again"
     ]
-    assert list(cache.glob("perseus-steps-*.o")) == [stored]
     assert solve_in_fresh_process(cache)[0]["source"] == "cache"
+
+
+def test_a_new_object_replaces_this_machines_older_ones_in_the_install_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    for directory in (own, shared):
+        directory.mkdir()
+        (directory / "perseus-steps-aaaa-mine.o").write_bytes(b"older sources, this CPU")
+        (directory / "perseus-steps-aaaa-other.o").write_bytes(b"older sources, another CPU")
+    monkeypatch.setattr(native, "OWN_CACHE", own)
+    for directory in (own, shared):
+        native._write(directory / "perseus-steps-bbbb-mine.o", b"code", {"entry": "f", "externals": []})
+    assert sorted(p.name for p in own.iterdir()) == ["perseus-steps-aaaa-other.o", "perseus-steps-bbbb-mine.o"]
+    assert len(list(shared.iterdir())) == 3  # a user-wide directory may serve other installs: untouched
 
 
 def test_no_writable_cache_directory_still_solves_and_says_so(tmp_path: Path) -> None:
@@ -67,7 +80,11 @@ def test_no_writable_cache_directory_still_solves_and_says_so(tmp_path: Path) ->
     not_a_directory.write_text("")
     report, stderr = solve_in_fresh_process(not_a_directory)
     assert report["source"] == "compiled" and report["times"]
-    assert "no writable directory for the compiled solver kernels (set PERSEUS_KERNEL_CACHE)" in stderr
+    assert stderr.splitlines() == [
+        "compiling the solver's step loop for this machine (once per install and CPU, about 20 s)",
+        "no writable directory for the compiled solver kernels (set PERSEUS_KERNEL_CACHE); every solve will compile "
+        "them again",
+    ]
 
 
 def test_argument_table_refuses_arrays_the_compiled_code_would_misread() -> None:
