@@ -14,10 +14,8 @@ from perseus.pipeline.dag import IntArray
 
 LayoutIds = npt.NDArray[np.int32]
 """Vertex and arc-slot ids of an :class:`ArcLayout` (32-bit)."""
-FLOWS_KEPT = 2
-"""Recent maximum flows tried as a start: steps often alternate between two shapes of critical DAG,
-so the flow from two cuts back can fit better (16 x 48: 100k arc visits per cut, 104k with only
-the last flow, 169k from scratch)."""
+FLOWS_KEPT = 1
+"""Maximum flows kept as the next cut's start: the last one (see :func:`mincut._warm_min_cut`)."""
 
 
 class ArcLayout:

@@ -106,30 +106,19 @@ def _warm_min_cut(  # pragma: no cover - compiled
     slot: LayoutIds,
     flows: FloatArray,
 ) -> IntArray:
-    """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from whichever kept flow
-    (rows of ``flows``) keeps the most value once trimmed to this network, with its clipped flow
-    rerouted first where that keeps more, find the cut closest to the sources, and shift the new
-    maximum flow in as row 0."""
+    """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from the last maximum flow
+    (row 0 of ``flows``, replaced in place by the new one), its clipped flow rerouted around the
+    clipped arcs where it can and trimmed where it cannot, and find the cut closest to the sources.
+
+    The cut does not depend on the starting flow, so this start is only about speed: comparing it
+    with the plainly trimmed flow, and with the flow of two cuts back, cost two more trims a cut
+    and gained less than they cost (16 x 96: 3-7% slower in all)."""
     n = len(out_first) - 1
     eps = _saturation_eps(pair_capacity, n)
-    best = np.zeros(flows.shape[1])
-    best_value, best_row = 0.0, -1
-    for row in range(flows.shape[0]):
-        flow = flows[row].copy()
-        value = _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, flow)
-        if value > best_value:
-            best_value, best, best_row = value, flow, row
-    if best_row >= 0:
-        rerouted = flows[best_row].copy()
-        if _reroute(pair_capacity, rerouted, n, first, head, tail, partner, arc, slot, eps):
-            value = _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, rerouted)
-            if value > best_value:
-                best = rerouted
-    cut = _dinic(pair_capacity, n, first, head, tail, partner, arc, best, eps)
-    for row in range(flows.shape[0] - 1, 0, -1):
-        flows[row] = flows[row - 1]
-    flows[0] = best
-    return cut
+    flow = flows[0]
+    _reroute(pair_capacity, flow, n, first, head, tail, partner, arc, slot, eps)
+    _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, flow)
+    return _dinic(pair_capacity, n, first, head, tail, partner, arc, flow, eps)
 
 
 @njit(cache=True, nogil=True)
