@@ -51,6 +51,9 @@ MAX_STEPS = 1_000_000
 """Hard cap on minimum cuts per solve, far above any real frontier (16 x 256 takes about 12,000)."""
 STEPS_PER_RESOLUTION = 20
 """Practical cap: cuts per ``span / time_resolution`` (real solves take 1-4, see :func:`step_bound`)."""
+STEP_LOOP_FAILED = -1
+"""The loop's status before every call: still there after it, the compiled code raised (in practice an
+allocation failed: with bounds checks off and NumPy's error model it raises nothing else)."""
 STEPS_PER_CALL = 64
 """Steps per call of the compiled loop: progress is reported between calls (16 x 256: every 0.5 s)."""
 MIN_RESOLUTION_FRACTION = 1e-5
@@ -162,8 +165,11 @@ class GraphCutSolver:
         loop = _StepState(self, choice, resolution, t_max, cap)
         run = native.step_loop()
         while True:
+            loop.counts[sweep.STATUS] = STEP_LOOP_FAILED  # stays so if the compiled code raised (it prints why)
             run(loop.arrays)
             status = int(loop.counts[sweep.STATUS])
+            if status == STEP_LOOP_FAILED:
+                raise MemoryError("the compiled step loop failed (its error is printed above); no frontier")
             if progress is not None:
                 made = t_max - float(loop.real[sweep.LAST_MAKESPAN])
                 progress(min(1.0, made / max(t_max - t_min, 1e-12)))
@@ -273,7 +279,6 @@ class _StepState:
         self.counts = np.zeros(sweep.NUM_COUNTS, dtype=np.int64)
         self.counts[sweep.CAP], self.counts[sweep.NUM_STAGES] = cap, dag.num_stages
         self.counts[sweep.STEP_BUDGET] = STEPS_PER_CALL
-        self.counts[sweep.STATUS] = -1
         c = np.ascontiguousarray
         self.arrays: dict[str, np.ndarray] = {
             "predecessors": c(dag.predecessors, dtype=np.int64),
