@@ -7,8 +7,11 @@ Each function walks the DAG through its padded adjacency (``PipelineDAG.predeces
 ``successors``, padded with the virtual node ``N``), so any schedule and any number of
 neighbours per node work. The per-cut helpers (the critical network, the full-speed check, the
 series-tie batching) work on whole-DAG ids and the DAG's edge list: as numpy and Python code they
-took 0.57 ms per cut at 16 x 96, compiled 0.15 ms. ``cache=True`` keeps the machine code beside this file, so only the
-first run on a machine pays the compilation (a few seconds).
+took 0.57 ms per cut at 16 x 96, compiled 0.15 ms.
+
+A solve runs them inside the compiled step loop (:mod:`perseus.solver.sweep`, loaded as machine
+code by :mod:`perseus.solver.native`); called directly (as tests do) they compile with numba, and
+``cache=True`` keeps that machine code beside this file.
 """
 
 from __future__ import annotations

@@ -233,7 +233,8 @@ def _provide_symbols(names: list[str]) -> None:
     """Make every symbol the object calls resolvable before it is linked: MCJIT aborts the whole
     process on an unresolved one, so a name nobody provides is an error here instead."""
     helpers: dict[str, int] | None = None
-    process = ctypes.CDLL(None)  # the symbols already in this process: CPython's C API, libc, libm
+    # The symbols already in this process: CPython's C API, libc, libm (on Windows, CPython's DLL).
+    process = ctypes.pythonapi if sys.platform == "win32" else ctypes.CDLL(None)
     for name in names:
         if llvm.address_of_symbol(name):
             continue
