@@ -22,6 +22,10 @@ profiled options themselves:
 
 Every recorded point is then evaluated exactly (longest path on profiled times, profiled
 energies plus blocking power), and only Pareto-optimal points are kept.
+
+The steps run as one compiled loop (:mod:`perseus.solver.sweep`), loaded as machine code by
+:mod:`perseus.solver.native`; this module sets up its arrays, reports progress between calls and
+builds the plans from the candidates it returns.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from perseus.plan.model import FrequencyPlan
 from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
 from perseus.solver import native
-from perseus.solver import native_abi as sweep
+from perseus.solver import native_abi as abi
 from perseus.solver.arcs import FLOWS_KEPT, ArcLayout
 
 Progress = Callable[[float], None]
@@ -165,30 +169,30 @@ class GraphCutSolver:
         loop = _StepState(self, choice, resolution, t_max, cap)
         run = native.step_loop()
         while True:
-            loop.counts[sweep.STATUS] = STEP_LOOP_FAILED  # stays so if the compiled code raised (it prints why)
+            loop.counts[abi.STATUS] = STEP_LOOP_FAILED  # stays so if the compiled code raised (it prints why)
             run(loop.arrays)
-            status = int(loop.counts[sweep.STATUS])
+            status = int(loop.counts[abi.STATUS])
             if status == STEP_LOOP_FAILED:
                 raise MemoryError("the compiled step loop failed (its error is printed above); no frontier")
             if progress is not None:
-                made = t_max - float(loop.real[sweep.LAST_MAKESPAN])
+                made = t_max - float(loop.real[abi.LAST_MAKESPAN])
                 progress(min(1.0, made / max(t_max - t_min, 1e-12)))
-            if status == sweep.CANDIDATES_FULL:
+            if status == abi.CANDIDATES_FULL:
                 loop.grow_candidates()
-            elif status != sweep.RUNNING:
+            elif status != abi.RUNNING:
                 break
-        if status not in (sweep.DONE, sweep.CAPPED):
+        if status not in (abi.DONE, abi.CAPPED):
             raise RuntimeError(f"the compiled step loop stopped with status {status}")
-        count = int(loop.counts[sweep.NUM_CANDIDATES])
+        count = int(loop.counts[abi.NUM_CANDIDATES])
         store = self._pareto_store(
             loop.arrays["candidate_time"][:count].tolist(),
             loop.arrays["candidate_energy"][:count].tolist(),
             list(loop.arrays["candidate_choice"][:count]),
             resolution,
         )
-        iterations = int(loop.counts[sweep.ITERATIONS])
+        iterations = int(loop.counts[abi.ITERATIONS])
         solve_seconds = wallclock.perf_counter() - started
-        return Frontier(store, iterations=iterations, solve_seconds=solve_seconds, capped=status == sweep.CAPPED)
+        return Frontier(store, iterations=iterations, solve_seconds=solve_seconds, capped=status == abi.CAPPED)
 
     def reclaim(self, choice: IntArray, deadline: float) -> IntArray:
         """Slow instructions down to their cheapest options that keep the iteration within ``deadline``.
@@ -272,13 +276,13 @@ class _StepState:
     def __init__(self, solver: GraphCutSolver, choice: IntArray, resolution: float, t_max: float, cap: int) -> None:
         table, dag, layout = solver.table, solver.dag, solver.layout
         n = dag.num_nodes
-        self.real = np.zeros(sweep.NUM_REALS)
-        self.real[[sweep.RESOLUTION, sweep.DEADLINE, sweep.BLOCKING_POWER, sweep.LAST_MAKESPAN]] = (
+        self.real = np.zeros(abi.NUM_REALS)
+        self.real[[abi.RESOLUTION, abi.DEADLINE, abi.BLOCKING_POWER, abi.LAST_MAKESPAN]] = (
             resolution, t_max, table.blocking_power, t_max,
         )  # fmt: skip
-        self.counts = np.zeros(sweep.NUM_COUNTS, dtype=np.int64)
-        self.counts[sweep.CAP], self.counts[sweep.NUM_STAGES] = cap, dag.num_stages
-        self.counts[sweep.STEP_BUDGET] = STEPS_PER_CALL
+        self.counts = np.zeros(abi.NUM_COUNTS, dtype=np.int64)
+        self.counts[abi.CAP], self.counts[abi.NUM_STAGES] = cap, dag.num_stages
+        self.counts[abi.STEP_BUDGET] = STEPS_PER_CALL
         c = np.ascontiguousarray
         self.arrays: dict[str, np.ndarray] = {
             "predecessors": c(dag.predecessors, dtype=np.int64),

@@ -139,8 +139,13 @@ def _cut(  # pragma: no cover - compiled
     makespan: float,
     resolution: float,
 ) -> tuple[bool, IntArray]:
-    """:meth:`GraphCutSolver._cut`: the nodes to speed up, or ``(False, _)`` once some critical path
-    is all at full speed."""
+    """The nodes to speed up next, or ``(False, _)`` once some critical path is all at full speed.
+
+    Paths within ``resolution`` of the makespan count as critical: each cut node saves at least
+    that much, so a step shortens the iteration by a full resolution unit instead of trickling
+    through slivers of slack left by the reclaim pass. Near the fastest end, where such a
+    near-critical path may already be all at full speed, the exact critical paths are cut
+    instead, so the frontier still reaches the true minimum time."""
     n = len(choice)
     rate = np.empty(n)
     steps = np.empty(n)
@@ -187,8 +192,9 @@ def _reclaim(  # pragma: no cover - compiled
     deadline: float,
     finish: FloatArray,
 ) -> tuple[IntArray, FloatArray, bool]:
-    """:meth:`GraphCutSolver._reclaim`: the cheaper of the two sweeps' choices, with its finish times
-    (forward sweep, ``True``) or its latest finish times for ``deadline`` (backward sweep, ``False``)."""
+    """:meth:`GraphCutSolver.reclaim` given ``choice``'s finish times: the cheaper of the two sweeps'
+    choices, with its finish times (forward sweep, ``True``) or its latest finish times for
+    ``deadline`` (backward sweep, ``False``), which the next step then need not compute."""
     n = len(choice)
     durations = _gather(class_time, node_class, choice)
     tol = 1e-12 * deadline
@@ -234,7 +240,7 @@ def run_steps(  # pragma: no cover - compiled
     ``choice``, ``finish`` and ``latest`` are the current plan and what is known of its times
     (``counts[HAVE_FINISH]``, ``counts[HAVE_LATEST]``); the candidate arrays hold the points
     that may still be Pareto-optimal (``counts[NUM_CANDIDATES]`` of them, see
-    :class:`perseus.solver.frontier._Candidates`); ``flows`` the recent maximum flows. Sets
+    :class:`perseus.solver.frontier._StepState`); ``flows`` the last maximum flow. Sets
     ``counts[STATUS]`` and leaves the state at a step boundary, so the next call goes on.
     """
     n = len(choice)
@@ -261,7 +267,7 @@ def run_steps(  # pragma: no cover - compiled
             counts[HAVE_LATEST] = 1
         else:
             latest[:] = latest - (real[DEADLINE] - makespan)  # all sinks share the deadline: a uniform shift
-        # The candidate (see _Candidates.add): drop newer points a faster, no dearer one dominates.
+        # The candidate: drop the newest points this faster, no dearer one dominates (see _StepState).
         busy = pairwise_sum(durations, 0, n)
         spent = pairwise_sum(_gather(class_energy, node_class, choice), 0, n)
         energy = spent + real[BLOCKING_POWER] * (counts[NUM_STAGES] * makespan - busy)
