@@ -97,7 +97,8 @@ def step_loop() -> StepLoop:
 
 
 def cache_path() -> Path | None:
-    """Where this machine's object is kept (``None`` if no cache directory is writable)."""
+    """Where this machine's object is written (the first writable cache directory; ``None`` if none is).
+    Reading also looks in the others."""
     for directory in _cache_directories():
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -153,17 +154,20 @@ def _target_machine() -> llvm.TargetMachine:
 
 def _load_or_build() -> StepLoop:
     machine = _target_machine()
-    path = cache_path()
-    if path is not None and path.exists():
-        try:
-            header, code = _read(path)
-            return _load(machine, code, header["entry"], header["externals"], "cache")
-        except (OSError, ValueError, KeyError, KernelLoadError) as error:
-            log.warning("compiled solver kernels at %s are unusable (%s); compiling them again", path, error)
+    name = f"{CACHE_PREFIX}{_cache_key()}.o"
+    for directory in _cache_directories():  # a read-only install may hold one its admin built
+        stored = directory / name
+        if stored.is_file():
+            try:
+                header, code = _read(stored)
+                return _load(machine, code, header["entry"], header["externals"], "cache")
+            except (OSError, ValueError, KeyError, KernelLoadError) as error:
+                log.warning("compiled solver kernels at %s are unusable (%s); compiling them again", stored, error)
     from perseus.solver import native_build  # numba: only on the first solve on a machine
 
     log.warning("compiling the solver's step loop for this machine (once per install and CPU, about 20 s)")
     built = native_build.build(machine)
+    path = cache_path()
     if path is None:
         log.warning(
             "no writable directory for the compiled solver kernels (set %s); every solve will compile them again",

@@ -75,6 +75,23 @@ def test_a_new_object_replaces_this_machines_older_ones_in_the_install_cache_onl
     assert len(list(shared.iterdir())) == 3  # a user-wide directory may serve other installs: untouched
 
 
+def test_an_object_in_a_later_cache_directory_is_loaded_without_writing_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install whose admin built the object: the process finds it wherever it lies and compiles nothing."""
+    native.step_loop()  # this process's own object, compiled or cached
+    built = native.cache_path()
+    assert built is not None and built.is_file()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / built.name).write_bytes(built.read_bytes())
+    monkeypatch.setattr(native, "_cache_directories", lambda: [first, second])
+    monkeypatch.setattr(native, "_loaded", None)
+    assert native.step_loop().source == "cache"
+    assert list(first.iterdir()) == []
+
+
 def test_no_writable_cache_directory_still_solves_and_says_so(tmp_path: Path) -> None:
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("")
