@@ -6,6 +6,10 @@ has llvmlite emit it as an object file for this CPU. :mod:`perseus.solver.native
 object and, in every later process, loads it with llvmlite alone: no numba import (0.3 s), no
 numba CPU target (0.3 s), no cache index to read per function.
 
+Every function the entry calls is compiled here from source (none uses numba's own cache), so
+LLVM sees and inlines the whole loop: built around cached callees the object was 11% larger and
+the 16 x 256 solve 30% slower.
+
 The entry takes one argument, a table of ``(address, rows, columns)`` per array in
 :data:`ARRAYS` order, so the C signature does not change when the loop gains an array.
 """

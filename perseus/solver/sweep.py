@@ -56,7 +56,7 @@ PAIRWISE_BLOCK = 128
 """NumPy's ``PW_BLOCKSIZE``: below it, eight running sums; above it, halves summed recursively."""
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _block_sum(values: FloatArray, start: int, count: int) -> float:  # pragma: no cover - compiled
     """NumPy's sum of at most :data:`PAIRWISE_BLOCK` values: eight running sums, then the rest."""
     if count < 8:
@@ -79,7 +79,7 @@ def _block_sum(values: FloatArray, start: int, count: int) -> float:  # pragma: 
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def pairwise_sum(values: FloatArray, start: int, count: int) -> float:  # pragma: no cover - compiled
     """``values[start:start + count].sum()`` exactly as NumPy computes it, so a compiled sum decides
     ties the way the NumPy code it replaces did: blocks of :data:`PAIRWISE_BLOCK` summed by
@@ -114,7 +114,7 @@ def pairwise_sum(values: FloatArray, start: int, count: int) -> float:  # pragma
     return sums[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _gather(table: FloatArray, node_class: IntArray, choice: IntArray) -> FloatArray:  # pragma: no cover
     """``table[node_class, choice]``: every node's value at its chosen option."""
     out = np.empty(len(choice))
@@ -123,7 +123,7 @@ def _gather(table: FloatArray, node_class: IntArray, choice: IntArray) -> FloatA
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _cut(  # pragma: no cover - compiled
     edges: IntArray,
     node_class: IntArray,
@@ -180,7 +180,7 @@ def _cut(  # pragma: no cover - compiled
     return False, np.empty(0, dtype=np.int64)
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _reclaim(  # pragma: no cover - compiled
     predecessors: IntArray,
     successors: IntArray,
@@ -212,7 +212,7 @@ def _reclaim(  # pragma: no cover - compiled
     return backward, latest_start[:n] + _gather(class_time, node_class, backward), False
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def run_steps(  # pragma: no cover - compiled
     predecessors: IntArray,
     successors: IntArray,
