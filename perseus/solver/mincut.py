@@ -310,17 +310,20 @@ def _reroute(  # pragma: no cover - compiled
     num_vertices = 2 * n + 2
     source, sink = 2 * n, 2 * n + 1
     excess = np.zeros(num_vertices)  # inflow minus outflow; negative where flow is missing
+    touched = np.zeros(num_vertices, dtype=np.bool_)  # the only vertices that can ever be unbalanced
     clipped = False
     for a in range(len(flow)):
         if flow[a] > pair_capacity[a]:
             i = slot[2 * a]
             excess[tail[i]] += flow[a] - pair_capacity[a]
             excess[head[i]] -= flow[a] - pair_capacity[a]
+            touched[tail[i]] = touched[head[i]] = True
             flow[a] = pair_capacity[a]
             clipped = True
     if not clipped:
         return False
     excess[source] = excess[sink] = 0.0  # the super source and sink balance themselves
+    unbalanced = np.flatnonzero(touched)  # ascending, so each search seeds in vertex order
     residual = _residuals(pair_capacity, arc, flow)
     level = np.full(num_vertices, -1, dtype=np.int64)  # distance to the nearest deficit; -2: dead end
     queue = np.empty(num_vertices, dtype=np.int64)
@@ -328,7 +331,7 @@ def _reroute(  # pragma: no cover - compiled
     path = np.empty(REROUTE_DEPTH, dtype=np.int64)
     for _ in range(REROUTE_PHASES):
         q_tail = pending = 0
-        for v in range(num_vertices):
+        for v in unbalanced:  # a push moves imbalance only between these
             if excess[v] < -eps:
                 level[v] = 0
                 queue[q_tail] = v
