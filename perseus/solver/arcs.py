@@ -14,8 +14,6 @@ from perseus.pipeline.dag import IntArray
 
 LayoutIds = npt.NDArray[np.int32]
 """Vertex and arc-slot ids of an :class:`ArcLayout` (32-bit)."""
-FLOWS_KEPT = 1
-"""Maximum flows kept as the next cut's start: the last one (see :func:`mincut._warm_min_cut`)."""
 
 
 class ArcLayout:

@@ -46,7 +46,7 @@ from perseus.plan.store import PlanStore, Slot
 from perseus.profile.model import PipelineProfile
 from perseus.solver import native
 from perseus.solver import native_abi as abi
-from perseus.solver.arcs import FLOWS_KEPT, ArcLayout
+from perseus.solver.arcs import ArcLayout
 
 Progress = Callable[[float], None]
 
@@ -305,7 +305,7 @@ class _StepState:
             "partner": layout.partner,
             "arc": layout.arc,
             "slot": layout.slot,
-            "flows": np.zeros((FLOWS_KEPT, layout.num_pairs)),
+            "flow": np.zeros(layout.num_pairs),
             "choice": c(choice, dtype=np.int64).copy(),
             "finish": np.zeros(n),
             "latest": np.zeros(n),

@@ -45,7 +45,7 @@ import numpy.typing as npt
 from numba import njit
 
 from perseus.pipeline.dag import FloatArray, IntArray
-from perseus.solver.arcs import FLOWS_KEPT, ArcLayout, LayoutIds
+from perseus.solver.arcs import ArcLayout, LayoutIds
 
 REROUTE_DEPTH = 100
 """Longest detour (arcs) a clipped flow may take around its arc. On 116 saved 16 x 256 cuts, each
@@ -59,12 +59,12 @@ depth); they stop as soon as one reaches no vertex in excess."""
 
 class CutNetwork:
     """Minimum vertex cuts of sub-DAGs of one DAG (``num_nodes`` nodes in topological order, ``edges``
-    as ``(src, dst)`` sorted by ``src``), each max-flow starting from a recent one's flow."""
+    as ``(src, dst)`` sorted by ``src``), each max-flow starting from the last one's flow."""
 
     def __init__(self, num_nodes: int, edges: IntArray) -> None:
         self.layout = ArcLayout(num_nodes, edges)
-        self.flows = np.zeros((FLOWS_KEPT, self.layout.num_pairs))
-        """The last few maximum flows on every arc pair (0 off their networks), newest first."""
+        self.flow = np.zeros(self.layout.num_pairs)
+        """The last maximum flow on every arc pair (0 off its network)."""
 
     def min_cut(
         self, capacity: FloatArray, tight: npt.NDArray[np.bool_], sources: IntArray, sinks: IntArray
@@ -72,14 +72,13 @@ class CutNetwork:
         """Node ids of a minimum vertex cut; ``capacity`` is per node (0 = not in the critical
         DAG, ``inf`` = cannot be cut), ``tight`` masks the edges of the critical DAG."""
         layout = self.layout
-        n = layout.num_nodes
-        pair_capacity = np.zeros(layout.num_pairs)
-        pair_capacity[:n] = capacity
-        pair_capacity[n : n + len(layout.edges)][tight] = np.inf
-        pair_capacity[n + len(layout.edges) + np.asarray(sources, dtype=np.int64)] = np.inf
-        pair_capacity[2 * n + len(layout.edges) + np.asarray(sinks, dtype=np.int64)] = np.inf
         return _warm_min_cut(
-            pair_capacity,
+            pair_capacities(
+                np.asarray(capacity, dtype=np.float64),
+                tight,
+                np.asarray(sources, dtype=np.int64),
+                np.asarray(sinks, dtype=np.int64),
+            ),
             layout.edges,
             layout.out_first,
             layout.out_edges,
@@ -91,8 +90,28 @@ class CutNetwork:
             layout.partner,
             layout.arc,
             layout.slot,
-            self.flows,
+            self.flow,
         )
+
+
+@njit(nogil=True)
+def pair_capacities(  # pragma: no cover - compiled
+    capacity: FloatArray, tight: npt.NDArray[np.bool_], sources: IntArray, sinks: IntArray
+) -> FloatArray:
+    """Every arc pair's capacity (see :class:`ArcLayout`) for a critical DAG: each node's own
+    ``capacity``, and no limit on its ``tight`` edges, on the arcs from the super source into its
+    ``sources`` and on those from its ``sinks`` to the super sink (every other arc: 0)."""
+    n, num_edges = len(capacity), len(tight)
+    pair_capacity = np.zeros(3 * n + num_edges)
+    pair_capacity[:n] = capacity
+    for e in range(num_edges):
+        if tight[e]:
+            pair_capacity[n + e] = np.inf
+    for v in sources:
+        pair_capacity[n + num_edges + v] = np.inf
+    for v in sinks:
+        pair_capacity[2 * n + num_edges + v] = np.inf
+    return pair_capacity
 
 
 @njit(nogil=True)
@@ -109,10 +128,10 @@ def _warm_min_cut(  # pragma: no cover - compiled
     partner: LayoutIds,
     arc: LayoutIds,
     slot: LayoutIds,
-    flows: FloatArray,
+    flow: FloatArray,
 ) -> IntArray:
-    """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from the last maximum flow
-    (row 0 of ``flows``, replaced in place by the new one), its clipped flow rerouted around the
+    """:meth:`CutNetwork.min_cut` given each arc pair's capacity: start from the last maximum
+    ``flow`` (replaced in place by the new one), its clipped flow rerouted around the
     clipped arcs where it can and trimmed where it cannot, and find the cut closest to the sources.
 
     The cut does not depend on the starting flow, so this start is only about speed: comparing it
@@ -120,7 +139,6 @@ def _warm_min_cut(  # pragma: no cover - compiled
     and gained less than they cost (16 x 96: 3-7% slower in all)."""
     n = len(out_first) - 1
     eps = _saturation_eps(pair_capacity, n)
-    flow = flows[0]
     _reroute(pair_capacity, flow, n, first, head, tail, partner, arc, slot, eps)
     _repair_flow(pair_capacity, edges, out_first, out_edges, in_first, in_edges, flow)
     return _dinic(pair_capacity, n, first, head, tail, partner, arc, flow, eps)
@@ -388,8 +406,7 @@ def _reroute(  # pragma: no cover - compiled
                 for d in range(depth):
                     amount = min(amount, residual[path[d]])
                 for d in range(depth):
-                    residual[path[d]] -= amount
-                    residual[partner[path[d]]] += amount
+                    _push(residual, partner, path[d], amount)
                 excess[start] -= amount
                 excess[v] += amount
         for k in range(q_tail):

@@ -21,6 +21,7 @@ numba's own cache), else ``$XDG_CACHE_HOME/perseus`` (``~/.cache/perseus``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -124,6 +125,7 @@ def _numba_directory() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache  # the sources and the CPU do not change while the process runs
 def _cache_key() -> str:
     """``SOURCES-MACHINE``: what the code is (our compiled modules, numba's and llvmlite's builds,
     Python), then what it is for (this CPU's name and features)."""

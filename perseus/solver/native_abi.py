@@ -32,7 +32,7 @@ ARRAYS: tuple[tuple[str, type[np.generic], int], ...] = (
     ("partner", np.int32, 1),
     ("arc", np.int32, 1),
     ("slot", np.int32, 1),
-    ("flows", np.float64, 2),
+    ("flow", np.float64, 1),
     ("choice", np.int64, 1),
     ("finish", np.float64, 1),
     ("latest", np.float64, 1),

@@ -74,7 +74,7 @@ def _solve_steps(table: Any) -> int:  # pragma: no cover - compiled
         carray(_i32(d[54]), (d[55],)),  # arc
         carray(_i32(d[57]), (d[58],)),  # slot
     )
-    flows = carray(_f64(d[60]), (d[61], d[62]))
+    flow = carray(_f64(d[60]), (d[61],))
     choice = carray(_i64(d[63]), (d[64],))
     finish = carray(_f64(d[66]), (d[67],))
     latest = carray(_f64(d[69]), (d[70],))
@@ -85,7 +85,7 @@ def _solve_steps(table: Any) -> int:  # pragma: no cover - compiled
     counts = carray(_i64(d[84]), (d[85],))
     sweep.run_steps(
         predecessors, successors, edges, node_class, class_time, class_energy, class_cost, class_count,
-        next_option, rate_table, layout, flows, choice, finish, latest,
+        next_option, rate_table, layout, flow, choice, finish, latest,
         candidate_time, candidate_energy, candidate_choice, real, counts,
     )  # fmt: skip
     return 0

@@ -30,7 +30,7 @@ from perseus.solver.kernels import (
     reaches_through,
     reclaim_sweep,
 )
-from perseus.solver.mincut import LayoutIds, _warm_min_cut
+from perseus.solver.mincut import LayoutIds, _warm_min_cut, pair_capacities
 from perseus.solver.native_abi import (
     BLOCKING_POWER,
     CANDIDATES_FULL,
@@ -131,7 +131,7 @@ def _cut(  # pragma: no cover - compiled
     next_option: IntArray,
     rate_table: FloatArray,
     layout: tuple[IntArray, IntArray, IntArray, IntArray, LayoutIds, LayoutIds, LayoutIds, LayoutIds, LayoutIds, LayoutIds],
-    flows: FloatArray,
+    flow: FloatArray,
     choice: IntArray,
     durations: FloatArray,
     finish: FloatArray,
@@ -154,8 +154,8 @@ def _cut(  # pragma: no cover - compiled
         rate[v] = rate_table[c, choice[v]]
         steps[v] = durations[v] - class_time[c, max(next_option[c, choice[v]], 0)]
     out_first, out_edges, in_first, in_edges, first, head, tail, partner, arc, slot = layout
-    num_edges = len(edges)
     full_speed = np.empty(n, dtype=np.bool_)
+    capacity = np.empty(n)  # each critical node's cost rate, 0 off the critical DAG
     for attempt in range(2):
         tol = resolution + 1e-9 * makespan if attempt == 0 else 1e-9 * makespan
         critical, tight, sources, sinks = critical_network(edges, durations, finish, latest, makespan, tol)
@@ -163,19 +163,12 @@ def _cut(  # pragma: no cover - compiled
             full_speed[v] = critical[v] and not np.isfinite(rate[v])
         if reaches_through(full_speed, edges, tight, sources, sinks):
             continue  # a critical path already all at full speed
-        pair_capacity = np.zeros(3 * n + num_edges)
         for v in range(n):
-            pair_capacity[v] = rate[v] if critical[v] else 0.0
-        for e in range(num_edges):
-            if tight[e]:
-                pair_capacity[n + e] = np.inf
-        for v in sources:
-            pair_capacity[n + num_edges + v] = np.inf
-        for v in sinks:
-            pair_capacity[2 * n + num_edges + v] = np.inf
+            capacity[v] = rate[v] if critical[v] else 0.0
         cut = _warm_min_cut(
-            pair_capacity, edges, out_first, out_edges, in_first, in_edges, first, head, tail, partner, arc, slot, flows
-        )
+            pair_capacities(capacity, tight, sources, sinks),
+            edges, out_first, out_edges, in_first, in_edges, first, head, tail, partner, arc, slot, flow,
+        )  # fmt: skip
         return True, batch_series_ties(cut, rate, edges, tight, steps, resolution)
     return False, np.empty(0, dtype=np.int64)
 
@@ -225,7 +218,7 @@ def run_steps(  # pragma: no cover - compiled
     next_option: IntArray,
     rate_table: FloatArray,
     layout: tuple[IntArray, IntArray, IntArray, IntArray, LayoutIds, LayoutIds, LayoutIds, LayoutIds, LayoutIds, LayoutIds],
-    flows: FloatArray,
+    flow: FloatArray,
     choice: IntArray,
     finish: FloatArray,
     latest: FloatArray,
@@ -240,7 +233,7 @@ def run_steps(  # pragma: no cover - compiled
     ``choice``, ``finish`` and ``latest`` are the current plan and what is known of its times
     (``counts[HAVE_FINISH]``, ``counts[HAVE_LATEST]``); the candidate arrays hold the points
     that may still be Pareto-optimal (``counts[NUM_CANDIDATES]`` of them, see
-    :class:`perseus.solver.frontier._StepState`); ``flows`` the last maximum flow. Sets
+    :class:`perseus.solver.frontier._StepState`); ``flow`` the last maximum flow. Sets
     ``counts[STATUS]`` and leaves the state at a step boundary, so the next call goes on.
     """
     n = len(choice)
@@ -281,7 +274,7 @@ def run_steps(  # pragma: no cover - compiled
         counts[NUM_CANDIDATES] = k + 1
         real[LAST_MAKESPAN] = makespan
         found, speed_up = _cut(
-            edges, node_class, class_time, next_option, rate_table, layout, flows,
+            edges, node_class, class_time, next_option, rate_table, layout, flow,
             choice, durations, finish, latest, makespan, resolution,
         )  # fmt: skip
         if not found or (counts[HAVE_PREVIOUS] == 1 and makespan >= real[PREVIOUS_MAKESPAN]):

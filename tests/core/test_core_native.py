@@ -118,5 +118,5 @@ def test_argument_table_refuses_arrays_the_compiled_code_would_misread() -> None
     assert table[1:3].tolist() == [2, 2] and table[0] == arrays["predecessors"].ctypes.data
     with pytest.raises(TypeError, match="choice: expected a C-contiguous 1-d int64 array"):
         native_abi.argument_table({**arrays, "choice": np.zeros(2, dtype=np.int32)})
-    with pytest.raises(TypeError, match="flows: expected a C-contiguous 2-d float64 array"):
-        native_abi.argument_table({**arrays, "flows": np.zeros((2, 4))[:, ::2]})
+    with pytest.raises(TypeError, match="class_time: expected a C-contiguous 2-d float64 array"):
+        native_abi.argument_table({**arrays, "class_time": np.zeros((2, 4))[:, ::2]})
